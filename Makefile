@@ -1,0 +1,44 @@
+# Every target installs what it needs and is safe to run again.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CACHE_DIR := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/continue-orchestrator
+PYTEST_ARGS ?=
+BENCH ?=
+
+.PHONY: help venv lint test demo bench crds
+
+help:
+	@echo "make demo   one real AgentRun end to end on this machine"
+	@echo "make test   lint and the whole test suite"
+	@echo "make lint   ruff and mypy --strict on operator/"
+	@echo "make bench  benchmarks, one JSON object per line (BENCH=name for one)"
+	@echo "make crds   regenerate crds/ from the API models"
+
+$(BIN)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+venv: $(BIN)/.installed
+
+lint: venv
+	$(BIN)/ruff check operator tests bench
+	$(BIN)/mypy --strict
+
+test: lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+crds: venv
+	$(BIN)/orchestrator crds --write crds
+
+demo: venv
+	$(BIN)/orchestrator validate examples/*.yaml
+	@echo "make demo: the examples validate. The end-to-end run arrives with 'orchestrator run'."
+
+bench: venv
+	$(BIN)/python -m bench $(if $(BENCH),--only $(BENCH))
