@@ -1,0 +1,187 @@
+"""CustomResourceDefinitions generated from the pydantic models.
+
+The models are the one source of truth: their JSON schema is rewritten into a
+structural OpenAPI v3 schema (refs inlined, nullables unwrapped, int-or-string marked,
+titles dropped) that the API server accepts, with the descriptions ``kubectl explain``
+shows and the CEL rules the models declare. ``crds/`` holds the output and a test
+fails when it drifts from the models.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pydantic
+
+from continue_orchestrator.api import _agentrun, _base, _runpolicy
+
+_DROPPED_KEYS = frozenset({"title", "additionalProperties", "$defs"})
+
+
+def _structural(node: Any, defs: dict[str, Any]) -> Any:
+    if isinstance(node, list):
+        return [_structural(item, defs) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        target = defs[node["$ref"].rsplit("/", 1)[-1]]
+        merged = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+        return _structural(merged, defs)
+    if "anyOf" in node:
+        options = [option for option in node["anyOf"] if option.get("type") != "null"]
+        rest = {k: v for k, v in node.items() if k != "anyOf"}
+        if {option.get("type") for option in options} == {"integer", "string"}:
+            return _structural({**rest, "x-kubernetes-int-or-string": True}, defs)
+        if len(options) == 1:
+            return _structural({**options[0], **rest}, defs)
+        raise ValueError(f"cannot express anyOf {node['anyOf']!r} structurally")
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in _DROPPED_KEYS and not (key == "additionalProperties" and isinstance(value, dict)):
+            continue
+        if key == "default" and value is None:
+            continue
+        if key == "const":
+            out["enum"] = [value]
+            continue
+        if key == "description":
+            out[key] = " ".join(str(value).split())
+            continue
+        if key == "properties":
+            out[key] = {name: _structural(sub, defs) for name, sub in value.items()}
+            continue
+        out[key] = _structural(value, defs)
+    if "enum" in out and "type" not in out:
+        out["type"] = "string"
+    return out
+
+
+def schema_of(model: type[pydantic.BaseModel]) -> dict[str, Any]:
+    """The structural OpenAPI v3 schema of a model."""
+    raw = model.model_json_schema(by_alias=True, mode="validation")
+    result: dict[str, Any] = _structural(raw, raw.get("$defs", {}))
+    return result
+
+
+def _resource_schema(
+    model: type[pydantic.BaseModel],
+    spec: type[pydantic.BaseModel],
+    status: type[pydantic.BaseModel] | None,
+) -> dict[str, Any]:
+    properties: dict[str, Any] = {
+        "apiVersion": {"type": "string", "description": "Versioned schema of this object."},
+        "kind": {"type": "string", "description": "Kind of this object."},
+        "metadata": {"type": "object"},
+        "spec": schema_of(spec),
+    }
+    if status is not None:
+        properties["status"] = schema_of(status)
+    return {
+        "type": "object",
+        "description": " ".join((model.__doc__ or "").split()),
+        "required": ["spec"],
+        "properties": properties,
+    }
+
+
+def _crd(
+    *,
+    kind: str,
+    plural: str,
+    scope: str,
+    short_names: list[str],
+    schema: dict[str, Any],
+    columns: list[dict[str, Any]],
+    status: bool,
+) -> dict[str, Any]:
+    version: dict[str, Any] = {
+        "name": _base.VERSION,
+        "served": True,
+        "storage": True,
+        "schema": {"openAPIV3Schema": schema},
+        "additionalPrinterColumns": [
+            *columns,
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        ],
+    }
+    if status:
+        version["subresources"] = {"status": {}}
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{plural}.{_base.GROUP}",
+            "labels": {"app.kubernetes.io/part-of": "continue-orchestrator"},
+        },
+        "spec": {
+            "group": _base.GROUP,
+            "scope": scope,
+            "names": {
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": kind.lower(),
+                "shortNames": short_names,
+                "categories": ["continue"],
+            },
+            "versions": [version],
+        },
+    }
+
+
+def crds() -> list[dict[str, Any]]:
+    """The project's CRDs, in the order they should be applied."""
+    policy_columns = [
+        {"name": "Default", "type": "string", "jsonPath": ".spec.defaultEffect"},
+        {"name": "Runtime", "type": "string", "jsonPath": ".spec.sandbox.runtimeClassName"},
+    ]
+    return [
+        _crd(
+            kind="AgentRun",
+            plural="agentruns",
+            scope="Namespaced",
+            short_names=["ar"],
+            schema=_resource_schema(
+                _agentrun.AgentRun, _agentrun.AgentRunSpec, _agentrun.AgentRunStatus
+            ),
+            columns=[
+                {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+                {"name": "Policy", "type": "string", "jsonPath": ".spec.policyRef.name"},
+                {
+                    "name": "Interventions",
+                    "type": "integer",
+                    "jsonPath": ".status.interventions.total",
+                },
+                {
+                    "name": "Signed",
+                    "type": "string",
+                    "jsonPath": ".status.attestation.signed",
+                    "priority": 1,
+                },
+            ],
+            status=True,
+        ),
+        _crd(
+            kind="RunPolicy",
+            plural="runpolicies",
+            scope="Namespaced",
+            short_names=["rp"],
+            schema=_resource_schema(_runpolicy.RunPolicy, _runpolicy.RunPolicySpec, None),
+            columns=policy_columns,
+            status=False,
+        ),
+        _crd(
+            kind="ClusterRunPolicy",
+            plural="clusterrunpolicies",
+            scope="Cluster",
+            short_names=["crp"],
+            schema=_resource_schema(_runpolicy.ClusterRunPolicy, _runpolicy.RunPolicySpec, None),
+            columns=policy_columns,
+            status=False,
+        ),
+    ]
+
+
+def file_name(crd: dict[str, Any]) -> str:
+    """kubebuilder's naming: GROUP_PLURAL.yaml."""
+    return f"{crd['spec']['group']}_{crd['spec']['names']['plural']}.yaml"
