@@ -77,7 +77,7 @@ class SecretMapping(_base.Model):
 class VerifyCommand(_base.Model):
     """A command run in the workspace after the agent, whose result is evidence."""
 
-    name: str = pydantic.Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    name: str = pydantic.Field(min_length=1, max_length=63, pattern=_base.DNS_LABEL)
     """Name of the check, for reports."""
     command: str = pydantic.Field(min_length=1, max_length=4096)
     """Shell command line, run with /bin/sh -c in the workspace."""
@@ -201,7 +201,7 @@ AgentRunSpec.cross_field_rules = (
 )
 
 
-class Phase(str, enum.Enum):
+class Phase(enum.StrEnum):
     """Where a run is in its life. The last five are terminal."""
 
     PENDING = "Pending"

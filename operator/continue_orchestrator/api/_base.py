@@ -20,6 +20,7 @@ API_VERSION = f"{GROUP}/{VERSION}"
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+CONDITION_REASON = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
 
 
 class CrossFieldRule(NamedTuple):
@@ -102,7 +103,7 @@ class Condition(Model):
     """The metadata.generation this condition was set from."""
     last_transition_time: str
     """When the condition last changed status (RFC 3339)."""
-    reason: str = pydantic.Field(max_length=1024, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
+    reason: str = pydantic.Field(max_length=1024, pattern=CONDITION_REASON)
     """A CamelCase reason for the last transition, for machines."""
     message: str = pydantic.Field(default="", max_length=32768)
     """A human-readable message about the last transition."""

@@ -23,7 +23,7 @@ HostPort = Annotated[str, pydantic.Field(pattern=HOST_PORT_PATTERN, max_length=2
 SecretName = Annotated[str, pydantic.Field(pattern=SECRET_NAME_PATTERN, max_length=253)]
 
 
-class Effect(str, enum.Enum):
+class Effect(enum.StrEnum):
     """What happens when a rule matches."""
 
     ALLOW = "Allow"
@@ -31,7 +31,7 @@ class Effect(str, enum.Enum):
     REQUIRE_APPROVAL = "RequireApproval"
 
 
-class Action(str, enum.Enum):
+class Action(enum.StrEnum):
     """The kinds of thing an agent run can try to do."""
 
     TOOL_CALL = "tool.call"
