@@ -60,3 +60,11 @@ class GatewayError(OrchestratorError):
 
 class SandboxError(OrchestratorError):
     """The sandbox (gVisor, network namespace) cannot be set up."""
+
+
+class PolicyStop(OrchestratorError):
+    """Policy stopped a run, e.g. its config references a secret the policy does not grant."""
+
+
+class RunnerError(OrchestratorError):
+    """The runner cannot prepare the workspace, start the agent, or report the outcome."""
