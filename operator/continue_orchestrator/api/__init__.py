@@ -1,4 +1,4 @@
-"""The API: AgentRun, RunPolicy and ClusterRunPolicy models, manifests, and CRDs.
+"""The API: AgentRun, RunPolicy, ClusterRunPolicy and RunApproval models, and CRDs.
 
 Group ``orchestrator.continue.dev``, version ``v1alpha1``. The pydantic models are the
 single source of the CRD schemas (``api.crds()``), the offline validation
@@ -27,6 +27,12 @@ from continue_orchestrator.api._agentrun import (
     SecretMapping,
     Trigger,
     VerifyCommand,
+)
+from continue_orchestrator.api._approval import (
+    DecidedBy,
+    Decision,
+    RunApproval,
+    RunApprovalSpec,
 )
 from continue_orchestrator.api._base import API_VERSION, GROUP, VERSION, Condition, ObjectMeta
 from continue_orchestrator.api._crd import crds, file_name, schema_of
@@ -67,6 +73,8 @@ __all__ = [
     "Attestation",
     "ClusterRunPolicy",
     "Condition",
+    "DecidedBy",
+    "Decision",
     "Effect",
     "Interventions",
     "KeyRef",
@@ -84,6 +92,8 @@ __all__ = [
     "Repository",
     "Resource",
     "Resources",
+    "RunApproval",
+    "RunApprovalSpec",
     "RunPolicy",
     "RunPolicySpec",
     "Sandbox",

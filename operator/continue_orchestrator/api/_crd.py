@@ -13,7 +13,7 @@ from typing import Any
 
 import pydantic
 
-from continue_orchestrator.api import _agentrun, _base, _runpolicy
+from continue_orchestrator.api import _agentrun, _approval, _base, _runpolicy
 
 _DROPPED_KEYS = frozenset({"title", "additionalProperties", "$defs"})
 
@@ -177,6 +177,20 @@ def crds() -> list[dict[str, Any]]:
             short_names=["crp"],
             schema=_resource_schema(_runpolicy.ClusterRunPolicy, _runpolicy.RunPolicySpec, None),
             columns=policy_columns,
+            status=False,
+        ),
+        _crd(
+            kind="RunApproval",
+            plural="runapprovals",
+            scope="Namespaced",
+            short_names=["rap"],
+            schema=_resource_schema(_approval.RunApproval, _approval.RunApprovalSpec, None),
+            columns=[
+                {"name": "Run", "type": "string", "jsonPath": ".spec.runName"},
+                {"name": "Call", "type": "string", "jsonPath": ".spec.callId"},
+                {"name": "Decision", "type": "string", "jsonPath": ".spec.decision"},
+                {"name": "By", "type": "string", "jsonPath": ".spec.decidedBy.username"},
+            ],
             status=False,
         ),
     ]

@@ -15,14 +15,20 @@ import pydantic
 import yaml
 
 from continue_orchestrator import errors
-from continue_orchestrator.api import _agentrun, _base, _runpolicy
+from continue_orchestrator.api import _agentrun, _approval, _base, _runpolicy
 
-Resource = _agentrun.AgentRun | _runpolicy.RunPolicy | _runpolicy.ClusterRunPolicy
+Resource = (
+    _agentrun.AgentRun
+    | _runpolicy.RunPolicy
+    | _runpolicy.ClusterRunPolicy
+    | _approval.RunApproval
+)
 
 KINDS: dict[str, type[Resource]] = {
     "AgentRun": _agentrun.AgentRun,
     "RunPolicy": _runpolicy.RunPolicy,
     "ClusterRunPolicy": _runpolicy.ClusterRunPolicy,
+    "RunApproval": _approval.RunApproval,
 }
 
 

@@ -191,3 +191,31 @@ def test_cli_validate_unreadable_and_unparsable(
     assert cli.main(["validate", str(broken), str(tmp_path / "missing.yaml")]) == 1
     err = capsys.readouterr().err
     assert "not valid YAML" in err and "missing.yaml: cannot read" in err
+
+
+# --- RunApproval -----------------------------------------------------------------------
+
+
+def approval(**spec: Any) -> dict[str, Any]:
+    base = {
+        "runName": "fix-rounding-bug",
+        "callId": "call-1",
+        "decision": "Approve",
+        "decidedBy": {"username": "lead@acme.dev", "groups": ["payments-leads"]},
+    }
+    return {
+        "apiVersion": "orchestrator.continue.dev/v1alpha1",
+        "kind": "RunApproval",
+        "metadata": {"name": "fix-rounding-bug-call-1", "namespace": "team-payments"},
+        "spec": {**base, **spec},
+    }
+
+
+def test_run_approval_valid_and_invalid() -> None:
+    parsed = api.parse(approval())
+    assert isinstance(parsed, api.RunApproval)
+    assert parsed.spec.decision is api.Decision.APPROVE
+    expect_error(approval(decision="Maybe"), "spec.decision", "'Approve' or 'Deny'")
+    document = approval()
+    del document["spec"]["decidedBy"]
+    expect_error(document, "spec.decidedBy", "required")
