@@ -1,0 +1,80 @@
+"""The runner: the sandbox image's entrypoint, one AgentRun from clone to outcome.
+
+``run(bundle)`` prepares the workspace at the pinned commit, rewrites config.yaml so
+every model goes through the gateway with the run token, refuses ungranted secrets
+before the agent starts, runs the pinned Continue CLI headless, takes the diff, runs
+the verify commands and reports an ``Outcome`` to the gateway. ``ExitCode`` tells the
+results apart; ``python -m continue_orchestrator.runner`` is the command.
+"""
+
+from continue_orchestrator.runner._bundle import (
+    BUNDLE_ENV,
+    BUNDLE_FILE_ENV,
+    GIT_TOKEN_ENV,
+    GIT_USERNAME_ENV,
+    SECRET_ENV_PREFIX,
+    TOKEN_ENV,
+    Credentials,
+    Paths,
+    RepositoryPin,
+    RunBundle,
+    load_bundle,
+)
+from continue_orchestrator.runner._config import (
+    GATEWAY_PROVIDERS,
+    RewrittenConfig,
+    SecretReference,
+    rewrite_config,
+    secret_references,
+)
+from continue_orchestrator.runner._main import main, prepare_workspace
+from continue_orchestrator.runner._outcome import (
+    AgentResult,
+    ChangedFile,
+    DiffReport,
+    ExitCode,
+    Outcome,
+    ProcessResult,
+    Receipt,
+    Status,
+    VerifyResult,
+    redact,
+)
+from continue_orchestrator.runner._run import agent_environment, run
+from continue_orchestrator.runner._workspace import Diff, diff, split_credentials
+
+__all__ = [
+    "BUNDLE_ENV",
+    "BUNDLE_FILE_ENV",
+    "GATEWAY_PROVIDERS",
+    "GIT_TOKEN_ENV",
+    "GIT_USERNAME_ENV",
+    "SECRET_ENV_PREFIX",
+    "TOKEN_ENV",
+    "AgentResult",
+    "ChangedFile",
+    "Credentials",
+    "Diff",
+    "DiffReport",
+    "ExitCode",
+    "Outcome",
+    "Paths",
+    "ProcessResult",
+    "Receipt",
+    "RepositoryPin",
+    "RewrittenConfig",
+    "RunBundle",
+    "SecretReference",
+    "Status",
+    "VerifyResult",
+    "agent_environment",
+    "diff",
+    "load_bundle",
+    "main",
+    "prepare_workspace",
+    "redact",
+    "rewrite_config",
+    "run",
+    "secret_references",
+    "split_credentials",
+]

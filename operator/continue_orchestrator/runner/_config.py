@@ -1,0 +1,295 @@
+"""Rewrite a Continue config.yaml so every model call goes through the run's gateway.
+
+Each model's ``apiBase`` becomes the gateway URL of this run and its ``apiKey`` the run
+token; the real credential stays with the gateway. ``${{ secrets.NAME }}`` references
+are checked against the secrets the policy grants before anything runs. The text is
+edited in place at the nodes that change, so comments, order and quoting of everything
+else survive byte for byte; the result is re-parsed and compared with the intended
+document, and only if an edit cannot be made in place is the document re-serialised.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Collection, Mapping
+from typing import Any
+
+import yaml
+
+from continue_orchestrator import errors
+
+SECRET_REFERENCE = re.compile(r"\$\{\{\s*secrets\.([A-Za-z0-9_.\-/]+)\s*\}\}")
+
+# Providers whose client honours apiBase with the OpenAI or Anthropic wire API, the two
+# the gateway speaks. Anything else could call its vendor directly, so it is refused.
+GATEWAY_PROVIDERS = frozenset({"openai", "anthropic"})
+
+
+@dataclasses.dataclass(frozen=True)
+class SecretReference:
+    """One ``${{ secrets.NAME }}`` in the config text."""
+
+    name: str
+    line: int
+    """1-based line of the reference."""
+    brokered: bool
+    """True when it is a model's apiKey: the gateway holds its value, never the sandbox."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RewrittenConfig:
+    """The config.yaml the agent gets, and what the rewrite did."""
+
+    text: str
+    models: tuple[str, ...]
+    """Names of the rewritten models, in order."""
+    references: tuple[SecretReference, ...]
+    """Every secret reference in the original text."""
+    resolved: frozenset[str]
+    """Secrets whose values were written into the agent's config."""
+    in_place: bool
+    """False when the document had to be re-serialised (comments lost)."""
+
+    @property
+    def brokered(self) -> frozenset[str]:
+        """Secrets used as model credentials: the gateway's, never the sandbox's."""
+        return frozenset(r.name for r in self.references if r.brokered)
+
+
+def secret_references(
+    text: str, *, brokered_spans: Collection[tuple[int, int]] = ()
+) -> list[SecretReference]:
+    """Every secret reference in ``text`` (comments included: Continue templates raw text)."""
+    found: list[SecretReference] = []
+    for match in SECRET_REFERENCE.finditer(text):
+        at = match.start()
+        brokered = any(start <= at < end for start, end in brokered_spans)
+        found.append(SecretReference(match.group(1), text.count("\n", 0, at) + 1, brokered))
+    return found
+
+
+def rewrite_config(
+    text: str,
+    *,
+    api_base: str,
+    api_key: str,
+    allowed_secrets: Collection[str],
+    secret_values: Mapping[str, str],
+    where: str = "config.yaml",
+) -> RewrittenConfig:
+    """Route every model through ``api_base`` with ``api_key``; resolve granted secrets.
+
+    Raises ``errors.PolicyStop`` for a secret the policy does not grant (naming it and
+    its line) and ``errors.ManifestError`` for a config the gateway cannot front: a
+    model without a supported provider, a hub ``uses:`` block, a brokered model
+    credential also used elsewhere, or a granted secret without a value.
+    """
+    root = _compose(text, where)
+    models_node = _mapping_get(root, "models")
+    if models_node is None or not isinstance(models_node, yaml.SequenceNode):
+        raise errors.ManifestError(
+            "config.yaml has no 'models' list, so the agent would have no model to call",
+            where=where,
+            fix="add a models entry with provider openai or anthropic",
+        )
+    if not models_node.value:
+        raise errors.ManifestError("config.yaml 'models' is empty", where=where)
+
+    # Checks read the parsed data (merge keys and anchors resolved); edits use the nodes.
+    data_models = yaml.safe_load(text)["models"]
+    model_nodes: list[yaml.MappingNode] = []
+    names: list[str] = []
+    key_spans: list[tuple[int, int]] = []
+    brokered: set[str] = set()
+    for index, (node, model) in enumerate(zip(models_node.value, data_models, strict=True)):
+        place = f"{where}: models[{index}] (line {node.start_mark.line + 1})"
+        if not isinstance(node, yaml.MappingNode) or not isinstance(model, dict):
+            raise errors.ManifestError("a model must be a mapping", where=place)
+        if "uses" in model:
+            raise errors.ManifestError(
+                "hub model blocks ('uses:') are resolved by Continue's hub over the network",
+                where=place,
+                fix="inline the model with provider, model, apiBase and apiKey",
+            )
+        provider = model.get("provider")
+        if provider not in GATEWAY_PROVIDERS:
+            raise errors.ManifestError(
+                f"provider {provider!r} cannot be routed through the gateway",
+                where=place,
+                fix=f"use one of {', '.join(sorted(GATEWAY_PROVIDERS))} "
+                "(any OpenAI-compatible server works as provider openai with its apiBase)",
+            )
+        brokered.update(SECRET_REFERENCE.findall(str(model.get("apiKey", ""))))
+        key_node = _mapping_get(node, "apiKey")
+        if key_node is not None:
+            key_spans.append((key_node.start_mark.index, key_node.end_mark.index))
+        model_nodes.append(node)
+        names.append(str(model.get("name") or f"models[{index}]"))
+
+    references = secret_references(text, brokered_spans=key_spans)
+    allowed = frozenset(allowed_secrets)
+    for reference in references:
+        if reference.name not in allowed:
+            raise errors.PolicyStop(
+                f"config.yaml references secret {reference.name!r}, which the run's policy "
+                "does not grant; the agent was not started",
+                where=f"{where}: line {reference.line}",
+                fix="add it to the RunPolicy's allowedSecrets, or remove the reference",
+            )
+    for reference in references:
+        if not reference.brokered and reference.name in brokered:
+            raise errors.ManifestError(
+                f"secret {reference.name!r} is a model credential (brokered by the gateway) "
+                "and is also used elsewhere, which would hand it to the sandbox",
+                where=f"{where}: line {reference.line}",
+                fix="use a separate secret for the other use",
+            )
+    to_resolve = {r.name for r in references if not r.brokered}
+    missing = sorted(to_resolve - secret_values.keys())
+    if missing:
+        raise errors.ManifestError(
+            f"granted secret(s) {', '.join(missing)} have no value in the run",
+            where=where,
+            fix="map them in the AgentRun's spec.secrets",
+        )
+
+    edits: list[tuple[int, int, str]] = []
+    for node in model_nodes:
+        for key, value in (("apiBase", api_base), ("apiKey", api_key)):
+            edits.append(_set_key(text, node, key, value))
+    for node in _scalars(root):
+        if SECRET_REFERENCE.search(node.value) and not _inside(node, edits):
+            value = _resolve(node.value, secret_values)
+            edits.append((node.start_mark.index, node.end_mark.index, _quote(value, node, text)))
+
+    expected = _expected(text, api_base, api_key, secret_values)
+    result = _apply(text, edits)
+    in_place = True
+    try:
+        same = yaml.safe_load(result) == expected
+    except yaml.YAMLError:
+        same = False
+    if not same:
+        result = yaml.safe_dump(expected, sort_keys=False, allow_unicode=True)
+        in_place = False
+    return RewrittenConfig(
+        text=result,
+        models=tuple(names),
+        references=tuple(references),
+        resolved=frozenset(to_resolve),
+        in_place=in_place,
+    )
+
+
+def _compose(text: str, where: str) -> yaml.MappingNode:
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as error:
+        raise errors.ManifestError(f"config.yaml is not valid YAML: {error}", where=where) from None
+    if not isinstance(root, yaml.MappingNode):
+        raise errors.ManifestError("config.yaml must be a YAML mapping", where=where)
+    return root
+
+
+def _mapping_get(node: yaml.Node, key: str) -> yaml.Node | None:
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    for key_node, value_node in node.value:
+        if isinstance(key_node, yaml.ScalarNode) and key_node.value == key:
+            return value_node  # type: ignore[no-any-return]
+    return None
+
+
+def _scalar(node: yaml.Node | None) -> str | None:
+    return node.value if isinstance(node, yaml.ScalarNode) else None
+
+
+def _scalars(node: yaml.Node) -> list[yaml.ScalarNode]:
+    found: list[yaml.ScalarNode] = []
+    stack = [node]
+    seen: set[int] = set()
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, yaml.ScalarNode):
+            found.append(current)
+        elif isinstance(current, yaml.SequenceNode):
+            stack.extend(current.value)
+        elif isinstance(current, yaml.MappingNode):
+            for key_node, value_node in current.value:
+                stack.extend((key_node, value_node))
+    return found
+
+
+def _inside(node: yaml.Node, edits: list[tuple[int, int, str]]) -> bool:
+    start, end = node.start_mark.index, node.end_mark.index
+    return any(a <= start and end <= b and a != b for a, b, _ in edits)
+
+
+def _quote(value: str, node: yaml.Node, text: str) -> str:
+    quoted = json.dumps(value, ensure_ascii=False)
+    # A block scalar's span ends after its line break; keep one so the next key stays put.
+    if text[node.start_mark.index : node.end_mark.index].endswith("\n"):
+        quoted += "\n"
+    return quoted
+
+
+def _set_key(text: str, mapping: yaml.MappingNode, key: str, value: str) -> tuple[int, int, str]:
+    existing = _mapping_get(mapping, key)
+    if existing is not None:
+        return (existing.start_mark.index, existing.end_mark.index, _quote(value, existing, text))
+    entry = f"{key}: {json.dumps(value)}"
+    if mapping.flow_style:
+        end = mapping.end_mark.index - 1  # before the closing brace
+        return (end, end, f", {entry}" if mapping.value else entry)
+    first_key = mapping.value[0][0]
+    last_value = mapping.value[-1][1]
+    at = last_value.end_mark.index
+    if at == 0 or text[at - 1] != "\n":
+        newline = text.find("\n", at)
+        at = len(text) if newline < 0 else newline + 1
+    prefix = "" if at == 0 or text[at - 1] == "\n" else "\n"
+    return (at, at, f"{prefix}{' ' * first_key.start_mark.column}{entry}\n")
+
+
+def _apply(text: str, edits: list[tuple[int, int, str]]) -> str:
+    for start, end, replacement in sorted(edits, key=lambda e: (e[0], e[1]), reverse=True):
+        text = text[:start] + replacement + text[end:]
+    return text
+
+
+def _resolve(value: str, secret_values: Mapping[str, str]) -> str:
+    return SECRET_REFERENCE.sub(lambda m: secret_values[m.group(1)], value)
+
+
+def _expected(text: str, api_base: str, api_key: str, secret_values: Mapping[str, str]) -> Any:
+    """The document the rewrite must produce, built on parsed data as the reference."""
+
+    def resolve(value: Any) -> Any:
+        if isinstance(value, str):
+            return _resolve(value, secret_values) if SECRET_REFERENCE.search(value) else value
+        if isinstance(value, list):
+            return [resolve(v) for v in value]
+        if isinstance(value, dict):
+            return {k: resolve(v) for k, v in value.items()}
+        return value
+
+    document = yaml.safe_load(text)
+    result: dict[str, Any] = {}
+    for key, value in document.items():
+        if key != "models":
+            result[key] = resolve(value)
+            continue
+        result[key] = [
+            {
+                **resolve({k: v for k, v in model.items() if k not in ("apiBase", "apiKey")}),
+                "apiBase": api_base,
+                "apiKey": api_key,
+            }
+            for model in value
+        ]
+    return result

@@ -1,0 +1,82 @@
+"""The runner's command line, shared by ``python -m continue_orchestrator.runner`` and
+``orchestrator runner``.
+
+In a pod the clone runs as an init container (``--prepare-only``, the only container
+given git credentials) and the agent container runs with ``--workspace-ready``; local
+mode runs both in one process, which drops the credentials before the agent starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import sys
+from collections.abc import Mapping, Sequence
+
+from continue_orchestrator import errors
+from continue_orchestrator.runner import _bundle, _outcome, _run, _workspace
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--bundle",
+        type=pathlib.Path,
+        metavar="FILE",
+        help=f"the run bundle JSON (default: ${_bundle.BUNDLE_FILE_ENV} or ${_bundle.BUNDLE_ENV})",
+    )
+    phase = parser.add_mutually_exclusive_group()
+    phase.add_argument(
+        "--prepare-only",
+        action="store_true",
+        help="clone the repository at its pinned commit and exit (the init container)",
+    )
+    phase.add_argument(
+        "--workspace-ready",
+        action="store_true",
+        help="the workspace was prepared by --prepare-only; do not clone",
+    )
+    parser.add_argument(
+        "--no-report", action="store_true", help="do not POST the outcome to the gateway"
+    )
+    parser.add_argument(
+        "--outcome", type=pathlib.Path, metavar="FILE", help="also write the outcome JSON here"
+    )
+
+
+def prepare_workspace(bundle: _bundle.RunBundle, environ: Mapping[str, str] = os.environ) -> str:
+    """Clone the bundle's repository into its workspace; return the pinned commit."""
+    return _workspace.prepare(
+        bundle.repository,
+        pathlib.Path(bundle.paths.workspace),
+        credentials=_bundle.git_credentials(environ),
+    )
+
+
+def execute(args: argparse.Namespace) -> int:
+    try:
+        bundle = _bundle.load_bundle(args.bundle)
+    except errors.OrchestratorError as error:
+        print(f"runner: {error.message}", file=sys.stderr)
+        return int(_outcome.ExitCode.CONFIG_ERROR)
+    if args.prepare_only:
+        try:
+            commit = prepare_workspace(bundle)
+        except errors.OrchestratorError as error:
+            print(f"runner: {error.message}", file=sys.stderr)
+            return int(_outcome.ExitCode.WORKSPACE_ERROR)
+        print(f"runner: workspace ready at {commit}", file=sys.stderr)
+        return 0
+    outcome = _run.run(bundle, deliver=not args.no_report, prepare=not args.workspace_ready)
+    if args.outcome:
+        args.outcome.write_text(outcome.model_dump_json(by_alias=True, indent=2), encoding="utf-8")
+    return outcome.exit_code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="continue-orchestrator-runner",
+        description="Run one AgentRun inside its sandbox and report the outcome.",
+    )
+    add_arguments(parser)
+    return execute(parser.parse_args(argv))

@@ -1,0 +1,216 @@
+"""Prepare the workspace from the repository at its pinned commit, and diff it afterwards.
+
+The clone is the only step that sees git credentials. They reach git as a one-off
+``http.extraHeader`` through ``GIT_CONFIG_*`` variables of that one process, never as
+a remote URL or a config entry, and the clone is checked for them before the agent
+starts. The diff is taken with a private index against the pinned commit, with every
+repository-controlled command hook (fsmonitor, hooks, external diff, textconv) off,
+so a file the agent planted cannot run code in, or hide changes from, the diff.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import os
+import pathlib
+import subprocess
+import tempfile
+import urllib.parse
+from collections.abc import Mapping, Sequence
+
+from continue_orchestrator import errors
+from continue_orchestrator.runner import _bundle
+
+BRANCH = "orchestrator-run"
+"""Local branch the agent works on; fixed, so the agent's view is the same every run."""
+AGENT_IDENTITY = ("Continue agent", "agent@orchestrator.invalid")
+
+_SAFE_GIT = (
+    "-c", "core.fsmonitor=false",
+    "-c", "core.hooksPath=/dev/null",
+    "-c", "core.untrackedCache=false",
+    "-c", "safe.directory=*",
+    "-c", "diff.external=",
+    "-c", "core.pager=cat",
+)  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class ChangedFile:
+    """One path in the diff, with git's status letter (A, M, D, T)."""
+
+    status: str
+    path: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Diff:
+    """The workspace against the pinned commit, tracked and untracked files alike."""
+
+    base: str
+    patch: bytes
+    """``git diff --binary`` output, possibly cut at the limit."""
+    files: tuple[ChangedFile, ...]
+    digest: str
+    """sha256 of the full patch, even when ``patch`` was cut."""
+    size: int
+    truncated: bool
+
+
+def git_env(home: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A minimal environment for git: no user or system config, no prompts."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+        "HOME": home,
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "TZ": "UTC",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_ASKPASS": "/bin/false",
+        "SSH_ASKPASS": "/bin/false",
+    }
+    env.update(extra or {})
+    return env
+
+
+def split_credentials(url: str) -> tuple[str, _bundle.Credentials | None]:
+    """The URL without userinfo, and credentials if the URL carried a password."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or "@" not in parts.netloc:
+        return url, None
+    userinfo, _, host = parts.netloc.rpartition("@")
+    clean = urllib.parse.urlunsplit(parts._replace(netloc=host))
+    username, _, password = userinfo.partition(":")
+    if not password:
+        return clean, None
+    return clean, _bundle.Credentials(
+        username=urllib.parse.unquote(username) or "x-access-token",
+        token=urllib.parse.unquote(password),
+    )
+
+
+def prepare(
+    repository: _bundle.RepositoryPin,
+    destination: pathlib.Path,
+    *,
+    credentials: _bundle.Credentials | None = None,
+) -> str:
+    """Clone ``repository`` into ``destination`` at its pinned commit; return that commit."""
+    where = f"repository {repository.url}"
+    url, from_url = split_credentials(repository.url)
+    credentials = credentials or from_url
+    if destination.exists() and any(destination.iterdir()):
+        raise errors.RunnerError(
+            "the workspace is not empty", where=str(destination), fix="give the run a fresh volume"
+        )
+    destination.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="clone-home-") as home:
+        extra: dict[str, str] = {}
+        if credentials is not None:
+            basic = base64.b64encode(
+                f"{credentials.username}:{credentials.token}".encode()
+            ).decode()
+            extra = {
+                "GIT_CONFIG_COUNT": "1",
+                "GIT_CONFIG_KEY_0": "http.extraHeader",
+                "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}",
+            }
+        clone = ["clone", "--quiet", "--no-checkout", "--origin", "origin"]
+        if repository.ref != "HEAD":
+            clone += ["--branch", repository.ref]
+        _git([*clone, "--", url, str(destination)], cwd="/", env=git_env(home, extra), where=where)
+        env = git_env(home)
+        tip = _git(["rev-parse", "--verify", "HEAD^{commit}"], destination, env, where).strip()
+        commit = tip
+        if repository.commit:
+            commit = repository.commit
+            if not _git_ok(["cat-file", "-e", f"{commit}^{{commit}}"], destination, env):
+                raise errors.RunnerError(
+                    f"commit {commit} is not in the repository",
+                    where=where,
+                    fix="pin a commit that exists on the ref",
+                )
+            if not _git_ok(["merge-base", "--is-ancestor", commit, tip], destination, env):
+                raise errors.RunnerError(
+                    f"ref {repository.ref!r} does not contain commit {commit}",
+                    where=where,
+                    fix="pin a commit reachable from the ref, or change the ref",
+                )
+        _git(["checkout", "--quiet", "-B", BRANCH, commit], destination, env, where)
+        _git(["config", "user.name", AGENT_IDENTITY[0]], destination, env, where)
+        _git(["config", "user.email", AGENT_IDENTITY[1]], destination, env, where)
+    if credentials is not None:
+        _check_scrubbed(destination / ".git", credentials)
+    return commit
+
+
+def diff(workspace: pathlib.Path, base: str, *, limit: int) -> Diff:
+    """Everything the agent changed since ``base``: edits, new files, deletions, binaries."""
+    where = f"workspace {workspace}"
+    with tempfile.TemporaryDirectory(prefix="runner-diff-") as scratch:
+        env = git_env(scratch, {"GIT_INDEX_FILE": os.path.join(scratch, "index")})
+        _git(["read-tree", base], workspace, env, where)
+        _git(["add", "--all", "--", "."], workspace, env, where)
+        flags = ["--cached", "--no-renames", "--no-ext-diff", "--no-textconv", base]
+        names = _git_bytes(["diff", "--name-status", "-z", *flags], workspace, env, where)
+        patch = _git_bytes(["diff", "--binary", "--full-index", *flags], workspace, env, where)
+    fields = names.split(b"\0")
+    files = tuple(
+        ChangedFile(fields[i].decode(), os.fsdecode(fields[i + 1]))
+        for i in range(0, len(fields) - 1, 2)
+    )
+    return Diff(
+        base=base,
+        patch=patch[:limit],
+        files=files,
+        digest="sha256:" + hashlib.sha256(patch).hexdigest(),
+        size=len(patch),
+        truncated=len(patch) > limit,
+    )
+
+
+def _check_scrubbed(git_dir: pathlib.Path, credentials: _bundle.Credentials) -> None:
+    needles = {credentials.token.encode(), base64.b64encode(credentials.token.encode())}
+    for path in git_dir.rglob("*"):
+        if path.is_file() and path.stat().st_size < 1 << 20:
+            content = path.read_bytes()
+            if any(needle in content for needle in needles):
+                raise errors.RunnerError(
+                    "git credentials were found in the cloned repository's metadata",
+                    where=str(path),
+                    fix="report this as a bug; the agent was not started",
+                )
+
+
+def _git_bytes(
+    args: Sequence[str], cwd: pathlib.Path | str, env: Mapping[str, str], where: str
+) -> bytes:
+    result = subprocess.run(
+        ["git", *_SAFE_GIT, *args],
+        cwd=cwd,
+        env=dict(env),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        message = result.stderr.decode(errors="replace").strip().splitlines()
+        raise errors.RunnerError(
+            f"git {args[0]} failed: {message[-1] if message else f'exit {result.returncode}'}",
+            where=where,
+        )
+    return result.stdout
+
+
+def _git(args: Sequence[str], cwd: pathlib.Path | str, env: Mapping[str, str], where: str) -> str:
+    return _git_bytes(args, cwd, env, where).decode(errors="replace")
+
+
+def _git_ok(args: Sequence[str], cwd: pathlib.Path, env: Mapping[str, str]) -> bool:
+    result = subprocess.run(
+        ["git", *_SAFE_GIT, *args], cwd=cwd, env=dict(env), capture_output=True, check=False
+    )
+    return result.returncode == 0
