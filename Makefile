@@ -9,7 +9,7 @@ CACHE_DIR := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/continue-orchestrator
 PYTEST_ARGS ?=
 BENCH ?=
 
-.PHONY: help venv lint test demo bench crds
+.PHONY: help venv lint test test-deps demo bench crds
 
 help:
 	@echo "make demo   one real AgentRun end to end on this machine"
@@ -29,6 +29,10 @@ venv: $(BIN)/.installed
 lint: venv
 	$(BIN)/ruff check operator tests bench
 	$(BIN)/mypy --strict
+
+# System packages the tests need (PostgreSQL server binaries for the ledger tests).
+test-deps:
+	hack/install-postgres.sh
 
 test: lint
 	$(BIN)/pytest $(PYTEST_ARGS)

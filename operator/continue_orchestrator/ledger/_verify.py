@@ -1,0 +1,279 @@
+"""Verification: recompute everything and say where the ledger stops being trustworthy.
+
+One streaming pass checks, for every entry: its sequence is the next one, its fields hash
+to its entry hash, it links to the entry before, its payload matches its digest (or a
+tombstone redacted it); then that every checkpoint's root matches the tree of that size,
+is signed by the given key, and that no checkpoint covers entries that are gone. It reads
+a live ledger (in one snapshot) or a JSONL export, and never trusts stored derived data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from continue_orchestrator import errors
+from continue_orchestrator.ledger import _backend, _checkpoint, _entry, _export, _ledger, _merkle
+
+_MAX_PROBLEMS = 1000
+_KINDS = frozenset(kind.value for kind in _entry.Kind)
+_TOMBSTONE = _entry.Kind.TOMBSTONE.value
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Problem:
+    sequence: int
+    what: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class VerifyReport:
+    """What verification checked and found; ``ok`` when ``problems`` is empty."""
+
+    source: str
+    origin: str
+    size: int
+    root_hash: str
+    checkpoints: int
+    signatures_verified: int
+    redacted: int
+    problems: tuple[Problem, ...]
+    warnings: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def first_bad_sequence(self) -> int | None:
+        return self.problems[0].sequence if self.problems else None
+
+    def error(self) -> errors.LedgerIntegrityError | None:
+        if not self.problems:
+            return None
+        first = self.problems[0]
+        more = f" ({len(self.problems) - 1} more problems)" if len(self.problems) > 1 else ""
+        return errors.LedgerIntegrityError(
+            f"entry {first.sequence}: {first.what}{more}",
+            sequence=first.sequence,
+            where=self.source,
+            fix="treat this entry and everything after it as untrusted; compare with an "
+            "export or checkpoint kept elsewhere",
+        )
+
+    def raise_for_problems(self) -> None:
+        error = self.error()
+        if error is not None:
+            raise error
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "ok": self.ok,
+            "origin": self.origin,
+            "size": self.size,
+            "root_hash": self.root_hash,
+            "checkpoints": self.checkpoints,
+            "signatures_verified": self.signatures_verified,
+            "redacted": self.redacted,
+            "first_bad_sequence": self.first_bad_sequence,
+            "problems": [{"sequence": p.sequence, "what": p.what} for p in self.problems],
+            "warnings": list(self.warnings),
+        }
+
+
+def verify(
+    source: _ledger.Ledger | str | os.PathLike[str],
+    *,
+    public_key: _checkpoint.PublicKey | None = None,
+    trusted_checkpoint: _checkpoint.Checkpoint | None = None,
+) -> VerifyReport:
+    """Verify a ledger, a ledger URL or a JSONL export file.
+
+    ``public_key``: every checkpoint must be signed by it. ``trusted_checkpoint``: a
+    checkpoint kept outside the ledger; the only defence against an attacker who truncates
+    the ledger and deletes its stored checkpoints too.
+    """
+    if isinstance(source, _ledger.Ledger):
+        return _verify_ledger(source, public_key, trusted_checkpoint)
+    text = os.fspath(source)
+    if "://" in text:
+        from continue_orchestrator.ledger import _open
+
+        with _open.open(text, create=False) as opened:
+            return _verify_ledger(opened, public_key, trusted_checkpoint)
+    with _export.read(text) as material:
+        return check(
+            text,
+            material.origin,
+            material.checkpoints,
+            material.rows,
+            public_key=public_key,
+            trusted_checkpoint=trusted_checkpoint,
+        )
+
+
+def _verify_ledger(
+    ledger: _ledger.Ledger,
+    public_key: _checkpoint.PublicKey | None,
+    trusted_checkpoint: _checkpoint.Checkpoint | None,
+) -> VerifyReport:
+    with ledger._session() as session:
+        return check(
+            _backend.redacted_url(ledger.url),
+            session.origin(),
+            [checkpoint for checkpoint, _ in session.checkpoints()],
+            session.rows(start=0, stop=None, run_uid=None, limit=None),
+            public_key=public_key,
+            trusted_checkpoint=trusted_checkpoint,
+        )
+
+
+def check(
+    source: str,
+    origin: str,
+    checkpoints: Iterable[_checkpoint.Checkpoint],
+    rows: Iterator[_backend.Row],
+    *,
+    public_key: _checkpoint.PublicKey | None = None,
+    trusted_checkpoint: _checkpoint.Checkpoint | None = None,
+) -> VerifyReport:
+    """Verify raw rows in sequence order against ``checkpoints`` (the core of ``verify``)."""
+    problems: list[Problem] = []
+    warnings: list[str] = []
+
+    def bad(sequence: int, what: str) -> None:
+        if len(problems) < _MAX_PROBLEMS:
+            problems.append(Problem(sequence, what))
+
+    stored = sorted(checkpoints, key=lambda c: c.size)
+    if trusted_checkpoint is not None:
+        stored.append(trusted_checkpoint)
+        stored.sort(key=lambda c: c.size)
+    signatures = 0
+    first_new: dict[int, int] = {}  # checkpoint index -> first sequence it vouches for
+    previous_size = 0
+    for index, checkpoint in enumerate(stored):
+        first_new[index] = previous_size if checkpoint.size > previous_size else checkpoint.size
+        previous_size = max(previous_size, checkpoint.size)
+        label = f"checkpoint at size {checkpoint.size}"
+        if checkpoint.origin != origin:
+            bad(first_new[index], f"{label} is for ledger {checkpoint.origin}, not {origin}")
+        if public_key is not None:
+            if checkpoint.verify(public_key):
+                signatures += 1
+            else:
+                bad(first_new[index], f"{label} is not signed by the given key")
+
+    sha256 = hashlib.sha256
+    header = _entry.header
+    kinds = _KINDS
+    frontier = _merkle.Frontier()
+    pending = [(i, c) for i, c in enumerate(stored)]
+    pending.reverse()
+    expected = 0
+    previous_hash = _entry.GENESIS_HASH
+    broken = False
+    missing: list[int] = []
+    redacted_by: dict[int, int] = {}
+
+    def check_roots() -> None:
+        while pending and pending[-1][1].size == frontier.size:
+            index, checkpoint = pending.pop()
+            if not broken and checkpoint.root_hash != frontier.root().hex():
+                bad(
+                    first_new[index],
+                    f"the first {checkpoint.size} entries do not hash to the root of the "
+                    f"checkpoint at size {checkpoint.size} (entries rewritten?)",
+                )
+
+    check_roots()
+    for row in rows:
+        sequence, run_uid, time, kind, actor, digest, prev_hash, entry_hash, payload = row
+        if sequence != expected:
+            if sequence > expected:
+                gap = f"{expected}" if sequence == expected + 1 else f"{expected}..{sequence - 1}"
+                bad(expected, f"entry {gap} is missing (deleted?)")
+            else:
+                bad(sequence, "entry is out of order or duplicated")
+            broken = True
+            pending.clear()
+            expected = sequence
+        elif prev_hash != previous_hash and sequence:
+            bad(sequence - 1, f"entry {sequence} does not link to this entry's hash (rewritten?)")
+        elif prev_hash != previous_hash:
+            bad(sequence, "the first entry does not start from the genesis hash")
+        try:
+            leaf = sha256(
+                b"\x00" + header(sequence, run_uid, time, kind, actor, digest, prev_hash)
+            ).digest()
+        except (UnicodeEncodeError, TypeError, ValueError):
+            leaf = b""
+        if leaf.hex() != entry_hash:
+            bad(sequence, "its fields do not hash to its entry_hash (edited?)")
+        if kind not in kinds:
+            bad(sequence, f"unknown kind {kind!r}")
+        if payload is None:
+            missing.append(sequence)
+        elif sha256(payload.encode("utf-8", "surrogatepass")).hexdigest() != digest:
+            bad(sequence, "its payload does not match its payload_digest (edited?)")
+        elif kind == _TOMBSTONE:
+            _note_redactions(sequence, payload, redacted_by, bad)
+        if not broken:
+            frontier.append(leaf or bytes(32))
+            if pending and pending[-1][1].size == frontier.size:
+                check_roots()
+        previous_hash = entry_hash
+        expected = sequence + 1
+    size = expected
+    for index, checkpoint in enumerate(stored):
+        if checkpoint.size > size:
+            gap = f"{size}" if checkpoint.size == size + 1 else f"{size}..{checkpoint.size - 1}"
+            bad(
+                size,
+                f"the checkpoint at size {checkpoint.size} covers entries {gap}, which are "
+                "gone (truncated?)",
+            )
+            break
+        del index
+    redacted = 0
+    for sequence in missing:
+        if sequence in redacted_by:
+            redacted += 1
+        else:
+            bad(sequence, "its payload is gone but no tombstone redacted it (deleted?)")
+    if not stored:
+        warnings.append(
+            "no checkpoints: removal of the newest entries cannot be detected; keep a signed "
+            "checkpoint outside the ledger and pass it"
+        )
+    elif public_key is None:
+        warnings.append("checkpoint signatures were not checked: pass the public key")
+    problems.sort(key=lambda problem: problem.sequence)
+    return VerifyReport(
+        source=source,
+        origin=origin,
+        size=size,
+        root_hash=frontier.root().hex() if not broken else "",
+        checkpoints=len(stored),
+        signatures_verified=signatures,
+        redacted=redacted,
+        problems=tuple(problems),
+        warnings=tuple(warnings),
+    )
+
+
+def _note_redactions(sequence: int, payload: str, redacted_by: dict[int, int], bad: Any) -> None:
+    try:
+        listed = json.loads(payload)["redacted"]
+        targets = [int(target) for target in listed if type(target) is int]
+    except (ValueError, KeyError, TypeError):
+        bad(sequence, "tombstone payload does not list what it redacted")
+        return
+    for target in targets:
+        if 0 <= target < sequence:
+            redacted_by.setdefault(target, sequence)
