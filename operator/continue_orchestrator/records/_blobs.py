@@ -93,6 +93,8 @@ class BlobStore:
         return data
 
     def __contains__(self, digest: object) -> bool:
-        return isinstance(digest, str) and _DIGEST.fullmatch(digest) is not None and (
-            self.path(digest).exists()
+        return (
+            isinstance(digest, str)
+            and _DIGEST.fullmatch(digest) is not None
+            and (self.path(digest).exists())
         )

@@ -1,0 +1,119 @@
+"""Writing what the gateway sees: redacted blobs, the run record and ledger entries.
+
+Secret values (the run's granted secrets, upstream keys, the run token) are replaced by
+``[REDACTED:NAME]`` before anything is stored, both as written and as JSON escapes them,
+so no record, blob or ledger payload ever holds one. File and database writes happen in a
+worker thread so the event loop keeps streaming other runs meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Protocol
+
+from continue_orchestrator import records
+
+ACTOR = "gateway"
+
+LedgerItem = tuple[str, str, str, dict[str, Any]]  # run uid, kind, actor, payload
+
+
+class LedgerSink(Protocol):
+    """What the gateway needs of ``ledger.Ledger``: appending several entries at once."""
+
+    def append_many(self, items: Iterable[LedgerItem]) -> Sequence[Any]: ...
+
+
+class Redactor:
+    def __init__(self, values: Mapping[str, str]) -> None:
+        pairs: list[tuple[bytes, bytes]] = []
+        for value, name in values.items():
+            placeholder = f"[REDACTED:{name}]".encode()
+            pairs.append((value.encode(), placeholder))
+            escaped = json.dumps(value)[1:-1].encode()
+            if escaped != value.encode():
+                pairs.append((escaped, placeholder))
+            ascii_escaped = json.dumps(value, ensure_ascii=True)[1:-1].encode()
+            if ascii_escaped not in (value.encode(), escaped):
+                pairs.append((ascii_escaped, placeholder))
+        # Longest first, so a secret containing another is replaced whole.
+        self._pairs = sorted(pairs, key=lambda pair: -len(pair[0]))
+
+    def __call__(self, data: bytes) -> bytes:
+        for value, placeholder in self._pairs:
+            if value in data:
+                data = data.replace(value, placeholder)
+        return data
+
+    def json(self, value: Any) -> Any:
+        return json.loads(self(json.dumps(value).encode()))
+
+
+class RunRecorder:
+    """Records one run: blobs and exchanges in the store, entries in the ledger."""
+
+    def __init__(
+        self,
+        run: str,
+        store: records.BlobStore,
+        ledger: LedgerSink | None,
+        redactor: Redactor,
+    ) -> None:
+        self.run = run
+        self.store = store
+        self.record = records.RunRecord(store, run)
+        self.ledger = ledger
+        self.redact = redactor
+        self._lock = asyncio.Lock()
+
+    def put(self, data: bytes) -> str:
+        return self.store.put(self.redact(data))
+
+    async def ledger_entries(self, entries: Sequence[tuple[str, str, dict[str, Any]]]) -> None:
+        """Append (kind, actor, payload) entries for this run, redacted, in one transaction."""
+        if self.ledger is None or not entries:
+            return
+        items = [
+            (self.run, kind, actor, self.redact.json(payload)) for kind, actor, payload in entries
+        ]
+        await asyncio.to_thread(self.ledger.append_many, items)
+
+    async def exchange(
+        self,
+        kind: str,
+        *,
+        blobs: Mapping[str, bytes],
+        request_hash: str | None = None,
+        facts: Mapping[str, Any] | None = None,
+        entries: Sequence[tuple[str, str, dict[str, Any]]] = (),
+    ) -> records.Exchange:
+        """Store ``blobs`` and append one exchange plus its ledger entries, in order."""
+        async with self._lock:
+
+            def write() -> tuple[records.Exchange, dict[str, str]]:
+                digests = {role: self.put(data) for role, data in blobs.items()}
+                exchange = self.record.append(
+                    kind,
+                    blobs=digests,
+                    request_hash=request_hash,
+                    facts=self.redact.json(dict(facts or {})),
+                )
+                return exchange, digests
+
+            exchange, digests = await asyncio.to_thread(write)
+            filled = [
+                (entry_kind, actor, {"step": exchange.step, **_fill(payload, digests)})
+                for entry_kind, actor, payload in entries
+            ]
+            await self.ledger_entries(filled)
+            return exchange
+
+
+def _fill(payload: dict[str, Any], digests: Mapping[str, str]) -> dict[str, Any]:
+    """Replace ``{"blob": ROLE}`` placeholders in a payload with the stored digest."""
+    return {
+        key: digests[value["blob"]] if isinstance(value, dict) and "blob" in value else value
+        for key, value in payload.items()
+    }

@@ -1,0 +1,130 @@
+"""Which runs the gateway serves, and how a request proves it belongs to one.
+
+The operator registers each run with its own random token and an expiry; the runner puts
+that token where the agent's config.yaml had the provider key. The real provider keys
+live only here (from the run's Secret, outside the sandbox). A request names its run in
+the path and carries the token as a bearer credential; the token is compared in
+constant time, and an unknown run, a wrong token and an expired one all get the same
+answer so a probe learns nothing.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import threading
+import time
+import urllib.parse
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from continue_orchestrator import errors
+
+
+def new_token() -> str:
+    """A fresh run token (256 bits, URL-safe)."""
+    return secrets.token_urlsafe(32)
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """Where one model of the run's config really lives, and the key to call it."""
+
+    api_base: str
+    api_key: str
+    provider: str = "openai"
+
+    @property
+    def host(self) -> str:
+        return urllib.parse.urlsplit(self.api_base).hostname or ""
+
+    @property
+    def port(self) -> int:
+        parts = urllib.parse.urlsplit(self.api_base)
+        return parts.port or (443 if parts.scheme == "https" else 80)
+
+
+@dataclass
+class RunRegistration:
+    """Everything the gateway needs to serve one run.
+
+    ``models`` maps the model name the agent sends (the ``model`` of its config.yaml
+    entry) to the real upstream. ``allowed_egress`` lists the hosts (``host`` or
+    ``host:port``) the run's policy lets the gateway call on its behalf; an upstream not
+    in it is refused. ``secrets`` are values to redact from every record (the run's
+    granted secrets; upstream keys and the token are redacted anyway).
+    """
+
+    uid: str
+    token: str
+    expires_at: float
+    policy_set: Any
+    models: Mapping[str, Upstream]
+    allowed_egress: Collection[str]
+    name: str = ""
+    namespace: str = ""
+    secrets: Mapping[str, str] = field(default_factory=dict)
+    workspace: str | None = None
+    approval_timeout: float = 900.0
+    max_denied_rounds: int = 8
+
+    def __post_init__(self) -> None:
+        if len(self.token) < 16:
+            raise errors.GatewayError(
+                "the run token is shorter than 16 characters",
+                where=f"run {self.uid}",
+                fix="use gateway.new_token()",
+            )
+        for model, upstream in self.models.items():
+            if urllib.parse.urlsplit(upstream.api_base).scheme not in ("http", "https"):
+                raise errors.GatewayError(
+                    f"model {model!r} has apiBase {upstream.api_base!r}, not an http(s) URL",
+                    where=f"run {self.uid}",
+                    fix="give the provider's base URL, e.g. https://api.openai.com/v1",
+                )
+
+    def egress_allowed(self, upstream: Upstream) -> bool:
+        return upstream.host in self.allowed_egress or (
+            f"{upstream.host}:{upstream.port}" in self.allowed_egress
+        )
+
+    def redactions(self) -> dict[str, str]:
+        """Value -> placeholder name, for everything that must never reach a record."""
+        values = {value: name for name, value in self.secrets.items() if value}
+        for model, upstream in self.models.items():
+            if upstream.api_key:
+                values[upstream.api_key] = f"upstream-key:{model}"
+        values[self.token] = "run-token"
+        return values
+
+
+class Registry:
+    """Registered runs by uid; safe to use from the operator's threads."""
+
+    def __init__(self) -> None:
+        self._runs: dict[str, RunRegistration] = {}
+        self._lock = threading.Lock()
+
+    def add(self, registration: RunRegistration) -> None:
+        with self._lock:
+            self._runs[registration.uid] = registration
+
+    def remove(self, uid: str) -> RunRegistration | None:
+        with self._lock:
+            return self._runs.pop(uid, None)
+
+    def get(self, uid: str) -> RunRegistration | None:
+        with self._lock:
+            return self._runs.get(uid)
+
+    def authenticate(self, uid: str, authorization: str | None) -> RunRegistration | None:
+        """The run if ``authorization`` is ``Bearer <its token>`` and it has not expired."""
+        registration = self.get(uid)
+        presented = (authorization or "").removeprefix("Bearer ").strip().encode()
+        # Compare even for unknown runs so timing does not tell which runs exist.
+        expected = registration.token.encode() if registration else secrets.token_bytes(32)
+        matches = hmac.compare_digest(presented, expected)
+        if registration is None or not matches or time.time() >= registration.expires_at:
+            return None
+        return registration

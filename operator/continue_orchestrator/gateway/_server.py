@@ -1,0 +1,822 @@
+"""The gateway: an OpenAI-compatible endpoint per run that gates, brokers and records.
+
+``POST /runs/RUN/v1/chat/completions`` authenticates the run token, rewrites the
+conversation where the gateway answered the model itself (see ``_conversation``),
+forwards to the run's real upstream with the real key, and decides every tool call of
+the answer with the run's policy before the agent sees it. When streaming, text passes
+through as it arrives; a tool call is held until complete, then decided. Every exchange
+is stored (as the agent saw it and as it went upstream) before the call it carries is
+handed over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import hmac
+import json
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import aiohttp
+from aiohttp import web
+
+from continue_orchestrator import errors, records
+from continue_orchestrator.gateway import _approvals, _conversation, _recorder, _registry
+
+Message = dict[str, Any]
+Entry = tuple[str, str, dict[str, Any]]
+_KEEPALIVE_SECONDS = 10.0
+
+
+class Decision(Protocol):
+    """What the gateway reads of a policy decision."""
+
+    @property
+    def effect(self) -> Any: ...
+
+    @property
+    def rule(self) -> Any: ...
+
+    @property
+    def reason(self) -> Any: ...
+
+
+ToolDecider = Callable[[_registry.RunRegistration, str, Mapping[str, Any]], Decision]
+
+
+@dataclass(frozen=True)
+class _Denial:
+    effect: str
+    rule: str
+    reason: str
+    policy_digest: str = ""
+
+
+def policy_decider(
+    registration: _registry.RunRegistration, tool: str, arguments: Mapping[str, Any]
+) -> Decision:
+    """Decide with ``continue_orchestrator.policy`` and the run's compiled policy set."""
+    from continue_orchestrator import policy
+
+    decide: Callable[..., Decision] = policy.decide_tool_call  # type: ignore[attr-defined]
+    return decide(
+        registration.policy_set,
+        tool,
+        arguments,
+        run=registration.uid,
+        workspace=registration.workspace,
+    )
+
+
+@dataclass
+class _RunState:
+    registration: _registry.RunRegistration
+    recorder: _recorder.RunRecorder
+    conversation: _conversation.Conversation = field(default_factory=_conversation.Conversation)
+    delivered: dict[str, str] = field(default_factory=dict)  # tool call id -> tool
+    results_seen: set[str] = field(default_factory=set)
+    outcome: dict[str, Any] | None = None
+    outcome_event: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass
+class _Verdict:
+    allowed: list[Message] = field(default_factory=list)
+    denied: list[tuple[Message, str]] = field(default_factory=list)
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+
+    def denial_messages(self) -> list[Message]:
+        return [
+            {"role": "tool", "tool_call_id": call.get("id"), "content": text}
+            for call, text in self.denied
+        ]
+
+
+def _error(status: int, message: str, kind: str = "invalid_request_error") -> web.Response:
+    return web.json_response({"error": {"message": message, "type": kind}}, status=status)
+
+
+def _text(message: Mapping[str, Any]) -> str:
+    content = message.get("content")
+    return content if isinstance(content, str) else ""
+
+
+def _denial_text(tool: str, rule: str, reason: str) -> str:
+    return (
+        f"Denied by policy: the {tool} call was not run (rule {rule or 'unnamed'}: "
+        f"{reason or 'no reason given'}). Do not retry it; do the task another way "
+        "or say why it is needed."
+    )
+
+
+class Gateway:
+    """The gateway server. ``register_run`` each run, then point its agent at ``base_url``."""
+
+    def __init__(
+        self,
+        *,
+        record_root: str,
+        ledger: _recorder.LedgerSink | None = None,
+        broker: _approvals.ApprovalBroker | None = None,
+        admin_token: str | None = None,
+        decide: ToolDecider = policy_decider,
+    ) -> None:
+        self.registry = _registry.Registry()
+        self.store = records.BlobStore(record_root)
+        self.ledger = ledger
+        self.broker: _approvals.ApprovalBroker = broker or _approvals.LocalApprovalBroker()
+        self.admin_token = admin_token
+        self.decide = decide
+        self.base_url = ""
+        self._runs: dict[str, _RunState] = {}
+        self._client: aiohttp.ClientSession | None = None
+        self._runner: web.AppRunner | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/runs/{run}/v1/chat/completions", self._chat)
+        app.router.add_post("/runs/{run}/chat/completions", self._chat)
+        app.router.add_post("/runs/{run}/outcome", self._outcome)
+        app.router.add_get("/admin/runs/{run}/approvals", self._list_approvals)
+        app.router.add_post("/admin/runs/{run}/approvals/{call}", self._decide_approval)
+        app.router.add_get("/healthz", self._health)
+        app.on_startup.append(self._open_client)
+        app.on_cleanup.append(self._close_client)
+        return app
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Listen; return the base URL (``http://host:port``)."""
+        self._runner = web.AppRunner(self.app(), access_log=None, handler_cancellation=True)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, host, port).start()
+        bound = self._runner.addresses[0]
+        self.base_url = f"http://{host}:{bound[1]}"
+        return self.base_url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _open_client(self, app: web.Application) -> None:
+        self._client = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=600),
+            auto_decompress=True,
+        )
+
+    async def _close_client(self, app: web.Application) -> None:
+        if self._client is not None:
+            await self._client.close()
+
+    # -- runs --------------------------------------------------------------------------
+
+    def register_run(self, registration: _registry.RunRegistration) -> str:
+        """Serve ``registration``; returns the ``apiBase`` its agent must use."""
+        redactor = _recorder.Redactor(registration.redactions())
+        recorder = _recorder.RunRecorder(registration.uid, self.store, self.ledger, redactor)
+        self._runs[registration.uid] = _RunState(registration, recorder)
+        self.registry.add(registration)
+        return self.api_base(registration.uid)
+
+    def unregister_run(self, uid: str) -> str | None:
+        """Stop serving ``uid``; returns the sealed record's manifest digest."""
+        self.registry.remove(uid)
+        state = self._runs.pop(uid, None)
+        return state.recorder.record.seal() if state else None
+
+    def api_base(self, uid: str) -> str:
+        return f"{self.base_url}/runs/{uid}/v1"
+
+    def record(self, uid: str) -> records.RunRecord:
+        state = self._runs.get(uid)
+        return state.recorder.record if state else records.load(self.store, uid)
+
+    def outcome(self, uid: str) -> dict[str, Any] | None:
+        state = self._runs.get(uid)
+        return state.outcome if state else None
+
+    def pending_approvals(self, uid: str) -> list[_approvals.Approval]:
+        pending = getattr(self.broker, "pending", None)
+        return list(pending(uid)) if pending else []
+
+    # -- handlers ----------------------------------------------------------------------
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    def _authenticate(self, request: web.Request) -> _RunState | None:
+        uid = request.match_info["run"]
+        registration = self.registry.authenticate(uid, request.headers.get("Authorization"))
+        return self._runs.get(uid) if registration else None
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        state = self._authenticate(request)
+        if state is None:
+            return _error(401, "invalid or expired run token", "authentication_error")
+        raw = await request.read()
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return _error(400, "the request body is not JSON")
+        if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+            return _error(400, "the request needs a `messages` list")
+        registration = state.registration
+        model = body.get("model")
+        upstream = registration.models.get(model) if isinstance(model, str) else None
+        if upstream is None:
+            return _error(
+                400,
+                f"model {model!r} is not registered for run {registration.uid}; "
+                f"known: {sorted(registration.models)}",
+            )
+        if not registration.egress_allowed(upstream):
+            await state.recorder.ledger_entries(
+                [
+                    (
+                        "policy.decision",
+                        _recorder.ACTOR,
+                        {
+                            "action": "network.egress",
+                            "host": upstream.host,
+                            "port": upstream.port,
+                            "effect": "Deny",
+                            "reason": "host not in the run's allowed egress",
+                        },
+                    )
+                ]
+            )
+            return _error(
+                403,
+                f"the run's policy does not allow egress to {upstream.host}:{upstream.port}",
+                "permission_error",
+            )
+        messages: list[Message] = body["messages"]
+        await self._record_tool_results(state, messages)
+        upstream_messages, spliced = state.conversation.upstream_messages(messages)
+        exchange = _Exchange(self, state, request, body, raw, upstream, upstream_messages, spliced)
+        if body.get("stream"):
+            return await exchange.stream()
+        return await exchange.complete()
+
+    async def _record_tool_results(self, state: _RunState, messages: Sequence[Message]) -> None:
+        for message in messages:
+            call = message.get("tool_call_id")
+            if message.get("role") != "tool" or not isinstance(call, str):
+                continue
+            if call in state.results_seen:
+                continue
+            state.results_seen.add(call)
+            tool = state.delivered.get(call)
+            facts = {"toolCallId": call, "tool": tool, "deliveredByGateway": tool is not None}
+            await state.recorder.exchange(
+                "tool.result",
+                blobs={"result": json.dumps(message, sort_keys=True).encode()},
+                facts=facts,
+                entries=[("tool.result", _recorder.ACTOR, {**facts, "result": {"blob": "result"}})],
+            )
+
+    async def _outcome(self, request: web.Request) -> web.Response:
+        state = self._authenticate(request)
+        if state is None:
+            return _error(401, "invalid or expired run token", "authentication_error")
+        raw = await request.read()
+        try:
+            outcome = json.loads(raw)
+        except ValueError:
+            return _error(400, "the outcome is not JSON")
+        if not isinstance(outcome, dict):
+            return _error(400, "the outcome must be a JSON object")
+        exchange = await state.recorder.exchange(
+            "run.outcome",
+            blobs={"outcome": raw},
+            facts={"exitCode": outcome.get("exitCode"), "status": outcome.get("status")},
+            entries=[
+                (
+                    "run.finished",
+                    "runner",
+                    {
+                        "source": "runner",
+                        "status": outcome.get("status"),
+                        "outcome": {"blob": "outcome"},
+                    },
+                )
+            ],
+        )
+        state.outcome = outcome
+        state.outcome_event.set()
+        return web.json_response({"accepted": True, "policyStop": None, "step": exchange.step})
+
+    def _admin(self, request: web.Request) -> web.Response | None:
+        if self.admin_token is None:
+            return _error(404, "the admin API is disabled (no admin token)", "not_found")
+        presented = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(presented.encode(), self.admin_token.encode()):
+            return _error(401, "invalid admin token", "authentication_error")
+        return None
+
+    async def _list_approvals(self, request: web.Request) -> web.Response:
+        refused = self._admin(request)
+        if refused is not None:
+            return refused
+        run = request.match_info["run"]
+        return web.json_response(
+            {"approvals": [approval.to_json() for approval in self.pending_approvals(run)]}
+        )
+
+    async def _decide_approval(self, request: web.Request) -> web.Response:
+        refused = self._admin(request)
+        if refused is not None:
+            return refused
+        decide = getattr(self.broker, "decide", None)
+        if decide is None:
+            return _error(409, "this gateway's approvals are decided elsewhere (RunApproval)")
+        try:
+            body = await request.json()
+            decision = body["decision"]
+            if decision not in ("approve", "deny"):
+                raise ValueError(decision)
+        except (ValueError, KeyError, TypeError):
+            return _error(400, 'the body must be {"decision": "approve"|"deny", "by": NAME}')
+        try:
+            approval = decide(
+                request.match_info["run"],
+                request.match_info["call"],
+                approved=decision == "approve",
+                by=str(body.get("by") or ""),
+                reason=str(body.get("reason") or ""),
+            )
+        except errors.GatewayError as error:
+            return _error(409, error.message, "conflict")
+        return web.json_response({"decided": True, "approval": approval.to_json()})
+
+    # -- gating --------------------------------------------------------------------------
+
+    async def gate(
+        self,
+        state: _RunState,
+        message: Mapping[str, Any],
+        keepalive: Callable[[], Awaitable[None]] | None = None,
+    ) -> _Verdict:
+        """Decide every tool call of ``message``; ledger entries are written before return."""
+        verdict = _Verdict()
+        entries: list[Entry] = []
+        registration = state.registration
+        for call in message.get("tool_calls") or []:
+            function = call.get("function") or {}
+            tool = str(function.get("name") or "")
+            call_id = str(call.get("id") or "")
+            decision, arguments = self._decide(registration, tool, function.get("arguments"))
+            effect = str(decision.effect)
+            rule, reason = str(decision.rule or ""), str(decision.reason or "")
+            record: dict[str, Any] = {
+                "callId": call_id,
+                "tool": tool,
+                "arguments": arguments,
+                "effect": effect,
+                "rule": rule,
+                "reason": reason,
+                "policyDigest": str(getattr(decision, "policy_digest", "") or ""),
+            }
+            entries.append(("policy.decision", _recorder.ACTOR, dict(record)))
+            if effect == "RequireApproval":
+                await state.recorder.ledger_entries(entries)
+                entries = []
+                effect, reason, approval_entries = await self._approve(
+                    state, call_id, tool, arguments, decision, keepalive
+                )
+                record["approval"] = approval_entries[-1][2]
+                entries.extend(approval_entries)
+            verdict.decisions.append(record)
+            if effect == "Allow":
+                verdict.allowed.append(dict(call))
+                state.delivered[call_id] = tool
+                entries.append(
+                    (
+                        "tool.call",
+                        _recorder.ACTOR,
+                        {"callId": call_id, "tool": tool, "arguments": arguments},
+                    )
+                )
+            else:
+                verdict.denied.append((dict(call), _denial_text(tool, rule, reason)))
+        await state.recorder.ledger_entries(entries)
+        return verdict
+
+    def _decide(
+        self, registration: _registry.RunRegistration, tool: str, raw: Any
+    ) -> tuple[Decision, Any]:
+        try:
+            arguments = json.loads(raw) if isinstance(raw, str) and raw.strip() else {}
+        except ValueError:
+            return _Denial("Deny", "gateway.arguments", "the arguments are not valid JSON"), raw
+        if not isinstance(arguments, dict):
+            return _Denial("Deny", "gateway.arguments", "the arguments are not an object"), raw
+        try:
+            return self.decide(registration, tool, arguments), arguments
+        except Exception as error:  # fail closed: a broken policy denies
+            return _Denial("Deny", "gateway.policy-error", f"the policy failed: {error}"), arguments
+
+    async def _approve(
+        self,
+        state: _RunState,
+        call_id: str,
+        tool: str,
+        arguments: Any,
+        decision: Decision,
+        keepalive: Callable[[], Awaitable[None]] | None,
+    ) -> tuple[str, str, list[Entry]]:
+        registration = state.registration
+        approval = _approvals.Approval(
+            id=call_id,
+            run=registration.uid,
+            tool=tool,
+            arguments=arguments if isinstance(arguments, dict) else {"raw": arguments},
+            rule=str(decision.rule or ""),
+            reason=str(decision.reason or ""),
+            approvers=tuple(getattr(decision, "approvers", ()) or ()),
+            timeout=registration.approval_timeout,
+        )
+        await state.recorder.ledger_entries(
+            [("approval.requested", _recorder.ACTOR, approval.to_json())]
+        )
+        waiting = asyncio.ensure_future(self.broker.request(registration.uid, approval))
+        deadline = time.monotonic() + registration.approval_timeout
+        try:
+            while not waiting.done():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                await asyncio.wait({waiting}, timeout=min(left, _KEEPALIVE_SECONDS))
+                if not waiting.done() and keepalive is not None:
+                    await keepalive()
+        finally:
+            if not waiting.done():
+                waiting.cancel()
+        if waiting.done() and not waiting.cancelled() and waiting.exception() is None:
+            outcome = waiting.result()
+            payload = {
+                "callId": call_id,
+                "tool": tool,
+                "by": outcome.decided_by,
+                "reason": outcome.reason,
+            }
+            if outcome.approved:
+                return "Allow", approval.reason, [("approval.granted", outcome.decided_by, payload)]
+            why = f"a person ({outcome.decided_by}) denied it" + (
+                f": {outcome.reason}" if outcome.reason else ""
+            )
+            return "Deny", why, [("approval.denied", outcome.decided_by, payload)]
+        why = f"no approval within {registration.approval_timeout:g} s"
+        payload = {"callId": call_id, "tool": tool, "by": "timeout", "reason": why}
+        return "Deny", why, [("approval.denied", _recorder.ACTOR, payload)]
+
+    async def post(
+        self, upstream: _registry.Upstream, body: Mapping[str, Any]
+    ) -> tuple[aiohttp.ClientResponse, bytes]:
+        assert self._client is not None
+        data = json.dumps(body).encode()
+        response = await self._client.post(
+            upstream.api_base.rstrip("/") + "/chat/completions",
+            data=data,
+            headers={
+                "Authorization": f"Bearer {upstream.api_key}",
+                "Content-Type": "application/json",
+            },
+        )
+        return response, data
+
+
+class _Exchange:
+    """One agent request and everything it causes upstream, until the agent's answer."""
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        state: _RunState,
+        request: web.Request,
+        body: dict[str, Any],
+        raw: bytes,
+        upstream: _registry.Upstream,
+        upstream_messages: list[Message],
+        spliced: int,
+    ) -> None:
+        self.gateway = gateway
+        self.state = state
+        self.request = request
+        self.body = body
+        self.raw = raw
+        self.upstream = upstream
+        self.messages: list[Message] = body["messages"]
+        self.upstream_messages = upstream_messages
+        self.spliced = spliced
+        self.rounds: list[tuple[bytes, bytes, int]] = []  # upstream request, response, status
+        self.hidden: list[Message] = []
+        self.decisions: list[dict[str, Any]] = []
+
+    def _upstream_body(self) -> dict[str, Any]:
+        return {**self.body, "messages": self.upstream_messages + self.hidden}
+
+    async def _open(self) -> tuple[aiohttp.ClientResponse | None, bytes, web.Response | None]:
+        try:
+            response, sent = await self.gateway.post(self.upstream, self._upstream_body())
+        except aiohttp.ClientError as error:
+            return (
+                None,
+                b"",
+                _error(502, f"upstream {self.upstream.host} failed: {error}", "upstream_error"),
+            )
+        return response, sent, None
+
+    def _remember(self, verdict: _Verdict, full: Message, delivered: Message) -> None:
+        self.decisions.extend(verdict.decisions)
+        if self.hidden or verdict.denied:
+            upstream_view = [*self.hidden, full, *verdict.denial_messages()]
+            self.state.conversation.add(
+                _conversation.Splice.at(self.messages, delivered, upstream_view)
+            )
+
+    async def _record(self, agent_response: bytes, status: int) -> None:
+        registration = self.state.registration
+        blobs: dict[str, bytes] = {"agentRequest": self.raw, "agentResponse": agent_response}
+        for number, (sent, received, _) in enumerate(self.rounds):
+            blobs[f"upstreamRequest{number}"] = sent
+            blobs[f"upstreamResponse{number}"] = received
+        replacements = {registration.workspace: "<WORKSPACE>"} if registration.workspace else {}
+        request_hash = records.normalised_request_hash(self.body, replacements=replacements)
+        facts = {
+            "model": self.body.get("model"),
+            "stream": bool(self.body.get("stream")),
+            "status": status,
+            "upstreamRounds": len(self.rounds),
+            "splicesApplied": self.spliced,
+            "decisions": self.decisions,
+        }
+        await self.state.recorder.exchange(
+            "model",
+            blobs=blobs,
+            request_hash=request_hash,
+            facts=facts,
+            entries=[
+                (
+                    "model.request",
+                    _recorder.ACTOR,
+                    {
+                        "requestHash": request_hash,
+                        "agentRequest": {"blob": "agentRequest"},
+                        "upstreamRequest": {"blob": "upstreamRequest0"},
+                    },
+                ),
+                (
+                    "model.response",
+                    _recorder.ACTOR,
+                    {
+                        "status": status,
+                        "agentResponse": {"blob": "agentResponse"},
+                        "upstreamResponse": {"blob": f"upstreamResponse{len(self.rounds) - 1}"},
+                        "upstreamRounds": len(self.rounds),
+                    },
+                ),
+            ],
+        )
+
+    # -- non-streaming -----------------------------------------------------------------
+
+    async def complete(self) -> web.StreamResponse:
+        text = ""
+        registration = self.state.registration
+        while True:
+            response, sent, failure = await self._open()
+            if failure is not None or response is None:
+                return failure or _error(502, "upstream failed")
+            async with response:
+                received = await response.read()
+            self.rounds.append((sent, received, response.status))
+            if response.status != 200:
+                await self._record(received, response.status)
+                return web.Response(
+                    status=response.status, body=received, content_type="application/json"
+                )
+            try:
+                completion = json.loads(received)
+                full: Message = dict(completion["choices"][0]["message"])
+            except (ValueError, KeyError, IndexError, TypeError):
+                await self._record(received, 502)
+                return _error(502, "the upstream answer is not a chat completion", "upstream_error")
+            text += _text(full)
+            verdict = await self.gateway.gate(self.state, full)
+            last_round = len(self.rounds) > registration.max_denied_rounds
+            if verdict.allowed or not verdict.denied or last_round:
+                break
+            self.decisions.extend(verdict.decisions)
+            self.hidden += [full, *verdict.denial_messages()]
+        delivered: Message = {"role": "assistant", "content": text or None}
+        if verdict.allowed:
+            delivered["tool_calls"] = verdict.allowed
+        elif verdict.denied:
+            delivered["content"] = text + _stopped(len(self.rounds))
+        self._remember(verdict, full, delivered)
+        answer = copy.deepcopy(completion)
+        answer["choices"][0]["message"] = delivered
+        answer["choices"][0]["finish_reason"] = (
+            "tool_calls"
+            if verdict.allowed
+            else (completion["choices"][0].get("finish_reason") or "stop")
+        )
+        if not verdict.allowed and answer["choices"][0]["finish_reason"] == "tool_calls":
+            answer["choices"][0]["finish_reason"] = "stop"
+        data = json.dumps(answer).encode()
+        await self._record(data, 200)
+        return web.Response(body=data, content_type="application/json")
+
+    # -- streaming -----------------------------------------------------------------------
+
+    async def stream(self) -> web.StreamResponse:
+        registration = self.state.registration
+        agent = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        sent_to_agent = bytearray()
+
+        async def send(data: bytes) -> None:
+            if not agent.prepared:
+                await agent.prepare(self.request)
+            sent_to_agent.extend(data)
+            await agent.write(data)
+
+        async def keepalive() -> None:
+            await send(b": waiting for an approval\n\n")
+
+        while True:
+            response, sent, failure = await self._open()
+            if failure is not None or response is None:
+                if agent.prepared:
+                    await self._finish_with_text(send, None, "\n[gateway: upstream failed]")
+                    await self._record(bytes(sent_to_agent), 502)
+                    return agent
+                return failure or _error(502, "upstream failed")
+            async with response:
+                if response.status != 200:
+                    received = await response.read()
+                    self.rounds.append((sent, received, response.status))
+                    await self._record(received, response.status)
+                    if agent.prepared:
+                        await self._finish_with_text(send, None, "\n[gateway: upstream error]")
+                        return agent
+                    return web.Response(
+                        status=response.status,
+                        body=received,
+                        content_type=response.content_type,
+                    )
+                relay = _Relay(send)
+                await relay.run(response)
+            self.rounds.append((sent, bytes(relay.raw), 200))
+            full = relay.message()
+            verdict = await self.gateway.gate(self.state, full, keepalive)
+            last_round = len(self.rounds) > registration.max_denied_rounds
+            if verdict.allowed or not verdict.denied or last_round:
+                break
+            self.decisions.extend(verdict.decisions)
+            self.hidden += [full, *verdict.denial_messages()]
+
+        delivered: Message = {"role": "assistant", "content": relay.text or None}
+        template = relay.template or {
+            "id": "chatcmpl-gateway",
+            "created": int(time.time()),
+            "model": self.body.get("model"),
+        }
+        for index, call in enumerate(verdict.allowed):
+            function = call.get("function") or {}
+            delta = {
+                "tool_calls": [
+                    {
+                        "index": index,
+                        "id": call.get("id"),
+                        "type": "function",
+                        "function": {
+                            "name": function.get("name"),
+                            "arguments": function.get("arguments"),
+                        },
+                    }
+                ]
+            }
+            await send(_chunk(template, delta, None))
+        if verdict.allowed:
+            delivered["tool_calls"] = verdict.allowed
+            finish = "tool_calls"
+        elif verdict.denied:
+            note = _stopped(len(self.rounds))
+            await send(_chunk(template, {"content": note}, None))
+            finish = "stop"
+        else:
+            finish = relay.finish or "stop"
+        self._remember(verdict, full, delivered)
+        await send(_chunk(template, {}, finish))
+        for tail in relay.tail:
+            await send(tail)
+        await send(b"data: [DONE]\n\n")
+        await agent.write_eof()
+        await self._record(bytes(sent_to_agent), 200)
+        return agent
+
+    async def _finish_with_text(
+        self,
+        send: Callable[[bytes], Awaitable[None]],
+        template: Mapping[str, Any] | None,
+        text: str,
+    ) -> None:
+        template = template or {
+            "id": "chatcmpl-gateway",
+            "created": int(time.time()),
+            "model": self.body.get("model"),
+        }
+        await send(_chunk(template, {"content": text}, None))
+        await send(_chunk(template, {}, "stop"))
+        await send(b"data: [DONE]\n\n")
+
+
+def _stopped(rounds: int) -> str:
+    return (
+        f"\n[gateway: the model's tool calls were denied by policy {rounds} times in a row; "
+        "stopping this turn]"
+    )
+
+
+def _chunk(template: Mapping[str, Any], delta: Mapping[str, Any], finish: str | None) -> bytes:
+    payload = {
+        "id": template.get("id"),
+        "object": "chat.completion.chunk",
+        "created": template.get("created"),
+        "model": template.get("model"),
+        "choices": [{"index": 0, "delta": dict(delta), "finish_reason": finish}],
+    }
+    return b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+
+class _Relay:
+    """Reads one upstream SSE stream: text goes on at once, tool calls are assembled."""
+
+    def __init__(self, send: Callable[[bytes], Awaitable[None]]) -> None:
+        self.send = send
+        self.raw = bytearray()
+        self.text = ""
+        self.calls: dict[int, dict[str, Any]] = {}
+        self.finish: str | None = None
+        self.template: dict[str, Any] | None = None
+        self.tail: list[bytes] = []
+
+    async def run(self, response: aiohttp.ClientResponse) -> None:
+        async for line in response.content:
+            self.raw.extend(line)
+            if not line.startswith(b"data:"):
+                continue
+            data = line[5:].strip()
+            if data == b"[DONE]":
+                continue
+            try:
+                chunk = json.loads(data)
+            except ValueError:
+                continue
+            await self._chunk(chunk, line)
+
+    async def _chunk(self, chunk: dict[str, Any], line: bytes) -> None:
+        if self.template is None:
+            self.template = {key: chunk.get(key) for key in ("id", "created", "model")}
+        choices = chunk.get("choices") or []
+        if not choices:
+            self.tail.append(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+            return
+        choice = choices[0]
+        delta = choice.get("delta") or {}
+        finish = choice.get("finish_reason")
+        calls = delta.get("tool_calls")
+        if not calls and not finish:
+            self.text += delta.get("content") or ""
+            await self.send(line.rstrip(b"\r\n") + b"\n\n")
+            return
+        for part in calls or []:
+            slot = self.calls.setdefault(
+                int(part.get("index", 0)),
+                {"id": "", "type": "function", "function": {"name": "", "arguments": ""}},
+            )
+            if part.get("id"):
+                slot["id"] = part["id"]
+            function = part.get("function") or {}
+            slot["function"]["name"] += function.get("name") or ""
+            slot["function"]["arguments"] += function.get("arguments") or ""
+        rest = {key: value for key, value in delta.items() if key != "tool_calls"}
+        if rest.get("content"):
+            self.text += rest["content"]
+            await self.send(_chunk(chunk, rest, None))
+        if finish:
+            self.finish = finish
+
+    def message(self) -> Message:
+        message: Message = {"role": "assistant", "content": self.text or None}
+        if self.calls:
+            message["tool_calls"] = [self.calls[index] for index in sorted(self.calls)]
+        return message

@@ -1,0 +1,207 @@
+"""Drives the real Continue CLI through the gateway to the scripted model.
+
+One ``Harness`` is one run: a temporary git workspace with a bare ``origin`` whose
+pre-receive hook writes a canary (so a push that got through cannot go unnoticed), the
+scripted model, a gateway with a real SQLite ledger and record store, and ``cn -p``
+pointed at the gateway with only the run token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import fnmatch
+import os
+import pathlib
+import shlex
+import subprocess
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from continue_orchestrator import gateway, ledger, local
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+UPSTREAM_KEY = "sk-upstream-REAL-key-0123456789"
+SECRET_VALUE = "hunter2-very-secret-value"
+
+
+def cn_path() -> str:
+    result = subprocess.run(
+        ["bash", str(REPO / "hack" / "install-cn.sh")], capture_output=True, text=True, check=True
+    )
+    return result.stdout.strip().splitlines()[-1]
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    effect: str
+    rule: str
+    reason: str
+    policy_digest: str = "sha256:test-policy"
+    approvers: tuple[str, ...] = ()
+
+
+def test_policy(
+    registration: gateway.RunRegistration, tool: str, arguments: Mapping[str, Any]
+) -> Rule:
+    """Stand-in for the policy engine with its decide_tool_call shape (until it lands)."""
+    if tool in ("Write", "Edit"):
+        path = str(arguments.get("filepath") or arguments.get("file_path") or "")
+        if fnmatch.fnmatch(path, "src/*") and ".." not in path:
+            return Rule("Allow", "paths.write", f"{path} is under src/")
+        return Rule("Deny", "paths.write", f"{path} is outside the allowed paths src/**")
+    if tool == "Bash":
+        words = shlex.split(str(arguments.get("command", "")))
+        if words[:2] == ["git", "push"]:
+            return Rule(
+                "Deny", "bash.git-push", "pushing is the orchestrator's job, not the agent's"
+            )
+        if words[:1] == ["touch"] and "release.txt" in words:
+            return Rule(
+                "RequireApproval", "bash.release", "releases need a person", approvers=("alice",)
+            )
+        return Rule("Allow", "bash.default", "allowed command")
+    return Rule("Allow", "tools.read", "read-only tool")
+
+
+@dataclasses.dataclass
+class Result:
+    exit_code: int
+    stdout: str
+    stderr: str
+    model: local.ScriptedModel
+    gateway: gateway.Gateway
+    registration: gateway.RunRegistration
+    workspace: pathlib.Path
+    remote: pathlib.Path
+    records: pathlib.Path
+    ledger_path: pathlib.Path
+    manifest: str | None
+
+    def entries(self) -> list[Any]:
+        with ledger.open(f"sqlite:///{self.ledger_path}") as opened:
+            return [e for e in opened.entries() if e.run_uid == self.registration.uid]
+
+    def kinds(self) -> list[str]:
+        return [str(entry.kind) for entry in self.entries()]
+
+
+def git(cwd: pathlib.Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=cwd, capture_output=True, text=True, check=True
+    ).stdout
+
+
+def make_workspace(root: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
+    remote = root / "origin.git"
+    git(root, "init", "-q", "--bare", str(remote))
+    hook = remote / "hooks" / "pre-receive"
+    hook.write_text(f"#!/bin/sh\ntouch {root / 'PUSH_CANARY'}\ncat > /dev/null\n")
+    hook.chmod(0o755)
+    workspace = root / "ws"
+    workspace.mkdir()
+    (workspace / "README.md").write_text(f"hello readme\nthe key is {SECRET_VALUE}\n")
+    (workspace / "src").mkdir()
+    (workspace / "src" / "app.py").write_text("print('app')\n")
+    git(workspace, "init", "-q", "-b", "main")
+    git(workspace, "-c", "user.name=t", "-c", "user.email=t@example.com", "add", ".")
+    git(workspace, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "base")
+    git(workspace, "remote", "add", "origin", str(remote))
+    return workspace, remote
+
+
+PERMISSIONS = "allow:\n" + "".join(
+    f"  - {tool}\n" for tool in ("Read", "List", "Write", "Edit", "MultiEdit", "Bash")
+)
+
+
+async def run_agent(
+    root: pathlib.Path,
+    turns: list[dict[str, Any]],
+    *,
+    person: Callable[[gateway.Gateway, str], Awaitable[None]] | None = None,
+    approval_timeout: float = 60.0,
+    prompt: str = "do the task",
+) -> Result:
+    workspace, remote = make_workspace(root)
+    model = local.ScriptedModel(local.Script.from_data({"turns": turns}))
+    model_base = await model.start()
+    admin_token = gateway.new_token()
+    ledger_path = root / "ledger.db"
+    opened = ledger.open(f"sqlite:///{ledger_path}")
+    server = gateway.Gateway(
+        record_root=str(root / "records"),
+        ledger=opened,
+        admin_token=admin_token,
+        decide=test_policy,
+    )
+    await server.start()
+    registration = gateway.RunRegistration(
+        uid="run-" + uuid.uuid4().hex[:12],
+        token=gateway.new_token(),
+        expires_at=time.time() + 600,
+        policy_set=None,
+        models={"scripted": gateway.Upstream(model_base, UPSTREAM_KEY)},
+        allowed_egress={"127.0.0.1"},
+        secrets={"API_TOKEN": SECRET_VALUE},
+        workspace=str(workspace),
+        approval_timeout=approval_timeout,
+    )
+    api_base = server.register_run(registration)
+    config = root / "config.yaml"
+    config.write_text(
+        "name: e2e\nversion: 0.0.1\nschema: v1\nmodels:\n  - name: scripted\n"
+        f"    provider: openai\n    model: scripted\n    apiBase: {api_base}\n"
+        f"    apiKey: {registration.token}\n    roles: [chat]\n"
+    )
+    global_dir = root / "continue"
+    global_dir.mkdir()
+    (global_dir / "permissions.yaml").write_text(PERMISSIONS)
+    home = root / "home"
+    home.mkdir()
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(home),
+        "CONTINUE_GLOBAL_DIR": str(global_dir),
+        "GIT_TERMINAL_PROMPT": "0",
+    }
+    person_task = (
+        asyncio.ensure_future(person(server, registration.uid)) if person is not None else None
+    )
+    try:
+        process = await asyncio.create_subprocess_exec(
+            cn_path(),
+            "-p",
+            "--config",
+            str(config),
+            prompt,
+            cwd=workspace,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        stdout, stderr = await asyncio.wait_for(process.communicate(), 180)
+        if person_task is not None:
+            await asyncio.wait_for(person_task, 30)
+    finally:
+        if person_task is not None and not person_task.done():
+            person_task.cancel()
+        manifest = server.unregister_run(registration.uid)
+        await server.stop()
+        await model.stop()
+        opened.close()
+    return Result(
+        exit_code=process.returncode or 0,
+        stdout=stdout.decode(errors="replace"),
+        stderr=stderr.decode(errors="replace"),
+        model=model,
+        gateway=server,
+        registration=registration,
+        workspace=workspace,
+        remote=remote,
+        records=root / "records",
+        ledger_path=ledger_path,
+        manifest=manifest,
+    )
