@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from continue_orchestrator import __version__, errors
-from continue_orchestrator.cli import _crds, _ledger, _validate
+from continue_orchestrator.cli import _approve, _crds, _ledger, _validate
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
@@ -22,6 +22,7 @@ COMMAND_GROUPS: tuple[Register, ...] = (
     _validate.register,
     _crds.register,
     _ledger.register,
+    _approve.register,
 )
 
 
