@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from continue_orchestrator import __version__, errors
-from continue_orchestrator.cli import _approve, _crds, _ledger, _validate
+from continue_orchestrator.cli import _approve, _crds, _ledger, _operator, _validate
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
@@ -23,6 +23,7 @@ COMMAND_GROUPS: tuple[Register, ...] = (
     _crds.register,
     _ledger.register,
     _approve.register,
+    _operator.register,
 )
 
 

@@ -1,0 +1,123 @@
+"""``orchestrator operator``: run the AgentRun operator (kopf) against the current cluster."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+
+from continue_orchestrator import controller
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    env = os.environ.get
+    parser = subparsers.add_parser(
+        "operator",
+        help="run the AgentRun operator",
+        description="Reconcile AgentRuns into gVisor sandbox pods. Uses the in-cluster "
+        "service account, or KUBECONFIG. Every flag can also come from the environment "
+        "variable named in its help.",
+    )
+    parser.add_argument(
+        "--runner-image",
+        default=env("ORCHESTRATOR_RUNNER_IMAGE", ""),
+        help="runner image, pinned: NAME@sha256:DIGEST ($ORCHESTRATOR_RUNNER_IMAGE)",
+    )
+    parser.add_argument(
+        "--runner-command",
+        default=env("ORCHESTRATOR_RUNNER_COMMAND", "python3 -m continue_orchestrator.runner"),
+        help="runner container command, shell-quoted ($ORCHESTRATOR_RUNNER_COMMAND)",
+    )
+    parser.add_argument(
+        "--allow-unpinned-runner-image",
+        action="store_true",
+        default=env("ORCHESTRATOR_ALLOW_UNPINNED_RUNNER_IMAGE") == "1",
+        help="accept a runner image without @sha256 (development only)",
+    )
+    parser.add_argument(
+        "--ledger",
+        default=env("ORCHESTRATOR_LEDGER", ""),
+        help="ledger URL: sqlite:///path.db or postgresql://... ($ORCHESTRATOR_LEDGER)",
+    )
+    parser.add_argument(
+        "--namespace",
+        action="append",
+        default=[n for n in env("ORCHESTRATOR_WATCH_NAMESPACES", "").split(",") if n],
+        help="watch only this namespace (repeatable; default: all) "
+        "($ORCHESTRATOR_WATCH_NAMESPACES, comma-separated)",
+    )
+    parser.add_argument(
+        "--operator-namespace",
+        default=env("ORCHESTRATOR_NAMESPACE", "continue-orchestrator"),
+        help="namespace of the operator and gateway ($ORCHESTRATOR_NAMESPACE)",
+    )
+    parser.add_argument(
+        "--gateway-port", type=int, default=int(env("ORCHESTRATOR_GATEWAY_PORT", "8080"))
+    )
+    parser.add_argument("--gateway-url", default=env("ORCHESTRATOR_GATEWAY_URL", ""))
+    parser.add_argument(
+        "--runtime-class",
+        default=env("ORCHESTRATOR_RUNTIME_CLASS", "gvisor"),
+        help="RuntimeClass when a policy names none",
+    )
+    parser.add_argument(
+        "--resync-seconds", type=float, default=float(env("ORCHESTRATOR_RESYNC_SECONDS", "30"))
+    )
+    parser.add_argument(
+        "--timeout-grace-seconds",
+        type=float,
+        default=float(env("ORCHESTRATOR_TIMEOUT_GRACE_SECONDS", "30")),
+    )
+    parser.add_argument("--workers", type=int, default=int(env("ORCHESTRATOR_WORKERS", "16")))
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(env("ORCHESTRATOR_METRICS_PORT", "0")) or None,
+        help="serve Prometheus /metrics on this port",
+    )
+    parser.add_argument(
+        "--peering",
+        default=env("ORCHESTRATOR_PEERING", "continue-orchestrator"),
+        help="kopf peering name; replicas with the same name never act together",
+    )
+    parser.add_argument(
+        "--standalone", action="store_true", help="no peering (a single replica only)"
+    )
+    parser.add_argument(
+        "--priority", type=int, default=None, help="peering priority (default: random)"
+    )
+    parser.add_argument(
+        "--liveness", default=None, help="kopf liveness endpoint, e.g. http://0.0.0.0:8081/healthz"
+    )
+    parser.add_argument("--verbose", action="store_true")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    settings = controller.Settings(
+        runner_image=args.runner_image,
+        ledger_url=args.ledger,
+        runner_command=tuple(shlex.split(args.runner_command)),
+        operator_namespace=args.operator_namespace,
+        gateway_port=args.gateway_port,
+        gateway_url=args.gateway_url,
+        namespaces=tuple(args.namespace),
+        runtime_class=args.runtime_class,
+        allow_unpinned_runner_image=args.allow_unpinned_runner_image,
+        resync_seconds=args.resync_seconds,
+        timeout_grace_seconds=args.timeout_grace_seconds,
+        workers=args.workers,
+    ).validate()
+    controller.run(
+        settings,
+        peering=None if args.standalone else args.peering,
+        priority=args.priority,
+        metrics_port=args.metrics_port,
+        liveness_endpoint=args.liveness,
+    )
+    return 0

@@ -1,0 +1,66 @@
+"""The operator: reconcile each AgentRun into a network-restricted gVisor pod.
+
+On create, a run is validated against the live policy, Secrets and RuntimeClass,
+recorded in the ledger (``run.created``), and given three objects with deterministic
+names and owner references: a Secret (run token, policy snapshot, runner bundle, granted
+values only), a NetworkPolicy (no ingress; egress to the gateway only) and the sandbox
+Pod. Pod state becomes the AgentRun's phase, conditions and Events; cancel stops the
+pod; deletion tombstones the run in the ledger first. ``run(settings)`` starts it under
+kopf; ``Reconciler`` is the same logic without kopf. See docs/operations.md.
+"""
+
+from continue_orchestrator.controller._gateway import GatewayClient, InMemoryGateway, Registration
+from continue_orchestrator.controller._kube import ApiError, Kube
+from continue_orchestrator.controller._manifests import (
+    Plan,
+    Snapshot,
+    bundle,
+    inputs_digest,
+    network_policy,
+    pod,
+    secret,
+)
+from continue_orchestrator.controller._metrics import REGISTRY as METRICS_REGISTRY
+from continue_orchestrator.controller._names import (
+    INPUTS_DIGEST_ANNOTATION,
+    POLICY_DIGEST_ANNOTATION,
+    RUN_UID_LABEL,
+    object_name,
+)
+from continue_orchestrator.controller._operator import FINALIZER, build_registry, run
+from continue_orchestrator.controller._outcome import RUNNER_EXIT_CODES, Outcome, advance, from_pod
+from continue_orchestrator.controller._reconcile import Reconciler
+from continue_orchestrator.controller._settings import Settings
+from continue_orchestrator.controller._validate import Rejection, plan, snapshot
+
+__all__ = [
+    "FINALIZER",
+    "INPUTS_DIGEST_ANNOTATION",
+    "METRICS_REGISTRY",
+    "POLICY_DIGEST_ANNOTATION",
+    "RUNNER_EXIT_CODES",
+    "RUN_UID_LABEL",
+    "ApiError",
+    "GatewayClient",
+    "InMemoryGateway",
+    "Kube",
+    "Outcome",
+    "Plan",
+    "Reconciler",
+    "Registration",
+    "Rejection",
+    "Settings",
+    "Snapshot",
+    "advance",
+    "build_registry",
+    "bundle",
+    "from_pod",
+    "inputs_digest",
+    "network_policy",
+    "object_name",
+    "plan",
+    "pod",
+    "run",
+    "secret",
+    "snapshot",
+]

@@ -1,0 +1,363 @@
+"""The objects a run owns, built as plain manifests from the run's plan.
+
+Pure functions: the same plan always gives the same manifests, which is what lets a
+restarted operator compare what it finds with what it would have created. The pod is
+as locked down as Kubernetes allows (gVisor, non-root, read-only root, no capabilities,
+no service-account token, no service links); its only network peer is the gateway.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import ipaddress
+from collections.abc import Mapping
+from typing import Any
+
+import rfc8785
+
+from continue_orchestrator import api, runner
+from continue_orchestrator.controller import _names, _settings
+
+JSON = dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The policy set in force for one run, frozen when the run starts."""
+
+    digest: str
+    """sha256:... of ``content``."""
+    content: bytes
+    """Canonical JSON of the compiled policy set; what the gateway and runner enforce."""
+    runtime_class: str
+    resources: Mapping[str, Mapping[str, str | int]]
+    max_timeout_seconds: int
+    allowed_egress: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
+    """Digests of the individual policies (cluster baseline first), for the inputs digest."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Plan:
+    """Everything validated about a run that its objects are built from."""
+
+    run: api.AgentRun
+    uid: str
+    namespace: str
+    name: str
+    """Shared name of the Pod, Secret and NetworkPolicy."""
+    snapshot: Snapshot
+    config: str
+    secret_values: Mapping[str, bytes]
+    inputs_digest: str
+    token: str
+    git_token: bytes | None = None
+
+    @property
+    def owner(self) -> JSON:
+        return {
+            "apiVersion": api.API_VERSION,
+            "kind": "AgentRun",
+            "name": self.run.metadata.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+    @property
+    def timeout_seconds(self) -> int:
+        return self.run.spec.timeout_seconds
+
+
+def sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def canonical(value: Any) -> bytes:
+    return bytes(rfc8785.dumps(value))
+
+
+def spec_document(run: api.AgentRun) -> JSON:
+    """The spec as digested: wire form, without ``cancel`` (the one mutable field)."""
+    spec = run.spec.wire()
+    spec.pop("cancel", None)
+    return spec
+
+
+def inputs_digest(
+    run: api.AgentRun, *, config: str, snapshot: Snapshot, settings: _settings.Settings
+) -> str:
+    """Digest of everything that determines what a run does, as one sha256."""
+    document = {
+        "spec": spec_document(run),
+        "config": sha256(config.encode("utf-8")),
+        "policy": snapshot.digest,
+        "policies": list(snapshot.sources),
+        "runner": {"image": settings.runner_image, "command": list(settings.runner_command)},
+    }
+    return sha256(canonical(document))
+
+
+def _meta(plan: Plan, *, annotations: Mapping[str, str] | None = None) -> JSON:
+    return {
+        "name": plan.name,
+        "namespace": plan.namespace,
+        "labels": _names.labels(plan.uid),
+        "annotations": {
+            _names.RUN_NAME_ANNOTATION: str(plan.run.metadata.name),
+            _names.INPUTS_DIGEST_ANNOTATION: plan.inputs_digest,
+            _names.POLICY_DIGEST_ANNOTATION: plan.snapshot.digest,
+            **(annotations or {}),
+        },
+        "ownerReferences": [plan.owner],
+    }
+
+
+def secret_key(continue_name: str) -> str:
+    return f"secret.{continue_name}"
+
+
+def bundle(plan: Plan, settings: _settings.Settings) -> runner.RunBundle:
+    """What the runner in the pod reads: no secret value, only where to find them."""
+    spec = plan.run.spec
+    return runner.RunBundle(
+        run=str(plan.run.metadata.name),
+        namespace=plan.namespace,
+        repository=runner.RepositoryPin(
+            url=spec.repository.url, ref=spec.repository.ref, commit=spec.repository.commit
+        ),
+        config=plan.config,
+        prompt=spec.prompt,
+        verify=tuple(spec.verify),
+        gateway_url=settings.effective_gateway_url,
+        allowed_secrets=tuple(sorted(plan.secret_values)),
+        secrets_dir=f"{_names.RUN_DIR}/secrets",
+        token_file=f"{_names.RUN_DIR}/token",
+        agent_timeout_seconds=spec.timeout_seconds,
+    )
+
+
+def secret(plan: Plan, settings: _settings.Settings) -> JSON:
+    """The run's Secret: token, policy snapshot, runner bundle, and granted values only."""
+    data: dict[str, bytes] = {
+        "token": plan.token.encode("ascii"),
+        "policy.json": plan.snapshot.content,
+        "bundle.json": canonical(bundle(plan, settings).model_dump(by_alias=True, mode="json")),
+    }
+    for name, value in sorted(plan.secret_values.items()):
+        data[secret_key(name)] = value
+    if plan.git_token is not None:
+        data["git-token"] = plan.git_token
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _meta(plan),
+        "type": "Opaque",
+        "immutable": True,
+        "data": {key: base64.b64encode(value).decode("ascii") for key, value in data.items()},
+    }
+
+
+def _host_port(entry: str) -> tuple[str, str]:
+    host, _, port = entry.rpartition(":")
+    return host.strip("[]"), port
+
+
+def dns_granted(snapshot: Snapshot) -> bool:
+    """DNS is opened only when the policy lists a port-53 destination."""
+    return any(_host_port(entry)[1] == "53" for entry in snapshot.allowed_egress)
+
+
+def network_policy(plan: Plan, settings: _settings.Settings) -> JSON:
+    """Deny all ingress; egress only to the gateway pods' port (plus what policy grants)."""
+    egress: list[JSON] = [
+        {
+            "to": [
+                {
+                    "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": settings.operator_namespace}
+                    },
+                    "podSelector": {
+                        "matchLabels": {_names.GATEWAY_NAME_LABEL: _names.GATEWAY_NAME}
+                    },
+                }
+            ],
+            "ports": [{"protocol": "TCP", "port": settings.gateway_port}],
+        }
+    ]
+    if dns_granted(plan.snapshot):
+        egress.append(
+            {
+                "to": [
+                    {
+                        "namespaceSelector": {},
+                        "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+                    }
+                ],
+                "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+            }
+        )
+    for entry in plan.snapshot.allowed_egress:
+        host, port = _host_port(entry)
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            continue  # names cannot be expressed in a NetworkPolicy; the gateway brokers them
+        rule: JSON = {"to": [{"ipBlock": {"cidr": f"{address}/{address.max_prefixlen}"}}]}
+        if port != "*":
+            rule["ports"] = [{"protocol": "TCP", "port": int(port)}]
+        egress.append(rule)
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta(plan),
+        "spec": {
+            "podSelector": {"matchLabels": _names.selector(plan.uid)},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [],
+            "egress": egress,
+        },
+    }
+
+
+def _resources(plan: Plan, settings: _settings.Settings) -> JSON:
+    limits: dict[str, str | int] = {
+        "cpu": settings.default_cpu,
+        "memory": settings.default_memory,
+        "ephemeral-storage": settings.workspace_size,
+    }
+    limits.update(plan.snapshot.resources.get("limits", {}))
+    requests: dict[str, str | int] = {"cpu": "100m", "memory": "256Mi"}
+    requests.update(plan.snapshot.resources.get("requests", {}))
+    for key in list(requests):
+        if key not in plan.snapshot.resources.get("requests", {}) and key in limits:
+            requests[key] = min(requests[key], limits[key], key=_quantity)
+    return {"requests": requests, "limits": limits}
+
+
+_SUFFIXES = {
+    "m": 1e-3,
+    "": 1.0,
+    "k": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "T": 1e12,
+    "Ki": 2.0**10,
+    "Mi": 2.0**20,
+    "Gi": 2.0**30,
+    "Ti": 2.0**40,
+}
+
+
+def _quantity(value: str | int) -> float:
+    text = str(value)
+    for suffix in sorted(_SUFFIXES, key=len, reverse=True):
+        if suffix and text.endswith(suffix):
+            try:
+                return float(text[: -len(suffix)]) * _SUFFIXES[suffix]
+            except ValueError:
+                break
+    try:
+        return float(text)
+    except ValueError:
+        return float("inf")
+
+
+NON_ROOT_UID = 65532
+
+
+def pod(plan: Plan, settings: _settings.Settings) -> JSON:
+    """The sandbox pod."""
+    env: list[JSON] = [
+        {"name": "ORCHESTRATOR_RUN_UID", "value": plan.uid},
+        {"name": "ORCHESTRATOR_RUN_NAME", "value": str(plan.run.metadata.name)},
+        {"name": "ORCHESTRATOR_RUN_NAMESPACE", "value": plan.namespace},
+        {"name": "ORCHESTRATOR_RUN_DIR", "value": _names.RUN_DIR},
+        {"name": "ORCHESTRATOR_WORKSPACE", "value": _names.WORKSPACE_DIR},
+        {"name": "ORCHESTRATOR_GATEWAY_URL", "value": settings.effective_gateway_url},
+        {"name": "ORCHESTRATOR_INPUTS_DIGEST", "value": plan.inputs_digest},
+        {"name": "ORCHESTRATOR_POLICY_DIGEST", "value": plan.snapshot.digest},
+        {"name": "HOME", "value": "/tmp"},
+        {"name": runner.BUNDLE_FILE_ENV, "value": f"{_names.RUN_DIR}/bundle.json"},
+    ]
+    if plan.git_token is not None:
+        env.append(
+            {
+                "name": runner.GIT_TOKEN_ENV,
+                "valueFrom": {"secretKeyRef": {"name": plan.name, "key": "git-token"}},
+            }
+        )
+    container_security: JSON = {
+        "runAsNonRoot": True,
+        "runAsUser": NON_ROOT_UID,
+        "runAsGroup": NON_ROOT_UID,
+        "readOnlyRootFilesystem": True,
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": _meta(
+            plan, annotations={_names.RUNNER_IMAGE_ANNOTATION: settings.runner_image}
+        ),
+        "spec": {
+            "runtimeClassName": plan.snapshot.runtime_class,
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+            "hostNetwork": False,
+            "hostPID": False,
+            "hostIPC": False,
+            "activeDeadlineSeconds": plan.timeout_seconds,
+            "terminationGracePeriodSeconds": 10,
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": NON_ROOT_UID,
+                "runAsGroup": NON_ROOT_UID,
+                "fsGroup": NON_ROOT_UID,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "containers": [
+                {
+                    "name": _names.CONTAINER,
+                    "image": settings.runner_image,
+                    "imagePullPolicy": "IfNotPresent",
+                    "command": list(settings.runner_command),
+                    "workingDir": _names.WORKSPACE_DIR,
+                    "env": env,
+                    "securityContext": container_security,
+                    "resources": _resources(plan, settings),
+                    "terminationMessagePolicy": "FallbackToLogsOnError",
+                    "volumeMounts": [
+                        {"name": "workspace", "mountPath": _names.WORKSPACE_DIR},
+                        {"name": "tmp", "mountPath": "/tmp"},
+                        {"name": "run", "mountPath": _names.RUN_DIR, "readOnly": True},
+                    ],
+                }
+            ],
+            "volumes": [
+                {"name": "workspace", "emptyDir": {"sizeLimit": settings.workspace_size}},
+                {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "256Mi"}},
+                {
+                    "name": "run",
+                    "secret": {
+                        "secretName": plan.name,
+                        "defaultMode": 0o440,
+                        "items": [
+                            {"key": key, "path": key}
+                            for key in ("token", "policy.json", "bundle.json")
+                        ]
+                        + [
+                            {"key": secret_key(name), "path": f"secrets/{name}"}
+                            for name in sorted(plan.secret_values)
+                        ],
+                    },
+                },
+            ],
+        },
+    }

@@ -1,0 +1,248 @@
+"""From what the pod did to what the AgentRun says: phases, reasons, conditions.
+
+Pure functions over plain dicts, so the mapping is tested without a cluster. Phases
+only move forward (Pending, then Running, then one terminal phase); a status that would
+go backwards or change a terminal phase is not produced, which is half of how a run
+reaches its terminal phase exactly once (the other half is the compare-and-swap write).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from collections.abc import Mapping
+from typing import Any
+
+from continue_orchestrator import api, runner
+from continue_orchestrator.controller import _names
+
+JSON = dict[str, Any]
+
+# The runner's exit codes (runner.ExitCode) as phases and reasons; others are Failed.
+_CODE = runner.ExitCode
+RUNNER_EXIT_CODES: Mapping[int, tuple[api.Phase, str]] = {
+    _CODE.SUCCEEDED: (api.Phase.SUCCEEDED, "Completed"),
+    _CODE.AGENT_FAILED: (api.Phase.FAILED, "AgentFailed"),
+    _CODE.VERIFY_FAILED: (api.Phase.FAILED, "VerifyFailed"),
+    _CODE.POLICY_STOPPED: (api.Phase.DENIED, "PolicyStopped"),
+    _CODE.CONFIG_ERROR: (api.Phase.FAILED, "ConfigError"),
+    _CODE.TIMED_OUT: (api.Phase.TIMED_OUT, "AgentTimedOut"),
+    _CODE.WORKSPACE_ERROR: (api.Phase.FAILED, "WorkspaceError"),
+    _CODE.REPORT_FAILED: (api.Phase.FAILED, "ReportFailed"),
+    1: (api.Phase.FAILED, "RunnerCrashed"),
+}
+
+_RANK = {
+    api.Phase.PENDING: 0,
+    api.Phase.RUNNING: 1,
+    api.Phase.AWAITING_APPROVAL: 1,
+}
+
+
+def rank(phase: api.Phase) -> int:
+    return _RANK.get(phase, 2)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Outcome:
+    """What the run's phase should be, and why."""
+
+    phase: api.Phase
+    reason: str
+    message: str
+    started_at: str | None = None
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def pod_deleted(pod_name: str) -> Outcome:
+    return Outcome(
+        api.Phase.FAILED,
+        "PodDeleted",
+        f"pod {pod_name} was deleted before the run finished; the operator does not "
+        "recreate it (create a new AgentRun to run again)",
+    )
+
+
+def from_pod(pod: Mapping[str, Any]) -> Outcome | None:
+    """The outcome the pod's current state implies; None while it says nothing new."""
+    name = str(pod.get("metadata", {}).get("name", "?"))
+    if pod.get("metadata", {}).get("deletionTimestamp"):
+        return pod_deleted(name)
+    status = pod.get("status") or {}
+    phase = status.get("phase")
+    started = status.get("startTime")
+    runner = _runner_status(status)
+    if phase == "Pending" or phase is None:
+        waiting = (runner or {}).get("state", {}).get("waiting") or {}
+        detail = waiting.get("message") or waiting.get("reason") or "waiting to start"
+        return Outcome(api.Phase.PENDING, "PodPending", f"pod {name}: {detail}")
+    if phase == "Running":
+        return Outcome(api.Phase.RUNNING, "PodRunning", f"pod {name} is running", started)
+    if phase == "Succeeded":
+        return Outcome(api.Phase.SUCCEEDED, "Completed", f"runner in pod {name} exited 0", started)
+    if phase == "Failed":
+        if status.get("reason") == "DeadlineExceeded":
+            return Outcome(
+                api.Phase.TIMED_OUT,
+                "DeadlineExceeded",
+                f"pod {name} ran past spec.timeoutSeconds and was stopped",
+                started,
+            )
+        if status.get("reason") == "Evicted":
+            return Outcome(
+                api.Phase.FAILED, "Evicted", f"pod {name} was evicted: {status.get('message', '')}"
+            )
+        terminated = (runner or {}).get("state", {}).get("terminated") or {}
+        code = terminated.get("exitCode")
+        if terminated.get("reason") == "OOMKilled":
+            return Outcome(
+                api.Phase.FAILED,
+                "OOMKilled",
+                f"runner in pod {name} ran out of memory (raise the policy's sandbox limits)",
+                started,
+            )
+        if isinstance(code, int):
+            mapped, reason = RUNNER_EXIT_CODES.get(code, (api.Phase.FAILED, "RunnerFailed"))
+            if mapped is api.Phase.SUCCEEDED:
+                mapped, reason = api.Phase.FAILED, "RunnerFailed"
+            detail = (terminated.get("message") or "").strip()
+            message = f"runner in pod {name} exited {code}" + (f": {detail}" if detail else "")
+            return Outcome(mapped, reason, message[:4096], started)
+        return Outcome(
+            api.Phase.FAILED,
+            "PodFailed",
+            f"pod {name} failed: {status.get('message') or status.get('reason') or 'no reason'}",
+            started,
+        )
+    return None
+
+
+def _runner_status(status: Mapping[str, Any]) -> JSON | None:
+    for container in status.get("containerStatuses") or ():
+        if container.get("name") == _names.CONTAINER:
+            return dict(container)
+    return None
+
+
+def condition(status: JSON, kind: str) -> JSON | None:
+    for item in status.get("conditions") or ():
+        if item.get("type") == kind:
+            return dict(item)
+    return None
+
+
+def set_condition(
+    conditions: list[JSON],
+    kind: str,
+    value: str,
+    reason: str,
+    message: str,
+    *,
+    at: str,
+    generation: int | None,
+) -> list[JSON]:
+    """Conditions with ``kind`` set; lastTransitionTime moves only when the status does."""
+    out: list[JSON] = []
+    found = False
+    for item in conditions:
+        if item.get("type") != kind:
+            out.append(item)
+            continue
+        found = True
+        moved = item.get("status") != value
+        out.append(
+            {
+                "type": kind,
+                "status": value,
+                "reason": reason,
+                "message": message[:32768],
+                "lastTransitionTime": at if moved else item.get("lastTransitionTime", at),
+                **({"observedGeneration": generation} if generation is not None else {}),
+            }
+        )
+    if not found:
+        out.append(
+            {
+                "type": kind,
+                "status": value,
+                "reason": reason,
+                "message": message[:32768],
+                "lastTransitionTime": at,
+                **({"observedGeneration": generation} if generation is not None else {}),
+            }
+        )
+    return out
+
+
+def current_phase(status: Mapping[str, Any] | None) -> api.Phase:
+    try:
+        return api.Phase((status or {}).get("phase") or api.Phase.PENDING)
+    except ValueError:
+        return api.Phase.PENDING
+
+
+def advance(
+    status: Mapping[str, Any] | None,
+    outcome: Outcome,
+    *,
+    generation: int | None,
+    at: str | None = None,
+) -> JSON | None:
+    """The status after ``outcome``, or None if it would not move the run forward.
+
+    Terminal phases never change; a phase of equal rank is left alone (AwaitingApproval is
+    set and cleared by the gateway, not by pod state; the first Pending status is written
+    when the pod is created).
+    """
+    old = dict(status or {})
+    phase = current_phase(old)
+    if phase.terminal:
+        return None
+    if rank(outcome.phase) <= rank(phase):
+        return None
+    at = at or now()
+    new = dict(old)
+    new["phase"] = outcome.phase.value
+    new["message"] = outcome.message
+    if generation is not None:
+        new["observedGeneration"] = generation
+    conditions = list(old.get("conditions") or [])
+    if outcome.phase is api.Phase.RUNNING:
+        conditions = set_condition(
+            conditions,
+            "SandboxReady",
+            "True",
+            outcome.reason,
+            outcome.message,
+            at=at,
+            generation=generation,
+        )
+        new.setdefault("startTime", outcome.started_at or at)
+    else:
+        if condition(old, "SandboxReady") is not None:
+            conditions = set_condition(
+                conditions,
+                "SandboxReady",
+                "False",
+                "RunFinished",
+                f"the run ended {outcome.phase.value}",
+                at=at,
+                generation=generation,
+            )
+        conditions = set_condition(
+            conditions,
+            "Completed",
+            "True",
+            outcome.reason,
+            outcome.message,
+            at=at,
+            generation=generation,
+        )
+        if outcome.started_at and "startTime" not in new:
+            new["startTime"] = outcome.started_at
+        new["completionTime"] = at
+    new["conditions"] = conditions
+    return new

@@ -1,0 +1,292 @@
+"""Check a new AgentRun against the live cluster and turn it into a plan, or reject it.
+
+Every rejection names the field or the rule that failed, so the AgentRun's condition
+tells its author what to change. Denied means policy said no; Failed means something
+the run needs is missing or broken. Nothing here writes to the cluster.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol, cast
+
+from continue_orchestrator import api, errors, policy
+from continue_orchestrator.controller import _kube, _manifests, _names, _settings
+
+JSON = dict[str, Any]
+
+
+class _Engine(Protocol):
+    """The part of ``continue_orchestrator.policy`` the operator calls."""
+
+    Request: Callable[..., Any]
+
+    def compile(self, sources: Sequence[Any]) -> Any: ...
+
+    def decide(self, policy_set: Any, request: Any) -> Any: ...
+
+
+_engine = cast(_Engine, policy)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Rejection(Exception):  # noqa: N818 (a verdict on the run, not a fault)
+    """Why a run cannot start: Denied (policy) or Failed (something missing or broken)."""
+
+    phase: api.Phase
+    reason: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.phase.value} ({self.reason}): {self.message}"
+
+
+def _denied(reason: str, message: str) -> Rejection:
+    return Rejection(api.Phase.DENIED, reason, message)
+
+
+def _failed(reason: str, message: str) -> Rejection:
+    return Rejection(api.Phase.FAILED, reason, message)
+
+
+def parse_run(body: Mapping[str, Any]) -> api.AgentRun:
+    document = {key: body[key] for key in ("apiVersion", "kind", "metadata", "spec") if key in body}
+    try:
+        resource = api.parse(document, where="AgentRun")
+    except errors.ManifestError as error:
+        raise _failed("InvalidSpec", error.message) from None
+    assert isinstance(resource, api.AgentRun)
+    return resource
+
+
+def snapshot_document(sources: Sequence[api.ClusterRunPolicy | api.RunPolicy]) -> JSON:
+    """The policy set in force as data: each policy's kind, name and spec, baseline first."""
+    return {
+        "policies": [
+            {
+                "kind": source.kind,
+                "name": source.metadata.name,
+                **({"namespace": source.metadata.namespace} if source.metadata.namespace else {}),
+                "spec": source.spec.wire(),
+            }
+            for source in sources
+        ]
+    }
+
+
+def snapshot_sources(content: bytes) -> list[api.ClusterRunPolicy | api.RunPolicy]:
+    document = json.loads(content)
+    out: list[api.ClusterRunPolicy | api.RunPolicy] = []
+    for item in document["policies"]:
+        metadata = {
+            "name": item["name"],
+            **({"namespace": item["namespace"]} if "namespace" in item else {}),
+        }
+        resource = api.parse(
+            {
+                "apiVersion": api.API_VERSION,
+                "kind": item["kind"],
+                "metadata": metadata,
+                "spec": item["spec"],
+            },
+            where="policy snapshot",
+        )
+        assert isinstance(resource, api.ClusterRunPolicy | api.RunPolicy)
+        out.append(resource)
+    return out
+
+
+def snapshot(content: bytes, settings: _settings.Settings) -> _manifests.Snapshot:
+    """The snapshot and what the sandbox takes from it; a function of ``content`` alone."""
+    sources = snapshot_sources(content)
+    run_policy = sources[-1]
+    resources = run_policy.spec.sandbox.resources
+    return _manifests.Snapshot(
+        digest=_manifests.sha256(content),
+        content=content,
+        runtime_class=run_policy.spec.sandbox.runtime_class_name or settings.runtime_class,
+        resources={
+            "requests": dict(resources.requests) if resources else {},
+            "limits": dict(resources.limits) if resources else {},
+        },
+        max_timeout_seconds=min(s.spec.sandbox.max_timeout_seconds for s in sources),
+        allowed_egress=tuple(
+            entry
+            for entry in run_policy.spec.allowed_egress
+            if all(entry in s.spec.allowed_egress for s in sources)
+        ),
+        sources=tuple(
+            _manifests.sha256(_manifests.canonical(doc))
+            for doc in snapshot_document(sources)["policies"]
+        ),
+    )
+
+
+def _describe(decision: Any, subject: str) -> str:
+    rule = getattr(decision, "rule", None)
+    reason = getattr(decision, "reason", "") or ""
+    text = f"{subject} is {getattr(decision, 'effect', 'denied')}"
+    text += f" by rule {rule!r}" if rule else " by the policy's defaultEffect"
+    return text + (f": {reason}" if reason else "")
+
+
+def _allowed(decision: Any) -> bool:
+    return str(getattr(decision, "effect", "")) == api.Effect.ALLOW.value
+
+
+def plan(
+    kube: _kube.Kube, body: Mapping[str, Any], settings: _settings.Settings
+) -> _manifests.Plan:
+    """Validate the run against the live objects; raise ``Rejection`` when it cannot run."""
+    run = parse_run(body)
+    namespace = str(run.metadata.namespace)
+    uid = str(body["metadata"]["uid"])
+    spec = run.spec
+
+    policy_name = spec.policy_ref.name
+    raw = kube.get(
+        f"/apis/{api.GROUP}/{api.VERSION}/namespaces/{namespace}/runpolicies/{policy_name}"
+    )
+    if raw is None:
+        raise _failed(
+            "PolicyNotFound",
+            f"spec.policyRef.name: RunPolicy {policy_name!r} does not exist in namespace "
+            f"{namespace!r}; create it or name an existing one",
+        )
+    sources: list[api.ClusterRunPolicy | api.RunPolicy] = []
+    listed = kube.request("GET", f"/apis/{api.GROUP}/{api.VERSION}/clusterrunpolicies")
+    for item in sorted(listed.get("items", []), key=lambda i: str(i["metadata"]["name"])):
+        sources.append(_parse_policy(item, "ClusterRunPolicy"))
+    sources.append(_parse_policy(raw, "RunPolicy"))
+    try:
+        compiled = _engine.compile(sources)
+    except errors.PolicyError as error:
+        raise _failed("PolicyInvalid", f"spec.policyRef.name: {error.message}") from None
+
+    content = _manifests.canonical(snapshot_document(sources))
+    snap = snapshot(content, settings)
+
+    if spec.timeout_seconds > snap.max_timeout_seconds:
+        raise _denied(
+            "TimeoutExceedsPolicy",
+            f"spec.timeoutSeconds: {spec.timeout_seconds} exceeds the policy's "
+            f"sandbox.maxTimeoutSeconds of {snap.max_timeout_seconds}",
+        )
+    decision = _engine.decide(
+        compiled, _engine.Request(action="repository.access", repository=spec.repository.url)
+    )
+    if not _allowed(decision):
+        raise _denied(
+            "RepositoryDenied",
+            "spec.repository.url: " + _describe(decision, f"repository {spec.repository.url!r}"),
+        )
+    run_policy = sources[-1]
+    for index, mapping in enumerate(spec.secrets):
+        decision = _engine.decide(
+            compiled, _engine.Request(action="secret.read", secret=mapping.name)
+        )
+        if mapping.name not in run_policy.spec.allowed_secrets or not _allowed(decision):
+            detail = (
+                _describe(decision, f"secret {mapping.name!r}")
+                if not _allowed(decision)
+                else f"secret {mapping.name!r} is not in RunPolicy {policy_name!r} "
+                "spec.allowedSecrets"
+            )
+            raise _denied("SecretNotAllowed", f"spec.secrets[{index}].name: {detail}")
+
+    config = _config(kube, run, namespace)
+    values: dict[str, bytes] = {}
+    for index, mapping in enumerate(spec.secrets):
+        values[mapping.name] = _secret_value(
+            kube, namespace, mapping.secret_key_ref, f"spec.secrets[{index}].secretKeyRef"
+        )
+    git_token: bytes | None = None
+    if spec.repository.credentials_secret_ref is not None:
+        git_token = _secret_value(
+            kube,
+            namespace,
+            spec.repository.credentials_secret_ref,
+            "spec.repository.credentialsSecretRef",
+        )
+
+    if kube.get(f"/apis/node.k8s.io/v1/runtimeclasses/{snap.runtime_class}") is None:
+        raise _failed(
+            "RuntimeClassNotFound",
+            f"RuntimeClass {snap.runtime_class!r} (RunPolicy {policy_name!r} "
+            "spec.sandbox.runtimeClassName) does not exist; install gVisor and its "
+            "RuntimeClass, or name another one in the policy deliberately",
+        )
+    name = _names.object_name(str(run.metadata.name), uid)
+    return _manifests.Plan(
+        run=run,
+        uid=uid,
+        namespace=namespace,
+        name=name,
+        snapshot=snap,
+        config=config,
+        secret_values=values,
+        git_token=git_token,
+        inputs_digest=_manifests.inputs_digest(
+            run, config=config, snapshot=snap, settings=settings
+        ),
+        token=secrets.token_urlsafe(32),
+    )
+
+
+def _parse_policy(raw: Mapping[str, Any], kind: str) -> api.ClusterRunPolicy | api.RunPolicy:
+    name = raw.get("metadata", {}).get("name", "?")
+    document = {key: raw[key] for key in ("apiVersion", "kind", "metadata", "spec") if key in raw}
+    document["metadata"] = {
+        "name": name,
+        **({"namespace": raw["metadata"]["namespace"]} if raw["metadata"].get("namespace") else {}),
+    }
+    try:
+        resource = api.parse(document, where=f"{kind} {name}")
+    except errors.ManifestError as error:
+        raise _failed("PolicyInvalid", error.message) from None
+    assert isinstance(resource, api.ClusterRunPolicy | api.RunPolicy)
+    return resource
+
+
+def _config(kube: _kube.Kube, run: api.AgentRun, namespace: str) -> str:
+    agent = run.spec.agent
+    where = "spec.agent.config"
+    if agent.config is not None:
+        text = agent.config
+    else:
+        ref = agent.config_map_key_ref
+        assert ref is not None
+        where = "spec.agent.configMapKeyRef"
+        config_map = kube.get(_kube.core(namespace, "configmaps", ref.name))
+        if config_map is None:
+            raise _failed(
+                "ConfigNotFound", f"{where}: ConfigMap {namespace}/{ref.name} does not exist"
+            )
+        data = config_map.get("data") or {}
+        if ref.key not in data:
+            raise _failed(
+                "ConfigNotFound",
+                f"{where}: ConfigMap {namespace}/{ref.name} has no key {ref.key!r}",
+            )
+        text = str(data[ref.key])
+    try:
+        api.check_continue_config(text, where=where)
+    except errors.ManifestError as error:
+        raise _failed("ConfigInvalid", error.message) from None
+    return text
+
+
+def _secret_value(kube: _kube.Kube, namespace: str, ref: api.KeyRef, where: str) -> bytes:
+    found = kube.get(_kube.core(namespace, "secrets", ref.name))
+    if found is None:
+        raise _failed("SecretNotFound", f"{where}: Secret {namespace}/{ref.name} does not exist")
+    data = found.get("data") or {}
+    if ref.key not in data:
+        raise _failed(
+            "SecretNotFound", f"{where}: Secret {namespace}/{ref.name} has no key {ref.key!r}"
+        )
+    return base64.b64decode(data[ref.key])
