@@ -13,7 +13,15 @@ import sys
 from collections.abc import Callable, Sequence
 
 from continue_orchestrator import __version__, errors
-from continue_orchestrator.cli import _approve, _crds, _ledger, _operator, _validate
+from continue_orchestrator.cli import (
+    _approve,
+    _crds,
+    _ledger,
+    _operator,
+    _scripted_model,
+    _validate,
+    _verify,
+)
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
@@ -21,8 +29,10 @@ Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], Non
 COMMAND_GROUPS: tuple[Register, ...] = (
     _validate.register,
     _crds.register,
+    _verify.register,
     _ledger.register,
     _approve.register,
+    _scripted_model.register,
     _operator.register,
 )
 
