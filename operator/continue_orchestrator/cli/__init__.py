@@ -18,7 +18,6 @@ from continue_orchestrator.cli import (
     _crds,
     _ledger,
     _operator,
-    _scripted_model,
     _validate,
     _verify,
 )
@@ -32,7 +31,6 @@ COMMAND_GROUPS: tuple[Register, ...] = (
     _verify.register,
     _ledger.register,
     _approve.register,
-    _scripted_model.register,
     _operator.register,
 )
 
