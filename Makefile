@@ -9,7 +9,7 @@ CACHE_DIR := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/continue-orchestrator
 PYTEST_ARGS ?=
 BENCH ?=
 
-.PHONY: help venv lint test test-deps demo bench crds
+.PHONY: help venv lint test test-deps sandbox-deps cn demo bench crds
 
 help:
 	@echo "make demo   one real AgentRun end to end on this machine"
@@ -34,7 +34,14 @@ lint: venv
 test-deps:
 	hack/install-postgres.sh
 
-test: lint
+# The local sandbox (gVisor runsc, iproute2, nftables) and the pinned Continue CLI.
+sandbox-deps:
+	hack/install-sandbox-deps.sh
+
+cn:
+	@hack/install-cn.sh >/dev/null
+
+test: lint sandbox-deps cn
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 crds: venv
