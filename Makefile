@@ -9,7 +9,7 @@ CACHE_DIR := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/continue-orchestrator
 PYTEST_ARGS ?=
 BENCH ?=
 
-.PHONY: help venv lint test test-deps sandbox-deps cn demo bench crds
+.PHONY: help venv lint test test-deps sandbox-deps cn attest-tools demo bench crds
 
 help:
 	@echo "make demo   one real AgentRun end to end on this machine"
@@ -41,7 +41,13 @@ sandbox-deps:
 cn:
 	@hack/install-cn.sh >/dev/null
 
-test: lint sandbox-deps cn
+# Independent verifiers of our attestation bundles: cosign v3 (from Go modules) and
+# sigstore-js's @sigstore/verify (npm), both into $(CACHE_DIR), never the tree.
+attest-tools:
+	@hack/build-cosign.sh >/dev/null
+	@hack/install-sigstore-js.sh >/dev/null
+
+test: lint sandbox-deps cn attest-tools
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 crds: venv
