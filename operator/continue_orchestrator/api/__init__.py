@@ -44,6 +44,7 @@ from continue_orchestrator.api._manifests import (
     load_file,
     parse,
 )
+from continue_orchestrator.api._reference import reference_markdown
 from continue_orchestrator.api._runpolicy import (
     Action,
     Approvers,
@@ -106,5 +107,6 @@ __all__ = [
     "file_name",
     "load_file",
     "parse",
+    "reference_markdown",
     "schema_of",
 ]

@@ -24,10 +24,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Generate the CustomResourceDefinitions from the API models.",
     )
     parser.add_argument("--write", type=pathlib.Path, metavar="DIR", help="write one file per CRD")
+    parser.add_argument(
+        "--reference",
+        type=pathlib.Path,
+        metavar="FILE",
+        help="also write the Markdown CRD reference to FILE",
+    )
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.reference is not None:
+        args.reference.write_text(api.reference_markdown() + "\n", encoding="utf-8")
+        print(f"wrote {args.reference}")
     for crd in api.crds():
         text = render(crd)
         if args.write is None:
