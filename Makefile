@@ -51,7 +51,7 @@ test: lint sandbox-deps cn attest-tools
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 crds: venv
-	$(BIN)/orchestrator crds --write crds
+	$(BIN)/orchestrator crds --write crds --reference docs/crd-reference.md
 
 demo: venv
 	$(BIN)/orchestrator validate examples/*.yaml
