@@ -18,6 +18,7 @@ from continue_orchestrator.cli import (
     _crds,
     _ledger,
     _operator,
+    _runner,
     _validate,
     _verify,
 )
@@ -32,6 +33,7 @@ COMMAND_GROUPS: tuple[Register, ...] = (
     _ledger.register,
     _approve.register,
     _operator.register,
+    _runner.register,
 )
 
 
