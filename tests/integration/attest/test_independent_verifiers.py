@@ -109,6 +109,7 @@ def test_cosign_rejects_tampering_and_mismatches(cosign: str, files: dict[str, P
     for label, case in cases:
         result = _cosign_verify(cosign, case["bundle"], case["key"], digest=digest)
         assert result.returncode != 0, f"cosign accepted the {label}"
+        assert "failed to verify signature" in result.stderr, result.stderr
     wrong_subject = _cosign_verify(cosign, files["bundle"], files["key"], digest="0" * 64)
     assert wrong_subject.returncode != 0, "cosign accepted a digest that is no subject"
     wrong_type = _cosign_verify(
