@@ -180,20 +180,26 @@ def check(
     broken = False
     missing: list[int] = []
     redacted_by: dict[int, int] = {}
+    root_mismatches: list[tuple[int, int]] = []
 
     def check_roots() -> None:
         while pending and pending[-1][1].size == frontier.size:
             index, checkpoint = pending.pop()
             if not broken and checkpoint.root_hash != frontier.root().hex():
-                bad(
-                    first_new[index],
-                    f"the first {checkpoint.size} entries do not hash to the root of the "
-                    f"checkpoint at size {checkpoint.size} (entries rewritten?)",
-                )
+                root_mismatches.append((first_new[index], checkpoint.size))
 
     check_roots()
     for row in rows:
         sequence, run_uid, time, kind, actor, digest, prev_hash, entry_hash, payload = row
+        try:
+            leaf = sha256(
+                b"\x00" + header(sequence, run_uid, time, kind, actor, digest, prev_hash)
+            ).digest()
+        except (UnicodeEncodeError, TypeError, ValueError):
+            leaf = b""
+        intact = leaf.hex() == entry_hash
+        if not intact:
+            bad(sequence, "its fields do not hash to its entry_hash (edited?)")
         if sequence != expected:
             if sequence > expected:
                 gap = f"{expected}" if sequence == expected + 1 else f"{expected}..{sequence - 1}"
@@ -203,18 +209,14 @@ def check(
             broken = True
             pending.clear()
             expected = sequence
-        elif prev_hash != previous_hash and sequence:
-            bad(sequence - 1, f"entry {sequence} does not link to this entry's hash (rewritten?)")
         elif prev_hash != previous_hash:
-            bad(sequence, "the first entry does not start from the genesis hash")
-        try:
-            leaf = sha256(
-                b"\x00" + header(sequence, run_uid, time, kind, actor, digest, prev_hash)
-            ).digest()
-        except (UnicodeEncodeError, TypeError, ValueError):
-            leaf = b""
-        if leaf.hex() != entry_hash:
-            bad(sequence, "its fields do not hash to its entry_hash (edited?)")
+            if not sequence:
+                bad(sequence, "the first entry does not start from the genesis hash")
+            elif intact:
+                # This entry is as written, so the one before it changed since.
+                bad(sequence - 1, f"entry {sequence} does not link to this entry (rewritten?)")
+            else:
+                bad(sequence, "it does not link to the entry before it (moved or replaced?)")
         if kind not in kinds:
             bad(sequence, f"unknown kind {kind!r}")
         if payload is None:
@@ -240,6 +242,15 @@ def check(
             )
             break
         del index
+    for low, high in root_mismatches:
+        # Reported only when no entry in the range explains it, at the range's start: the
+        # chain was rewritten consistently, so only the signed root can tell.
+        if not any(low <= problem.sequence < high for problem in problems):
+            bad(
+                low,
+                f"entries {low}..{high - 1} do not hash to the root of the checkpoint at "
+                f"size {high} (rewritten, or the checkpoint forged?)",
+            )
     redacted = 0
     for sequence in missing:
         if sequence in redacted_by:

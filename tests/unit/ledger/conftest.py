@@ -142,6 +142,11 @@ def store(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Store:
     return Store("postgresql", _with_user(admin, WRITER_ROLE), admin)
 
 
+@pytest.fixture
+def postgres_store(postgres_database: str) -> Store:
+    return Store("postgresql", _with_user(postgres_database, WRITER_ROLE), postgres_database)
+
+
 @pytest.fixture(params=["ed25519", "p256"])
 def signing_key(request: pytest.FixtureRequest) -> ledger.PrivateKey:
     if request.param == "ed25519":
