@@ -3,7 +3,7 @@
 # in the cache, never into the project venv or the tree, and prints its `litellm` path.
 # Idempotent.
 set -euo pipefail
-VERSION="${LITELLM_VERSION:-1.109.1}"
+VERSION="${LITELLM_VERSION:-1.100.5}"
 PREFIX="${XDG_CACHE_HOME:-$HOME/.cache}/continue-orchestrator/litellm-$VERSION"
 LITELLM="$PREFIX/bin/litellm"
 if [ ! -x "$LITELLM" ]; then

@@ -188,7 +188,7 @@ async def run_agent(
     finally:
         if person_task is not None and not person_task.done():
             person_task.cancel()
-        manifest = server.unregister_run(registration.uid)
+        manifest = await server.unregister_run(registration.uid)
         await server.stop()
         await model.stop()
         opened.close()

@@ -19,6 +19,7 @@ from continue_orchestrator.cli import (
     _ledger,
     _operator,
     _runner,
+    _scripted_model,
     _validate,
     _verify,
 )
@@ -32,6 +33,7 @@ COMMAND_GROUPS: tuple[Register, ...] = (
     _verify.register,
     _ledger.register,
     _approve.register,
+    _scripted_model.register,
     _operator.register,
     _runner.register,
 )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from continue_orchestrator import records
@@ -67,6 +67,35 @@ class RunRecorder:
         self.ledger = ledger
         self.redact = redactor
         self._lock = asyncio.Lock()
+        self._pending: set[asyncio.Task[records.Exchange]] = set()
+
+    def later(
+        self,
+        kind: str,
+        *,
+        blobs: Mapping[str, bytes],
+        request_hash: str | Callable[[], str] | None = None,
+        facts: Mapping[str, Any] | None = None,
+        entries: Sequence[tuple[str, str, dict[str, Any]]] = (),
+    ) -> None:
+        """Record an exchange off the response path; ``drain`` waits for it."""
+        task = asyncio.ensure_future(
+            self.exchange(
+                kind, blobs=blobs, request_hash=request_hash, facts=facts, entries=entries
+            )
+        )
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def backpressure(self, limit: int = 4) -> None:
+        """Wait while more than ``limit`` exchanges are still being written."""
+        while len(self._pending) > limit:
+            await asyncio.wait(list(self._pending), return_when=asyncio.FIRST_COMPLETED)
+
+    async def drain(self) -> None:
+        """Wait until every exchange recorded ``later`` is on disk (raises its errors)."""
+        while self._pending:
+            await asyncio.gather(*list(self._pending))
 
     def put(self, data: bytes) -> str:
         return self.store.put(self.redact(data))
@@ -85,7 +114,7 @@ class RunRecorder:
         kind: str,
         *,
         blobs: Mapping[str, bytes],
-        request_hash: str | None = None,
+        request_hash: str | Callable[[], str] | None = None,
         facts: Mapping[str, Any] | None = None,
         entries: Sequence[tuple[str, str, dict[str, Any]]] = (),
     ) -> records.Exchange:
@@ -97,23 +126,29 @@ class RunRecorder:
                 exchange = self.record.append(
                     kind,
                     blobs=digests,
-                    request_hash=request_hash,
+                    request_hash=request_hash() if callable(request_hash) else request_hash,
                     facts=self.redact.json(dict(facts or {})),
                 )
                 return exchange, digests
 
             exchange, digests = await asyncio.to_thread(write)
             filled = [
-                (entry_kind, actor, {"step": exchange.step, **_fill(payload, digests)})
+                (entry_kind, actor, {"step": exchange.step, **_fill(payload, digests, exchange)})
                 for entry_kind, actor, payload in entries
             ]
             await self.ledger_entries(filled)
             return exchange
 
 
-def _fill(payload: dict[str, Any], digests: Mapping[str, str]) -> dict[str, Any]:
-    """Replace ``{"blob": ROLE}`` placeholders in a payload with the stored digest."""
-    return {
-        key: digests[value["blob"]] if isinstance(value, dict) and "blob" in value else value
-        for key, value in payload.items()
-    }
+def _fill(
+    payload: dict[str, Any], digests: Mapping[str, str], exchange: records.Exchange
+) -> dict[str, Any]:
+    """Resolve ``{"blob": ROLE}`` to the stored digest, ``{"exchange": FIELD}`` to its value."""
+    filled = {}
+    for key, value in payload.items():
+        if isinstance(value, dict) and "blob" in value:
+            value = digests[value["blob"]]
+        elif isinstance(value, dict) and "exchange" in value:
+            value = exchange.to_json()[value["exchange"]]
+        filled[key] = value
+    return filled

@@ -183,11 +183,14 @@ class Gateway:
         self.registry.add(registration)
         return self.api_base(registration.uid)
 
-    def unregister_run(self, uid: str) -> str | None:
+    async def unregister_run(self, uid: str) -> str | None:
         """Stop serving ``uid``; returns the sealed record's manifest digest."""
         self.registry.remove(uid)
         state = self._runs.pop(uid, None)
-        return state.recorder.record.seal() if state else None
+        if state is None:
+            return None
+        await state.recorder.drain()
+        return await asyncio.to_thread(state.recorder.record.seal)
 
     def api_base(self, uid: str) -> str:
         return f"{self.base_url}/runs/{uid}/v1"
@@ -256,6 +259,8 @@ class Gateway:
                 "permission_error",
             )
         messages: list[Message] = body["messages"]
+        # Transcript blobs are written behind the response; bound how far they may lag.
+        await state.recorder.backpressure()
         await self._record_tool_results(state, messages)
         upstream_messages, spliced = state.conversation.upstream_messages(messages)
         exchange = _Exchange(self, state, request, body, raw, upstream, upstream_messages, spliced)
@@ -291,6 +296,7 @@ class Gateway:
             return _error(400, "the outcome is not JSON")
         if not isinstance(outcome, dict):
             return _error(400, "the outcome must be a JSON object")
+        await state.recorder.drain()
         exchange = await state.recorder.exchange(
             "run.outcome",
             blobs={"outcome": raw},
@@ -547,7 +553,11 @@ class _Exchange:
             blobs[f"upstreamRequest{number}"] = sent
             blobs[f"upstreamResponse{number}"] = received
         replacements = {registration.workspace: "<WORKSPACE>"} if registration.workspace else {}
-        request_hash = records.normalised_request_hash(self.body, replacements=replacements)
+        body = self.body
+
+        def request_hash() -> str:  # pure-Python RFC 8785: keep it off the response path
+            return records.normalised_request_hash(body, replacements=replacements)
+
         facts = {
             "model": self.body.get("model"),
             "stream": bool(self.body.get("stream")),
@@ -556,7 +566,7 @@ class _Exchange:
             "splicesApplied": self.spliced,
             "decisions": self.decisions,
         }
-        await self.state.recorder.exchange(
+        self.state.recorder.later(
             "model",
             blobs=blobs,
             request_hash=request_hash,
@@ -566,7 +576,7 @@ class _Exchange:
                     "model.request",
                     _recorder.ACTOR,
                     {
-                        "requestHash": request_hash,
+                        "requestHash": {"exchange": "requestHash"},
                         "agentRequest": {"blob": "agentRequest"},
                         "upstreamRequest": {"blob": "upstreamRequest0"},
                     },
