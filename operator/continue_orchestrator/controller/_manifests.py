@@ -54,6 +54,8 @@ class Plan:
     inputs_digest: str
     token: str
     git_token: bytes | None = None
+    permissions_yaml: str = ""
+    """Continue's permissions.yaml rendered from the policy set (an extra fence only)."""
 
     @property
     def owner(self) -> JSON:
@@ -135,6 +137,7 @@ def bundle(plan: Plan, settings: _settings.Settings) -> runner.RunBundle:
         allowed_secrets=tuple(sorted(plan.secret_values)),
         secrets_dir=f"{_names.RUN_DIR}/secrets",
         token_file=f"{_names.RUN_DIR}/token",
+        permissions_yaml=plan.permissions_yaml,
         agent_timeout_seconds=spec.timeout_seconds,
     )
 

@@ -123,6 +123,30 @@ def configure_kopf(settings: kopf.OperatorSettings, *, workers: int) -> None:
     settings.watching.server_timeout = 300
 
 
+def ensure_peering(kube: _kube.Kube, name: str, namespaces: tuple[str, ...]) -> None:
+    """Create the peering object kopf keeps alive in; without it kopf stays paused."""
+    paths = (
+        [f"/apis/kopf.dev/v1/namespaces/{ns}/kopfpeerings" for ns in namespaces]
+        if namespaces
+        else ["/apis/kopf.dev/v1/clusterkopfpeerings"]
+    )
+    kind = "KopfPeering" if namespaces else "ClusterKopfPeering"
+    for path in paths:
+        try:
+            kube.create(
+                path, {"apiVersion": "kopf.dev/v1", "kind": kind, "metadata": {"name": name}}
+            )
+        except _kube.ApiError as error:
+            if error.status == 409:
+                continue
+            raise errors.OrchestratorError(
+                f"cannot create {kind} {name!r}: {error}",
+                where="operator peering",
+                fix="apply crds/kopf.dev_*.yaml and grant the operator create on kopf.dev "
+                "peerings, or run with --standalone (one replica only)",
+            ) from error
+
+
 def run(
     settings: _settings.Settings,
     *,
@@ -137,6 +161,8 @@ def run(
     kube = _kube.Kube.from_environment(pool_size=max(10, settings.workers * 2))
     book = ledger.open(settings.ledger_url)
     reconciler = _reconcile.Reconciler(kube, book, gateway or _gateway.InMemoryGateway(), settings)
+    if peering is not None:
+        ensure_peering(kube, peering, settings.namespaces)
     if metrics_port is not None:
         _metrics.serve(metrics_port)
     try:

@@ -458,6 +458,7 @@ class Reconciler:
             config=bundle.config,
             secret_values=values,
             git_token=data.get("git-token"),
+            permissions_yaml=bundle.permissions_yaml,
             inputs_digest=inputs,
             token=token,
         )

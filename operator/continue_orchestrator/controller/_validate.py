@@ -24,10 +24,13 @@ class _Engine(Protocol):
     """The part of ``continue_orchestrator.policy`` the operator calls."""
 
     Request: Callable[..., Any]
+    RunContext: Callable[..., Any]
 
     def compile(self, sources: Sequence[Any]) -> Any: ...
 
     def decide(self, policy_set: Any, request: Any) -> Any: ...
+
+    def to_permissions_yaml(self, policy_set: Any) -> str: ...
 
 
 _engine = cast(_Engine, policy)
@@ -63,29 +66,26 @@ def parse_run(body: Mapping[str, Any]) -> api.AgentRun:
     return resource
 
 
-def snapshot_document(sources: Sequence[api.ClusterRunPolicy | api.RunPolicy]) -> JSON:
-    """The policy set in force as data: each policy's kind, name and spec, baseline first."""
-    return {
-        "policies": [
-            {
-                "kind": source.kind,
-                "name": source.metadata.name,
-                **({"namespace": source.metadata.namespace} if source.metadata.namespace else {}),
-                "spec": source.spec.wire(),
-            }
-            for source in sources
-        ]
-    }
+def snapshot_document(sources: Sequence[api.ClusterRunPolicy | api.RunPolicy]) -> list[JSON]:
+    """The policy set in force as data, baseline first; its canonical form is what
+    ``policy.PolicySet.digest`` digests, so the snapshot's digest is the set's digest."""
+    return [
+        {
+            "kind": source.kind,
+            "name": source.metadata.name or "",
+            "namespace": source.metadata.namespace or "",
+            "spec": source.spec.wire(),
+        }
+        for source in sources
+    ]
 
 
 def snapshot_sources(content: bytes) -> list[api.ClusterRunPolicy | api.RunPolicy]:
-    document = json.loads(content)
     out: list[api.ClusterRunPolicy | api.RunPolicy] = []
-    for item in document["policies"]:
-        metadata = {
-            "name": item["name"],
-            **({"namespace": item["namespace"]} if "namespace" in item else {}),
-        }
+    for item in json.loads(content):
+        metadata = {"name": item["name"]}
+        if item.get("namespace"):
+            metadata["namespace"] = item["namespace"]
         resource = api.parse(
             {
                 "apiVersion": api.API_VERSION,
@@ -121,7 +121,7 @@ def snapshot(content: bytes, settings: _settings.Settings) -> _manifests.Snapsho
         ),
         sources=tuple(
             _manifests.sha256(_manifests.canonical(doc))
-            for doc in snapshot_document(sources)["policies"]
+            for doc in snapshot_document(sources)
         ),
     )
 
@@ -167,6 +167,7 @@ def plan(
     except errors.PolicyError as error:
         raise _failed("PolicyInvalid", f"spec.policyRef.name: {error.message}") from None
 
+    context = _engine.RunContext(namespace=namespace, name=str(run.metadata.name), uid=uid)
     content = _manifests.canonical(snapshot_document(sources))
     snap = snapshot(content, settings)
 
@@ -177,7 +178,10 @@ def plan(
             f"sandbox.maxTimeoutSeconds of {snap.max_timeout_seconds}",
         )
     decision = _engine.decide(
-        compiled, _engine.Request(action="repository.access", repository=spec.repository.url)
+        compiled,
+        _engine.Request(
+            action=api.Action.REPOSITORY_ACCESS, repository=spec.repository.url, run=context
+        ),
     )
     if not _allowed(decision):
         raise _denied(
@@ -187,7 +191,8 @@ def plan(
     run_policy = sources[-1]
     for index, mapping in enumerate(spec.secrets):
         decision = _engine.decide(
-            compiled, _engine.Request(action="secret.read", secret=mapping.name)
+            compiled,
+            _engine.Request(action=api.Action.SECRET_READ, secret=mapping.name, run=context),
         )
         if mapping.name not in run_policy.spec.allowed_secrets or not _allowed(decision):
             detail = (
@@ -230,6 +235,7 @@ def plan(
         config=config,
         secret_values=values,
         git_token=git_token,
+        permissions_yaml=_engine.to_permissions_yaml(compiled),
         inputs_digest=_manifests.inputs_digest(
             run, config=config, snapshot=snap, settings=settings
         ),
