@@ -62,7 +62,7 @@ class SandboxError(OrchestratorError):
     """The sandbox (gVisor, network namespace) cannot be set up."""
 
 
-class PolicyStop(OrchestratorError):
+class PolicyStopError(OrchestratorError):
     """Policy stopped a run, e.g. its config references a secret the policy does not grant."""
 
 

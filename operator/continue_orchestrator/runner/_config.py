@@ -81,7 +81,7 @@ def rewrite_config(
 ) -> RewrittenConfig:
     """Route every model through ``api_base`` with ``api_key``; resolve granted secrets.
 
-    Raises ``errors.PolicyStop`` for a secret the policy does not grant (naming it and
+    Raises ``errors.PolicyStopError`` for a secret the policy does not grant (naming it and
     its line) and ``errors.ManifestError`` for a config the gateway cannot front: a
     model without a supported provider, a hub ``uses:`` block, a brokered model
     credential also used elsewhere, or a granted secret without a value.
@@ -132,7 +132,7 @@ def rewrite_config(
     allowed = frozenset(allowed_secrets)
     for reference in references:
         if reference.name not in allowed:
-            raise errors.PolicyStop(
+            raise errors.PolicyStopError(
                 f"config.yaml references secret {reference.name!r}, which the run's policy "
                 "does not grant; the agent was not started",
                 where=f"{where}: line {reference.line}",

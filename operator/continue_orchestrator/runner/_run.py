@@ -171,7 +171,7 @@ def run(
 
     try:
         config_path, rewritten, global_dir = prepare_agent_files(bundle, token, secrets)
-    except errors.PolicyStop as error:
+    except errors.PolicyStopError as error:
         return finish(_outcome.Status.POLICY_STOPPED, error.message)
     except errors.OrchestratorError as error:
         return finish(_outcome.Status.CONFIG_ERROR, error.message)

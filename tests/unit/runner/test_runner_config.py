@@ -88,20 +88,20 @@ def test_unchanged_config_without_models_or_secrets_is_refused_clearly() -> None
 
 
 def test_ungranted_secret_is_a_policy_stop_naming_secret_and_line() -> None:
-    with pytest.raises(errors.PolicyStop) as raised:
+    with pytest.raises(errors.PolicyStopError) as raised:
         rewrite(allowed_secrets={"OPENAI_API_KEY", "ANTHROPIC_KEY"})
     assert "TRACKER_TOKEN" in raised.value.message
     assert "line 23" in raised.value.message
 
 
 def test_ungranted_model_credential_is_a_policy_stop_too() -> None:
-    with pytest.raises(errors.PolicyStop, match="ANTHROPIC_KEY"):
+    with pytest.raises(errors.PolicyStopError, match="ANTHROPIC_KEY"):
         rewrite(allowed_secrets={"OPENAI_API_KEY", "TRACKER_TOKEN"})
 
 
 def test_secret_reference_in_a_comment_counts() -> None:
     text = USER_CONFIG + "# ${{ secrets.SNEAKY }}\n"
-    with pytest.raises(errors.PolicyStop, match="SNEAKY"):
+    with pytest.raises(errors.PolicyStopError, match="SNEAKY"):
         rewrite(text)
 
 
