@@ -6,7 +6,7 @@ import argparse
 import pathlib
 import sys
 
-from continue_orchestrator import api, errors
+from continue_orchestrator import api, errors, policy
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -26,11 +26,17 @@ def run(args: argparse.Namespace) -> int:
     for path in args.files:
         try:
             for resource in api.load_file(path):
+                if isinstance(resource, api.RunPolicy | api.ClusterRunPolicy):
+                    # Compiling catches what the schema cannot: CEL, globs, regexes.
+                    policy.compile([resource])
                 checked += 1
                 print(f"{path}: {resource.kind}/{resource.metadata.name}: valid")
         except errors.ManifestError as error:
             failed += 1
             print(f"error: {error.message}", file=sys.stderr)
+        except errors.PolicyError as error:
+            failed += 1
+            print(f"error: {path}: {error.message}", file=sys.stderr)
     if failed:
         print(f"{failed} file(s) invalid, {checked} manifest(s) valid", file=sys.stderr)
         return 1

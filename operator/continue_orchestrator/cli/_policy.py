@@ -1,0 +1,134 @@
+"""``orchestrator policy``: test a policy against cases, explain a decision, export it.
+
+A policy is code; these commands are its test runner and debugger, offline, with the
+same engine the gateway runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+
+from continue_orchestrator import policy
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "policy",
+        help="test, explain and export RunPolicy / ClusterRunPolicy decisions",
+        description="Work with policies offline. POLICY.yaml may hold several documents "
+        "(a ClusterRunPolicy and a RunPolicy): all are applied and the stricter effect wins.",
+    )
+    commands = parser.add_subparsers(dest="policy_command", metavar="COMMAND", required=True)
+
+    test = commands.add_parser(
+        "test",
+        help="decide every case of CASES.yaml and compare with its expected effect",
+        description="Each case is a request or a toolCall and the expected effect "
+        "(optionally expectRule). Prints a table; exit 1 if any case fails.",
+    )
+    test.add_argument("policy_file", type=pathlib.Path, metavar="POLICY.yaml")
+    test.add_argument("cases_file", type=pathlib.Path, metavar="CASES.yaml")
+    test.add_argument("--workspace", type=pathlib.Path, help="real workspace, to resolve symlinks")
+    test.set_defaults(handler=run_test)
+
+    explain = commands.add_parser(
+        "explain",
+        help="show which rule decided a request and why",
+        description="REQUEST.yaml holds 'request: {...}' or 'toolCall: {...}' and an "
+        "optional 'run: {...}'.",
+    )
+    explain.add_argument("policy_file", type=pathlib.Path, metavar="POLICY.yaml")
+    explain.add_argument("request_file", type=pathlib.Path, metavar="REQUEST.yaml")
+    explain.add_argument(
+        "--workspace", type=pathlib.Path, help="real workspace, to resolve symlinks"
+    )
+    explain.set_defaults(handler=run_explain)
+
+    permissions = commands.add_parser(
+        "permissions",
+        help="print the Continue permissions.yaml the runner writes for these policies",
+    )
+    permissions.add_argument("policy_file", type=pathlib.Path, metavar="POLICY.yaml")
+    permissions.set_defaults(handler=run_permissions)
+
+
+def _table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def run_test(args: argparse.Namespace) -> int:
+    policy_set = policy.load_policies(args.policy_file)
+    cases = policy.load_cases(args.cases_file)
+    rows: list[tuple[str, ...]] = [("RESULT", "CASE", "EXPECTED", "GOT", "RULE", "REASON")]
+    failed = 0
+    for case in cases:
+        decision = policy.decide_subject(policy_set, case.subject, workspace=args.workspace)
+        ok = decision.effect is case.expect and (
+            case.expect_rule is None or decision.rule == case.expect_rule
+        )
+        failed += not ok
+        expected = case.expect.value + (f" ({case.expect_rule})" if case.expect_rule else "")
+        rows.append(
+            (
+                "ok" if ok else "FAIL",
+                case.name,
+                expected,
+                decision.effect.value,
+                decision.rule or "(default)",
+                decision.reason,
+            )
+        )
+    print(_table(rows))
+    print(f"\n{len(cases) - failed} passed, {failed} failed; policy set {policy_set.digest}")
+    return 1 if failed else 0
+
+
+def run_explain(args: argparse.Namespace) -> int:
+    policy_set = policy.load_policies(args.policy_file)
+    subject = policy.load_subject(args.request_file)
+    decision = policy.decide_subject(policy_set, subject, workspace=args.workspace)
+    print(f"effect:  {decision.effect.value}")
+    print(f"rule:    {decision.rule or '(none: a default or a safety check decided)'}")
+    print(f"policy:  {decision.policy or '(none)'}")
+    print(f"reason:  {decision.reason}")
+    print(f"request: {decision.request.describe()}")
+    print(f"digest:  {decision.policy_digest}")
+    if isinstance(subject, policy.ToolCall):
+        try:
+            requests = policy.requests_for(
+                subject.name, subject.arguments, run=subject.run, mcp_server=subject.mcp_server
+            )
+        except policy.UnmappableError as error:
+            print(f"\nthe tool call cannot be checked: {error}")
+            return 0
+    else:
+        requests = [subject]
+    for index, request in enumerate(requests):
+        print(f"\n{request.describe()}")
+        implied = isinstance(subject, policy.ToolCall) and index == 0 and len(requests) > 1
+        paths, outcomes = policy.outcomes(policy_set, request, workspace=args.workspace)
+        if isinstance(paths, str):
+            print(f"  refused before any rule: {paths}")
+            continue
+        for outcome in outcomes:
+            if implied and outcome.by_default:
+                print(f"  {outcome.policy}: no rule matched; its default speaks through the "
+                      "requests below")
+                continue
+            decided_by = outcome.rule or "default"
+            print(
+                f"  {outcome.policy}: {outcome.effect.value} by {decided_by} "
+                f"({outcome.considered} rule(s) indexed for this request): {outcome.reason}"
+            )
+    return 0
+
+
+def run_permissions(args: argparse.Namespace) -> int:
+    print(policy.to_permissions_yaml(policy.load_policies(args.policy_file)), end="")
+    return 0
+

@@ -1,0 +1,81 @@
+"""The policy engine: may this happen?
+
+Every other part asks here: the gateway for each tool call the model requests, the
+operator for secrets, egress and pull requests, the runner for ``permissions.yaml``.
+``compile`` turns RunPolicy / ClusterRunPolicy resources into a ``PolicySet`` once;
+``decide`` and ``decide_tool_call`` are then pure, deterministic functions of that set
+and a request. The semantics are in docs/policy.md.
+"""
+
+from continue_orchestrator.policy._cases import (
+    Case,
+    Subject,
+    ToolCall,
+    decide_subject,
+    load_cases,
+    load_policies,
+    load_subject,
+)
+from continue_orchestrator.policy._engine import (
+    CompiledPolicy,
+    Outcome,
+    Policy,
+    PolicySet,
+    cel_data,
+    decide,
+    outcomes,
+)
+from continue_orchestrator.policy._engine import compile_policies as compile
+from continue_orchestrator.policy._paths import PathRejectedError, normalise, resolve_symlinks
+from continue_orchestrator.policy._permissions import excluded_tools, to_permissions_yaml
+from continue_orchestrator.policy._request import (
+    STRICTNESS,
+    Decision,
+    Request,
+    RunContext,
+    strictest,
+)
+from continue_orchestrator.policy._shell import CommandLine, ShellRejectedError, SimpleCommand
+from continue_orchestrator.policy._shell import split as split_command
+from continue_orchestrator.policy._tools import (
+    BUILT_IN_TOOLS,
+    UnmappableError,
+    decide_tool_call,
+    requests_for,
+)
+
+__all__ = [
+    "BUILT_IN_TOOLS",
+    "STRICTNESS",
+    "Case",
+    "CommandLine",
+    "CompiledPolicy",
+    "Decision",
+    "Outcome",
+    "PathRejectedError",
+    "Policy",
+    "PolicySet",
+    "Request",
+    "RunContext",
+    "ShellRejectedError",
+    "SimpleCommand",
+    "Subject",
+    "ToolCall",
+    "UnmappableError",
+    "cel_data",
+    "compile",
+    "decide",
+    "decide_subject",
+    "decide_tool_call",
+    "excluded_tools",
+    "load_cases",
+    "load_policies",
+    "load_subject",
+    "normalise",
+    "outcomes",
+    "requests_for",
+    "resolve_symlinks",
+    "split_command",
+    "strictest",
+    "to_permissions_yaml",
+]

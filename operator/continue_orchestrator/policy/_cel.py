@@ -1,0 +1,73 @@
+"""CEL ``when`` conditions: one environment, compiled once, evaluated on demand.
+
+The request is the map variable ``request``; its keys are documented in
+docs/policy.md. The strings extension is on (``split``, ``lowerAscii``, ...).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from cel_expr_python import cel
+from cel_expr_python.ext import ext_strings
+
+_ENV = cel.NewEnv(
+    variables={"request": cel.Type.Map(cel.Type.STRING, cel.Type.DYN)},
+    extensions=[ext_strings.ExtStrings()],
+)
+_LOCATION = re.compile(r"<input>:(\d+):(\d+): ([^\n]*)")
+
+
+class CompileError(ValueError):
+    """A condition does not compile; ``line`` and ``column`` are 1-based."""
+
+    def __init__(self, message: str, *, line: int, column: int) -> None:
+        self.line = line
+        self.column = column
+        super().__init__(message)
+
+
+class EvaluationError(RuntimeError):
+    """A condition failed at run time (missing key, type error, non-boolean result)."""
+
+
+def compile_condition(source: str) -> Any:
+    """Compile ``source``; raises ``CompileError`` with the line and column of the fault."""
+    try:
+        expression = _ENV.compile(source)
+    except RuntimeError as error:
+        found = _LOCATION.search(str(error))
+        if found is None:
+            raise CompileError(str(error), line=1, column=1) from None
+        raise CompileError(
+            found.group(3), line=int(found.group(1)), column=int(found.group(2))
+        ) from None
+    result = expression.return_type()
+    if not (result == cel.Type.BOOL or result == cel.Type.DYN):
+        raise CompileError(
+            f"the condition yields {result.name().lower()}, not a boolean", line=1, column=1
+        )
+    return expression
+
+
+def activation(data: dict[str, Any]) -> Any:
+    """An activation binding ``request`` to ``data``, shared by every condition of a decision."""
+    try:
+        return _ENV.Activation({"request": data})
+    except Exception as error:
+        raise EvaluationError(f"request cannot be given to CEL: {error}") from None
+
+
+def evaluate(expression: Any, bound: Any) -> bool:
+    """Evaluate a compiled condition; any error or a non-boolean is ``EvaluationError``."""
+    try:
+        value = expression.eval(bound)
+    except Exception as error:
+        raise EvaluationError(str(error)) from None
+    result = value.value()
+    if result is True or result is False:
+        return result
+    if value.type() == cel.Type.ERROR or value.type() == cel.Type.UNKNOWN:
+        raise EvaluationError(str(result))
+    raise EvaluationError(f"condition yielded {value.type().name().lower()}, not a boolean")

@@ -1,0 +1,460 @@
+"""The decision function: compiled policies in, one ``Decision`` out.
+
+``compile`` does everything that can be done once (globs to regular expressions, CEL to
+programs, rules indexed by action and tool, the digest); ``decide`` is then a pure
+function of the compiled set and the request. Each policy decides alone (first matching
+rule, else its default effect); across policies the stricter effect wins.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import pathlib
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import rfc8785
+
+from continue_orchestrator import api, errors
+from continue_orchestrator.policy import _cel, _glob, _paths, _request
+
+Policy = api.RunPolicy | api.ClusterRunPolicy
+
+_CACHE_LIMIT = 4096
+_ALLOW = api.Effect.ALLOW
+_DENY = api.Effect.DENY
+_STRICTNESS = _request.STRICTNESS
+
+
+class _Rule:
+    """One compiled rule. Selectors left unset are None."""
+
+    __slots__ = (
+        "arguments",
+        "branches",
+        "commands",
+        "effect",
+        "hosts",
+        "index",
+        "name",
+        "paths",
+        "qualified",
+        "reason",
+        "repositories",
+        "secrets",
+        "selective",
+        "tool_literals",
+        "tools",
+        "when",
+        "when_source",
+    )
+
+    def __init__(self, policy_name: str, index: int, rule: api.PolicyRule, where: str) -> None:
+        self.index = index
+        self.name = rule.name
+        self.qualified = f"{policy_name}/{rule.name}"
+        self.effect = rule.effect
+        self.reason = rule.reason
+
+        def globs(field: str, patterns: list[str], *, segments: bool) -> re.Pattern[str] | None:
+            if not patterns:
+                return None
+            for position, pattern in enumerate(patterns):
+                try:
+                    _glob.compile_globs([pattern], segments=segments)
+                except (_glob.GlobSyntaxError, re.error) as error:
+                    raise errors.PolicyError(
+                        f"{field}[{position}] {pattern!r} is not a valid glob: {error}",
+                        where=f"{where}.{field}",
+                    ) from None
+            return _glob.compile_globs(patterns, segments=segments)
+
+        for position, pattern in enumerate(rule.paths):
+            if pattern.startswith("/") or ".." in pattern.split("/") or "\\" in pattern:
+                raise errors.PolicyError(
+                    f"paths[{position}] {pattern!r} must be relative to the workspace root, "
+                    "without '..' or backslashes",
+                    where=f"{where}.paths",
+                    fix="write it as the workspace-relative glob, for example 'src/**'",
+                )
+        self.tools = globs("tools", rule.tools, segments=True)
+        self.tool_literals = (
+            frozenset(rule.tools)
+            if rule.tools and not any(c in t for t in rule.tools for c in "*?[")
+            else None
+        )
+        self.paths = globs("paths", rule.paths, segments=True)
+        self.commands = globs("commands", rule.commands, segments=False)
+        self.repositories = globs(
+            "repositories", [_repository(r) for r in rule.repositories], segments=True
+        )
+        self.branches = globs("branches", rule.branches, segments=True)
+        self.secrets = globs("secrets", rule.secrets, segments=True)
+        self.hosts = _host_matcher(rule.hosts, where=f"{where}.hosts")
+        arguments: list[tuple[str, re.Pattern[str]]] = []
+        for position, matcher in enumerate(rule.arguments):
+            field = f"arguments[{position}]"
+            if matcher.glob is not None:
+                compiled = globs(f"{field}.glob", [matcher.glob], segments=True)
+                assert compiled is not None
+            else:
+                try:
+                    compiled = re.compile(matcher.regex or "", re.DOTALL)
+                except re.error as error:
+                    raise errors.PolicyError(
+                        f"{field}.regex {matcher.regex!r} does not compile: {error}",
+                        where=f"{where}.{field}.regex",
+                    ) from None
+            arguments.append((matcher.name, compiled))
+        self.arguments = tuple(arguments)
+        self.when_source = rule.when
+        self.when: Any = None
+        if rule.when is not None:
+            try:
+                self.when = _cel.compile_condition(rule.when)
+            except _cel.CompileError as error:
+                raise errors.PolicyError(
+                    f"when condition does not compile at line {error.line}, column "
+                    f"{error.column}: {error}",
+                    where=f"{where}.when",
+                    fix="see docs/policy.md for the request fields CEL can read",
+                ) from None
+        self.selective = bool(
+            self.arguments
+            or self.paths
+            or self.commands
+            or self.repositories
+            or self.branches
+            or self.secrets
+            or self.hosts
+            or self.when is not None
+        )
+
+    def matches(self, request: _request.Request, path: str | None, bound: _Bound) -> bool:
+        """Whether every selector set on this rule matches (tools are matched by the index)."""
+        if self.paths is not None and (path is None or not self.paths.fullmatch(path)):
+            return False
+        if self.commands is not None and (
+            request.command is None or not self.commands.fullmatch(request.command)
+        ):
+            return False
+        if self.branches is not None:
+            if request.branch_unknown:
+                if self.effect is _ALLOW:
+                    return False
+            elif request.branch is None or not self.branches.fullmatch(request.branch):
+                return False
+        if self.repositories is not None and (
+            request.repository is None
+            or not self.repositories.fullmatch(_repository(request.repository))
+        ):
+            return False
+        if self.secrets is not None and (
+            request.secret is None or not self.secrets.fullmatch(request.secret)
+        ):
+            return False
+        if self.hosts is not None and (
+            request.host is None or not self.hosts.fullmatch(_host_port(request))
+        ):
+            return False
+        for name, pattern in self.arguments:
+            value = _argument_text(request.arguments.get(name))
+            if value is None or not pattern.fullmatch(value):
+                return False
+        if self.when is not None:
+            return _cel.evaluate(self.when, bound.get(request, path))
+        return True
+
+
+def _repository(url: str) -> str:
+    return url.rstrip("/").removesuffix(".git")
+
+
+def _argument_text(value: object) -> str | None:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool | int | float):
+        return json.dumps(value)
+    return None
+
+
+def _host_port(request: _request.Request) -> str:
+    host = (request.host or "").lower().rstrip(".")
+    return f"{host}:{request.port if request.port is not None else ''}"
+
+
+def _host_matcher(patterns: Sequence[str], *, where: str) -> re.Pattern[str] | None:
+    if not patterns:
+        return None
+    pieces = []
+    for position, pattern in enumerate(patterns):
+        host, separator, port = pattern.rpartition(":")
+        if not separator or not host or not (port == "*" or port.isdigit()):
+            raise errors.PolicyError(
+                f"[{position}] {pattern!r} is not host:port (port a number or *)", where=where
+            )
+        port_regex = r"[0-9]+" if port == "*" else re.escape(str(int(port)))
+        pieces.append(f"(?:{_glob.translate_text(host.lower().rstrip('.'))}:{port_regex})")
+    return re.compile("|".join(pieces), re.DOTALL)
+
+
+class _Bound:
+    """The CEL activation of one decision, built the first time a condition needs it."""
+
+    __slots__ = ("_activation", "_path")
+
+    def __init__(self) -> None:
+        self._activation: Any = None
+        self._path: str | None = None
+
+    def get(self, request: _request.Request, path: str | None) -> Any:
+        if self._activation is None or path != self._path:
+            self._path = path
+            self._activation = _cel.activation(cel_data(request, path))
+        return self._activation
+
+
+def cel_data(request: _request.Request, path: str | None) -> dict[str, Any]:
+    """The value of the CEL variable ``request``."""
+    return {
+        "action": request.action.value,
+        "tool": request.tool or "",
+        "mcpServer": request.mcp_server or "",
+        "arguments": dict(request.arguments),
+        "path": path or "",
+        "command": request.command or "",
+        "argv": list(request.argv),
+        "repository": request.repository or "",
+        "branch": request.branch or "",
+        "secret": request.secret or "",
+        "host": request.host or "",
+        "port": request.port or 0,
+        "run": request.run.as_cel(),
+    }
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one policy alone decided."""
+
+    policy: str
+    effect: api.Effect
+    rule: str | None
+    reason: str
+    considered: int
+    """How many rules the index handed to this policy for the request."""
+    by_default: bool = False
+    """True when no rule matched and the policy's default effect decided."""
+
+
+class CompiledPolicy:
+    """One policy, compiled, with its rules indexed by (action, tool)."""
+
+    def __init__(self, resource: Policy, position: int) -> None:
+        meta = resource.metadata
+        name = meta.name or f"policy-{position}"
+        self.kind = resource.kind
+        self.name = name
+        qualified = f"{meta.namespace}/{name}" if meta.namespace else name
+        self.label = f"{resource.kind} {qualified}"
+        self.resource = resource
+        spec = resource.spec
+        self.default_effect = spec.default_effect
+        seen: set[str] = set()
+        rules = []
+        for index, rule in enumerate(spec.rules):
+            where = f"{self.label}: spec.rules[{index}] ({rule.name})"
+            if rule.name in seen:
+                raise errors.PolicyError(
+                    f"rule name {rule.name!r} is used twice", where=where, fix="rename one"
+                )
+            seen.add(rule.name)
+            rules.append(_Rule(name, index, rule, where))
+        self.rules = tuple(rules)
+        namespaced = resource.kind == "RunPolicy"
+        self.allowed_secrets: frozenset[str] | None = (
+            frozenset(spec.allowed_secrets) if namespaced or spec.allowed_secrets else None
+        )
+        self.allowed_egress: re.Pattern[str] | None = None
+        self.egress_closed = namespaced and not spec.allowed_egress
+        if namespaced or spec.allowed_egress:
+            self.allowed_egress = _host_matcher(
+                spec.allowed_egress, where=f"{self.label}: spec.allowedEgress"
+            ) or re.compile(r"(?!)")
+        self._by_action: dict[api.Action, tuple[_Rule, ...]] = {
+            action: tuple(r for r, source in zip(rules, spec.rules, strict=True)
+                          if action in source.actions)
+            for action in api.Action
+        }
+        self._cache: dict[tuple[api.Action, str | None], tuple[_Rule, ...]] = {}
+
+    def candidates(self, action: api.Action, tool_key: str | None) -> tuple[_Rule, ...]:
+        """Rules, in order, that apply to ``action`` and whose tool globs match ``tool_key``."""
+        key = (action, tool_key)
+        found = self._cache.get(key)
+        if found is None:
+            found = tuple(
+                rule
+                for rule in self._by_action[action]
+                if rule.tools is None
+                or (
+                    tool_key is not None
+                    and (
+                        tool_key in rule.tool_literals
+                        if rule.tool_literals is not None
+                        else rule.tools.fullmatch(tool_key) is not None
+                    )
+                )
+            )
+            if len(self._cache) < _CACHE_LIMIT:
+                self._cache[key] = found
+        return found
+
+    def decide(self, request: _request.Request, path: str | None, bound: _Bound) -> Outcome:
+        action = request.action
+        if action is api.Action.SECRET_READ and self.allowed_secrets is not None and (
+            request.secret not in self.allowed_secrets
+        ):
+            return Outcome(
+                self.label, _DENY, None,
+                f"secret {request.secret!r} is not in spec.allowedSecrets of {self.label}", 0,
+            )
+        if action is api.Action.NETWORK_EGRESS and self.allowed_egress is not None and (
+            request.host is None or not self.allowed_egress.fullmatch(_host_port(request))
+        ):
+            return Outcome(
+                self.label, _DENY, None,
+                f"{_host_port(request)} is not in spec.allowedEgress of {self.label}", 0,
+            )
+        rules = self.candidates(action, request.tool_key)
+        for rule in rules:
+            try:
+                matched = rule.matches(request, path, bound)
+            except _cel.EvaluationError as error:
+                return Outcome(
+                    self.label, _DENY, rule.qualified,
+                    f"rule {rule.qualified}: when condition failed, so the request is denied: "
+                    f"{error}",
+                    len(rules),
+                )
+            if matched:
+                reason = rule.reason or f"rule {rule.qualified} matched"
+                return Outcome(self.label, rule.effect, rule.qualified, reason, len(rules))
+        return Outcome(
+            self.label, self.default_effect, None,
+            f"no rule of {self.label} matched; its default effect is {self.default_effect.value}",
+            len(rules),
+            by_default=True,
+        )
+
+
+class PolicySet:
+    """Compiled policies, ready for ``decide``. Immutable once built."""
+
+    def __init__(self, policies: Sequence[Policy]) -> None:
+        self.policies: tuple[Policy, ...] = tuple(policies)
+        self.compiled = tuple(CompiledPolicy(p, i) for i, p in enumerate(self.policies))
+        snapshot = [
+            {
+                "kind": p.kind,
+                "name": p.metadata.name or "",
+                "namespace": p.metadata.namespace or "",
+                "spec": p.spec.wire(),
+            }
+            for p in self.policies
+        ]
+        canonical: bytes = rfc8785.dumps(snapshot)  # type: ignore[arg-type]
+        self.digest = "sha256:" + hashlib.sha256(canonical).hexdigest()
+
+    def __repr__(self) -> str:
+        return f"PolicySet({', '.join(c.label for c in self.compiled)}, {self.digest})"
+
+
+def compile_policies(policies: Sequence[Policy]) -> PolicySet:
+    """Compile policies once; raises ``errors.PolicyError`` naming policy, rule and field."""
+    for position, resource in enumerate(policies):
+        if not isinstance(resource, api.RunPolicy | api.ClusterRunPolicy):
+            raise errors.PolicyError(
+                f"item {position} is a {type(resource).__name__}, not a RunPolicy or "
+                "ClusterRunPolicy",
+                where="policy.compile",
+            )
+    return PolicySet(policies)
+
+
+def _paths_of(
+    request: _request.Request, workspace: pathlib.Path | None
+) -> list[str | None] | str:
+    """Normalised forms of the request's path to decide, or why the path is refused."""
+    if request.path is None:
+        return [None]
+    try:
+        relative = _paths.normalise(request.path, root=request.run.workspace_root)
+        if workspace is None:
+            return [relative]
+        resolved = _paths.resolve_symlinks(relative, workspace=workspace)
+    except _paths.PathRejectedError as error:
+        return str(error)
+    return [relative] if resolved == relative else [relative, resolved]
+
+
+def outcomes(
+    policy_set: PolicySet, request: _request.Request, *, workspace: pathlib.Path | None = None
+) -> tuple[list[str | None] | str, list[Outcome]]:
+    """Every policy's own outcome for every normalised form of the request's path."""
+    paths = _paths_of(request, workspace)
+    if isinstance(paths, str):
+        return paths, []
+    bound = _Bound()
+    return paths, [c.decide(request, path, bound) for path in paths for c in policy_set.compiled]
+
+
+def decide(
+    policy_set: PolicySet, request: _request.Request, *, workspace: pathlib.Path | None = None
+) -> _request.Decision:
+    """Decide ``request``: the strictest effect of all policies; see docs/policy.md."""
+    decision = decide_or_abstain(policy_set, request, workspace=workspace, defaults=True)
+    assert decision is not None
+    return decision
+
+
+def decide_or_abstain(
+    policy_set: PolicySet,
+    request: _request.Request,
+    *,
+    workspace: pathlib.Path | None,
+    defaults: bool,
+) -> _request.Decision | None:
+    """``decide``; with ``defaults=False`` a policy where no rule matched has no say, and
+    None means no policy had one."""
+    paths, found = outcomes(policy_set, request, workspace=workspace)
+    if isinstance(paths, str):
+        return _request.Decision(
+            _DENY, None, f"{request.describe()}: {paths}", policy_set.digest, "", request
+        )
+    if not policy_set.compiled:
+        return _request.Decision(
+            _DENY, None, "no policy applies, so everything is denied", policy_set.digest, "",
+            request,
+        )
+    if not defaults:
+        found = [o for o in found if not o.by_default]
+        if not found:
+            return None
+    best = found[0]
+    for outcome in found[1:]:
+        if _STRICTNESS[outcome.effect] > _STRICTNESS[best.effect] or (
+            outcome.effect is best.effect and best.rule is None and outcome.rule is not None
+        ):
+            best = outcome
+    return _request.Decision(
+        best.effect, best.rule, best.reason, policy_set.digest, best.policy, request
+    )
+
+
+def deny(policy_set: PolicySet, request: _request.Request, reason: str) -> _request.Decision:
+    """A deny that no rule made (a request that cannot be checked)."""
+    return _request.Decision(_DENY, None, reason, policy_set.digest, "", request)
