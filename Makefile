@@ -53,9 +53,26 @@ test: lint sandbox-deps cn attest-tools
 crds: venv
 	$(BIN)/orchestrator crds --write crds --reference docs/crd-reference.md
 
-demo: venv
-	$(BIN)/orchestrator validate examples/*.yaml
-	@echo "make demo: the examples validate. The end-to-end run arrives with 'orchestrator run'."
+# One real AgentRun end to end on this machine (examples/demo): the runner in gVisor behind
+# the gateway, a SQLite ledger, the record store, a development-key attestation; then the
+# ledger and the attestation are verified as a third party would. DEMO_APPROVALS= (empty)
+# makes the run wait for `orchestrator approve` from another terminal; DEMO_SANDBOX=none
+# runs without isolation (loudly). The scripted model ignores the placeholder key.
+DEMO_STATE ?= .orchestrator
+DEMO_SANDBOX ?= gvisor
+DEMO_APPROVALS ?= --approve-all
+DEMO_RUN = $(BIN)/orchestrator run examples/demo/agentrun.yaml \
+	--config-map demo-agent=examples/demo/continue/config.yaml \
+	--secret OPENAI_API_KEY=env:DEMO_OPENAI_API_KEY \
+	--model-script examples/demo/model-script.yaml \
+	--sandbox $(DEMO_SANDBOX) --state-dir $(DEMO_STATE) $(DEMO_APPROVALS)
+
+demo: venv cn $(if $(filter none,$(DEMO_SANDBOX)),,sandbox-deps)
+	@hack/demo-origin.sh >/dev/null
+	DEMO_OPENAI_API_KEY=sk-demo-placeholder-not-a-real-key $(DEMO_RUN)
+	$(BIN)/orchestrator ledger verify sqlite:///$(abspath $(DEMO_STATE))/ledger.db
+	$(BIN)/orchestrator verify "$$(ls -t $(DEMO_STATE)/attestations/*.sigstore.json | head -1)" \
+		--key $(DEMO_STATE)/keys/DEVELOPMENT-ONLY-attestation.pub
 
 bench: venv
 	$(BIN)/python -m bench $(if $(BENCH),--only $(BENCH))

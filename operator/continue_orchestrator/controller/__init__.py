@@ -31,7 +31,7 @@ from continue_orchestrator.controller._operator import FINALIZER, build_registry
 from continue_orchestrator.controller._outcome import RUNNER_EXIT_CODES, Outcome, advance, from_pod
 from continue_orchestrator.controller._reconcile import Reconciler
 from continue_orchestrator.controller._settings import Settings
-from continue_orchestrator.controller._validate import Rejection, plan, snapshot
+from continue_orchestrator.controller._validate import Rejection, plan, snapshot, snapshot_document
 
 __all__ = [
     "FINALIZER",
@@ -63,4 +63,5 @@ __all__ = [
     "run",
     "secret",
     "snapshot",
+    "snapshot_document",
 ]

@@ -3,8 +3,20 @@
 ``ScriptedModel`` is a deterministic OpenAI-compatible model for tests, benchmarks and
 the demo. ``Sandbox`` runs a command in gVisor inside a network namespace whose only
 reachable address is the gateway's (``mode="none"`` is the labelled opt-out).
+``run(load(manifest, ...), Options(...))`` is ``orchestrator run``: the operator's
+pipeline for one AgentRun with the gateway on the sandbox's host end, a SQLite ledger,
+the record store and a development-key attestation, ending in a ``Report``.
 """
 
+from continue_orchestrator.local._inputs import Inputs, load, parse_secret_flag
+from continue_orchestrator.local._report import DEV_KEY_LABEL, Report
+from continue_orchestrator.local._run import (
+    Options,
+    default_cn,
+    default_state_dir,
+    run,
+    runner_image,
+)
 from continue_orchestrator.local._sandbox import (
     NONE_WARNING,
     RUNSC_HELP,
@@ -18,17 +30,27 @@ from continue_orchestrator.local._sandbox import (
 from continue_orchestrator.local._scripted import Failure, Script, ScriptedModel, ToolCall, Turn
 
 __all__ = [
+    "DEV_KEY_LABEL",
     "NONE_WARNING",
     "RUNSC_HELP",
     "Bind",
     "Failure",
+    "Inputs",
     "Mode",
+    "Options",
+    "Report",
     "Sandbox",
     "Script",
     "ScriptedModel",
     "ToolCall",
     "Turn",
     "cleanup_stale",
+    "default_cn",
+    "default_state_dir",
+    "load",
+    "parse_secret_flag",
     "python_binds",
+    "run",
+    "runner_image",
     "runsc_path",
 ]

@@ -1,0 +1,214 @@
+"""The end-of-run report of ``orchestrator run``, read back from what was recorded.
+
+Counts come from the ledger and the run's outcome from the record, not from what the
+pipeline believes happened, so the report says what a later audit would find. It is
+printed for people and written as JSON beside the run for tools and tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import pydantic
+from pydantic import alias_generators
+
+from continue_orchestrator import ledger
+
+DEV_KEY_LABEL = "DEVELOPMENT KEY — not for production"
+
+
+class _Model(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(
+        alias_generator=alias_generators.to_camel, populate_by_name=True, extra="forbid"
+    )
+
+
+class ToolCall(_Model):
+    """One tool call the model asked for, and what became of it."""
+
+    call_id: str
+    tool: str
+    arguments: Any = None
+    effect: str
+    """Allow, Deny or RequireApproval: the policy's answer."""
+    rule: str = ""
+    reason: str = ""
+    decided_by: str | None = None
+    """Who approved or refused a held call (``timeout`` when nobody did)."""
+    delivered: bool = False
+    """Whether the agent got the call to run."""
+
+
+class VerifyLine(_Model):
+    name: str
+    command: str
+    exit_code: int | None
+    passed: bool
+
+
+class ChangedFile(_Model):
+    status: str
+    path: str
+
+
+class LedgerSummary(_Model):
+    url: str
+    first: int
+    last: int
+    head_sequence: int
+    head_hash: str
+    merkle_root: str = ""
+    verified: bool = False
+    problems: list[str] = pydantic.Field(default_factory=list)
+
+
+class AttestationSummary(_Model):
+    signed: bool
+    key: str = DEV_KEY_LABEL
+    public_key: str = ""
+    location: str | None = None
+    bundle_digest: str | None = None
+    statement_digest: str | None = None
+    verified: bool = False
+    reason: str = ""
+
+
+class Report(_Model):
+    """Everything ``orchestrator run`` tells a person at the end of a run."""
+
+    run: str
+    uid: str
+    namespace: str
+    sandbox: str
+    phase: str
+    reason: str
+    message: str = ""
+    exit_code: int | None = None
+    gateway: str = ""
+    tool_calls: list[ToolCall] = pydantic.Field(default_factory=list)
+    allowed: int = 0
+    denied: int = 0
+    approved: int = 0
+    verify: list[VerifyLine] = pydantic.Field(default_factory=list)
+    diff_files: list[ChangedFile] = pydantic.Field(default_factory=list)
+    diff_digest: str | None = None
+    record_digest: str | None = None
+    ledger: LedgerSummary | None = None
+    attestation: AttestationSummary | None = None
+    state_dir: str = ""
+
+    def render(self) -> str:
+        lines = [
+            "",
+            f"== run {self.namespace}/{self.run} (uid {self.uid}) ==",
+            f"phase        {self.phase} ({self.reason})"
+            + (f": {self.message}" if self.message else ""),
+            f"sandbox      {self.sandbox}"
+            + ("   <-- NO ISOLATION (--sandbox none)" if self.sandbox == "none" else ""),
+            f"tool calls   {self.allowed} allowed, {self.denied} denied, "
+            f"{self.approved} approved by a person",
+        ]
+        for call in self.tool_calls:
+            who = f" by {call.decided_by}" if call.decided_by else ""
+            lines.append(
+                f"  {_verdict(call):<9} {call.tool} {_brief(call.arguments)}{who}"
+                + (f"  [{call.rule}]" if call.rule else "")
+            )
+        if self.verify:
+            lines.append("verify")
+            for line in self.verify:
+                state = "passed" if line.passed else f"FAILED (exit {line.exit_code})"
+                lines.append(f"  {line.name:<12} {state}   $ {line.command}")
+        else:
+            lines.append("verify       (none ran)")
+        if self.diff_files:
+            lines.append(f"diff         {len(self.diff_files)} file(s), {self.diff_digest}")
+            lines += [f"  {f.status} {f.path}" for f in self.diff_files]
+        else:
+            lines.append("diff         (no changes)")
+        if self.record_digest:
+            lines.append(f"record       {self.record_digest}")
+        if self.ledger is not None:
+            book = self.ledger
+            state = "verified" if book.verified else "NOT VERIFIED: " + "; ".join(book.problems)
+            lines += [
+                f"ledger       {book.url}",
+                f"  attested   entries {book.first}..{book.last}, Merkle root {book.merkle_root}",
+                f"  head       #{book.head_sequence} {book.head_hash}",
+                f"  check      {state}",
+            ]
+        if self.attestation is not None:
+            att = self.attestation
+            if att.signed:
+                state = "verified" if att.verified else "NOT VERIFIED"
+                lines += [
+                    f"attestation  {att.bundle_digest}  ({state})",
+                    f"  signed by  {att.key}",
+                    f"  bundle     {att.location}",
+                    f"  check      orchestrator verify {att.location} --key {att.public_key}",
+                ]
+            else:
+                lines.append(f"attestation  NOT SIGNED: {att.reason}")
+        return "\n".join(lines)
+
+
+def _verdict(call: ToolCall) -> str:
+    if call.effect == "RequireApproval":
+        return "approved" if call.delivered else "refused"
+    return "allowed" if call.effect == "Allow" else "DENIED"
+
+
+def _brief(arguments: Any, limit: int = 70) -> str:
+    if isinstance(arguments, dict):
+        for key in ("command", "filepath", "file_path", "path", "dirpath", "url", "pattern"):
+            if key in arguments:
+                text = str(arguments[key])
+                return text if len(text) <= limit else text[: limit - 1] + "…"
+    text = str(arguments)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def tool_calls(entries: Iterable[ledger.Entry]) -> list[ToolCall]:
+    """The run's tool calls in decision order, from its ledger entries."""
+    calls: dict[str, ToolCall] = {}
+    order: list[str] = []
+    for entry in entries:
+        payload = entry.payload or {}
+        call_id = str(payload.get("callId") or "")
+        key: str | None
+        if entry.kind is ledger.Kind.POLICY_DECISION and "tool" in payload:
+            key = f"{call_id}#{len(order)}" if call_id in calls else call_id
+            calls[key] = ToolCall(
+                call_id=call_id,
+                tool=str(payload.get("tool") or ""),
+                arguments=payload.get("arguments"),
+                effect=str(payload.get("effect") or ""),
+                rule=str(payload.get("rule") or ""),
+                reason=str(payload.get("reason") or ""),
+            )
+            order.append(key)
+        elif entry.kind in (ledger.Kind.APPROVAL_GRANTED, ledger.Kind.APPROVAL_DENIED):
+            key = _last_key(order, call_id)
+            if key is not None:
+                calls[key].decided_by = str(payload.get("by") or entry.actor)
+        elif entry.kind is ledger.Kind.TOOL_CALL:
+            key = _last_key(order, call_id)
+            if key is not None:
+                calls[key].delivered = True
+    return [calls[key] for key in order]
+
+
+def _last_key(order: Sequence[str], call_id: str) -> str | None:
+    for key in reversed(order):
+        if key == call_id or key.startswith(f"{call_id}#"):
+            return key
+    return None
+
+
+def counts(calls: Sequence[ToolCall]) -> tuple[int, int, int]:
+    """(allowed, denied, approved): held calls count as approved or denied, never both."""
+    allowed = sum(1 for c in calls if c.effect == "Allow")
+    approved = sum(1 for c in calls if c.effect == "RequireApproval" and c.delivered)
+    denied = len(calls) - allowed - approved
+    return allowed, denied, approved

@@ -1,0 +1,729 @@
+"""``orchestrator run``: the operator's pipeline for one AgentRun, on one machine.
+
+The pieces are the operator's own: the policy snapshot, inputs digest and runner bundle
+come from ``controller``, the gateway is ``gateway.Gateway``, the sandbox runs the same
+``python -m continue_orchestrator.runner`` a pod runs, with the run directory and
+workspace at the pod's paths. Only the surroundings differ: gVisor in a network
+namespace instead of a pod and NetworkPolicy, a SQLite ledger and a record store under
+the state directory, approvals through the gateway's local admin endpoint, and an
+attestation signed with a development key that says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import getpass
+import hashlib
+import json
+import os
+import pathlib
+import sys
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import rfc8785
+import yaml
+
+from continue_orchestrator import (
+    api,
+    attest,
+    controller,
+    errors,
+    gateway,
+    ledger,
+    policy,
+    records,
+    runner,
+)
+from continue_orchestrator.local import _inputs, _report, _sandbox, _scripted
+
+Approvals = Literal["ask", "approve", "deny"]
+Say = Callable[[str], None]
+
+CN_VERSION = "1.5.47"
+RUNNER_IMAGE_NAME = "local/continue-orchestrator-runner"
+_PROVIDER_BASES = {
+    "openai": "https://api.openai.com/v1",
+    "anthropic": "https://api.anthropic.com/v1",
+}
+_SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
+_KEYLESS_UPSTREAM_KEY = "scripted-model-has-no-key"
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """How to run: where state lives, which sandbox, which model, who decides approvals."""
+
+    state_dir: pathlib.Path
+    sandbox: _sandbox.Mode = "gvisor"
+    model_script: pathlib.Path | None = None
+    """Play this scripted model instead of calling the config's real providers."""
+    approvals: Approvals = "ask"
+    """ask: wait for ``orchestrator approve|deny``; approve / deny: decide every one."""
+    cn: str | None = None
+    """The Continue CLI; default: the pinned one hack/install-cn.sh installs."""
+    decided_by: str = ""
+    """Name recorded for --approve-all / --deny-all decisions (default: login name)."""
+
+
+def default_state_dir() -> pathlib.Path:
+    """``.orchestrator/`` in the working directory."""
+    return pathlib.Path.cwd() / ".orchestrator"
+
+
+def default_cn() -> str:
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(
+        cache, "continue-orchestrator", "npm", f"continuedev-cli-{CN_VERSION}",
+        "node_modules", ".bin", "cn",
+    )  # fmt: skip
+
+
+def runner_image() -> str:
+    """What plays the runner image here: the package source, pinned by its digest."""
+    package = pathlib.Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(str(path.relative_to(package)).encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return f"{RUNNER_IMAGE_NAME}@sha256:{digest.hexdigest()}"
+
+
+def run(inputs: _inputs.Inputs, options: Options, *, say: Say = print) -> _report.Report:
+    """Run ``inputs`` end to end and return the report (also written as report.json)."""
+    return asyncio.run(_Pipeline(inputs, options, say).main())
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _hex(digest: str | None) -> str:
+    return (digest or "").removeprefix("sha256:")
+
+
+class _Pipeline:
+    def __init__(self, inputs: _inputs.Inputs, options: Options, say: Say) -> None:
+        self.inputs = inputs
+        self.options = options
+        self.say = say
+        self.uid = f"{inputs.name}-{uuid.uuid4().hex[:8]}"
+        self.state = options.state_dir.resolve()
+        self.run_root = self.state / "runs" / self.uid
+        self.ledger_url = f"sqlite:///{self.state / 'ledger.db'}"
+        self.actor = f"local:{getpass.getuser()}"
+        self.started = datetime.now(UTC)
+        self._seen = 0
+        self._decided: set[str] = set()
+        self._announced: set[str] = set()
+
+    # -- the whole run --------------------------------------------------------------------
+
+    async def main(self) -> _report.Report:
+        inputs, options = self.inputs, self.options
+        policy_set = self._check_policy()
+        cn = self._find_cn()
+        script = _scripted.Script.from_file(options.model_script) if options.model_script else None
+        settings = controller.Settings(
+            runner_image=runner_image(), ledger_url=self.ledger_url, gateway_url="http://pending"
+        )
+        content = rfc8785.dumps(controller.snapshot_document(list(inputs.policies)))
+        snapshot = controller.snapshot(content, settings)
+        (self.run_root / "run").mkdir(parents=True, exist_ok=True)
+        workspace = self.run_root / "workspace"
+        workspace.mkdir(exist_ok=True)
+        book = ledger.open(self.ledger_url)
+        model: _scripted.ScriptedModel | None = None
+        server: gateway.Gateway | None = None
+        try:
+            with _sandbox.Sandbox(mode=options.sandbox) as box:
+                if script is not None:
+                    model = _scripted.ScriptedModel(script)
+                    model_base = await model.start()
+                    self.say(f"model: scripted ({options.model_script}) at {model_base}")
+                upstreams = self._upstreams(model_base if model else None)
+                admin_token = gateway.new_token()
+                server = gateway.Gateway(
+                    record_root=str(self.state / "records"),
+                    ledger=book,
+                    admin_token=admin_token,
+                    decide=self._decider(policy_set, workspace),
+                )
+                base_url = await server.start(host=box.host_address)
+                box.allow_tcp(int(base_url.rsplit(":", 1)[1]))
+                settings = dataclasses.replace(settings, gateway_url=base_url)
+                plan = self._plan(snapshot, settings, policy_set)
+                bundle = self._bundle(plan, settings, policy_set, cn, workspace)
+                egress = set(snapshot.allowed_egress)
+                if model is not None:
+                    egress.add(f"127.0.0.1:{model.port}")
+                token = gateway.new_token()
+                registration = gateway.RunRegistration(
+                    uid=self.uid,
+                    token=token,
+                    expires_at=time.time() + plan.timeout_seconds + 300,
+                    policy_set=policy_set,
+                    models=upstreams,
+                    allowed_egress=egress,
+                    name=inputs.name,
+                    namespace=inputs.namespace,
+                    secrets=dict(inputs.secrets),
+                    workspace=bundle.paths.workspace,
+                    approval_timeout=float(inputs.run_policy.spec.approval_timeout_seconds),
+                )
+                server.register_run(registration)
+                token_file = self.run_root / "admin-token"
+                _write_private(token_file, admin_token)
+                self._write_run_dir(bundle, token)
+                self._record_start(book, plan, settings)
+                self.say(f"gateway: {base_url} (run {self.uid})")
+                self.say(
+                    f"approvals: orchestrator approvals {self.uid} --gateway {base_url} "
+                    f"--admin-token-file {token_file}"
+                )
+                completed = await self._execute(box, bundle, cn, server, book, token_file)
+                outcome = server.outcome(self.uid)
+                await self._drain_progress(server, book, token_file)
+                record_digest = await server.unregister_run(self.uid)
+        finally:
+            if server is not None:
+                await server.stop()
+            if model is not None:
+                await model.stop()
+        try:
+            report = self._finish(book, plan, settings, outcome, completed, record_digest)
+        finally:
+            book.close()
+        (self.run_root / "report.json").write_text(
+            report.model_dump_json(by_alias=True, indent=2), encoding="utf-8"
+        )
+        return report
+
+    # -- before the sandbox ----------------------------------------------------------------
+
+    def _check_policy(self) -> Any:
+        """The operator's admission checks: policy compiles, timeout, repository, secrets."""
+        inputs = self.inputs
+        spec = inputs.run.spec
+        where = f"{inputs.manifest} (AgentRun/{inputs.name})"
+        policy_set = policy.compile(list(inputs.policies))
+        limit = min(p.spec.sandbox.max_timeout_seconds for p in inputs.policies)
+        if spec.timeout_seconds > limit:
+            raise errors.PolicyError(
+                f"spec.timeoutSeconds {spec.timeout_seconds} exceeds the policy's "
+                f"sandbox.maxTimeoutSeconds of {limit}",
+                where=where,
+            )
+        context = policy.RunContext(namespace=inputs.namespace, name=inputs.name, uid=self.uid)
+        requests = [
+            ("spec.repository.url", policy.Request(
+                action=api.Action.REPOSITORY_ACCESS, repository=spec.repository.url, run=context
+            )),
+            *((f"spec.secrets[{i}].name", policy.Request(
+                action=api.Action.SECRET_READ, secret=m.name, run=context
+            )) for i, m in enumerate(spec.secrets)),
+        ]  # fmt: skip
+        for field, request in requests:
+            decision = policy.decide(policy_set, request)
+            if decision.effect is not api.Effect.ALLOW:
+                raise errors.PolicyError(
+                    f"{field}: {request.describe()} is {decision.effect.value} "
+                    f"(rule {decision.rule or 'default'}: {decision.reason})",
+                    where=where,
+                    fix="change the AgentRun or ask the policy's owner",
+                )
+        return policy_set
+
+    def _find_cn(self) -> str:
+        cn = self.options.cn or os.environ.get("ORCHESTRATOR_CN") or default_cn()
+        if not os.access(cn, os.X_OK):
+            raise errors.OrchestratorError(
+                f"the Continue CLI is not at {cn}",
+                where="orchestrator run",
+                fix="run hack/install-cn.sh (make cn), or pass --cn PATH",
+            )
+        return os.path.realpath(cn)
+
+    def _upstreams(self, scripted: str | None) -> dict[str, gateway.Upstream]:
+        """Each config model's real endpoint and key, which only the gateway holds."""
+        config = yaml.safe_load(self.inputs.config) or {}
+        found: dict[str, gateway.Upstream] = {}
+        for index, entry in enumerate(config.get("models") or []):
+            name = str(entry.get("model") or entry.get("name") or f"model-{index}")
+            provider = str(entry.get("provider") or "openai")
+            if scripted is not None:
+                found[name] = gateway.Upstream(scripted, _KEYLESS_UPSTREAM_KEY, provider)
+                continue
+            base = str(entry.get("apiBase") or _PROVIDER_BASES.get(provider, ""))
+            key = str(entry.get("apiKey") or "")
+            references = runner.secret_references(key)
+            if references:
+                secret = references[0].name
+                if secret not in self.inputs.secrets:
+                    raise errors.ManifestError(
+                        f"model {name!r} takes its apiKey from secret {secret!r}, "
+                        "which has no value",
+                        where=f"{self.inputs.manifest}: config.yaml models[{index}]",
+                        fix=f"pass --secret {secret}=env:VARIABLE, or --model-script FILE "
+                        "to use the scripted model",
+                    )
+                key = self.inputs.secrets[secret]
+            found[name] = gateway.Upstream(base, key, provider)
+        return found
+
+    def _decider(self, policy_set: Any, workspace: pathlib.Path) -> gateway.ToolDecider:
+        context = policy.RunContext(
+            namespace=self.inputs.namespace, name=self.inputs.name, uid=self.uid,
+            workspace_root="/workspace" if self.options.sandbox != "none" else str(workspace),
+        )  # fmt: skip
+
+        def decide(
+            registration: gateway.RunRegistration, tool: str, arguments: Mapping[str, Any]
+        ) -> gateway.Decision:
+            decision: gateway.Decision = policy.decide_tool_call(
+                policy_set, tool, arguments, run=context, workspace=workspace
+            )
+            return decision
+
+        return decide
+
+    def _plan(
+        self, snapshot: controller.Snapshot, settings: controller.Settings, policy_set: Any
+    ) -> controller.Plan:
+        run = self.inputs.run
+        return controller.Plan(
+            run=run,
+            uid=self.uid,
+            namespace=self.inputs.namespace,
+            name=self.uid,
+            snapshot=snapshot,
+            config=self.inputs.config,
+            secret_values={m.name: self.inputs.secrets[m.name].encode() for m in run.spec.secrets},
+            inputs_digest=controller.inputs_digest(
+                run, config=self.inputs.config, snapshot=snapshot, settings=settings
+            ),
+            token="",
+            permissions_yaml=policy.to_permissions_yaml(policy_set),
+        )
+
+    def _bundle(
+        self,
+        plan: controller.Plan,
+        settings: controller.Settings,
+        policy_set: Any,
+        cn: str,
+        workspace: pathlib.Path,
+    ) -> runner.RunBundle:
+        """The operator's bundle; local mode changes only where things are."""
+        bundle = controller.bundle(plan, settings)
+        update: dict[str, Any] = {"run": self.uid}
+        if self.options.sandbox == "none":
+            run_dir = self.run_root / "run"
+            update.update(
+                secrets_dir=str(run_dir / "secrets"),
+                token_file=str(run_dir / "token"),
+                paths=runner.Paths(
+                    workspace=str(workspace), home=str(self.run_root / "home"), cn=cn
+                ),
+            )
+        else:
+            update["paths"] = runner.Paths(cn=cn)
+        return bundle.model_copy(update=update)
+
+    def _write_run_dir(self, bundle: runner.RunBundle, token: str) -> None:
+        """The pod's run directory: token, bundle and granted secrets, one file each."""
+        run_dir = self.run_root / "run"
+        _write_private(run_dir / "token", token)
+        _write_private(run_dir / "bundle.json", bundle.model_dump_json(by_alias=True))
+        (run_dir / "secrets").mkdir(exist_ok=True)
+        for mapping in self.inputs.run.spec.secrets:
+            _write_private(run_dir / "secrets" / mapping.name, self.inputs.secrets[mapping.name])
+
+    def _record_start(
+        self, book: ledger.Ledger, plan: controller.Plan, settings: controller.Settings
+    ) -> None:
+        spec = self.inputs.run.spec
+        base = {"name": self.inputs.name, "namespace": self.inputs.namespace}
+        items = [
+            ledger.Append(self.uid, ledger.Kind.RUN_CREATED, self.actor, {
+                **base,
+                "repository": spec.repository.url,
+                "policyRef": spec.policy_ref.name,
+                "inputsDigest": plan.inputs_digest,
+                "policyDigest": plan.snapshot.digest,
+                "policies": list(plan.snapshot.sources),
+                "runnerImage": settings.runner_image,
+                "sandbox": self.options.sandbox,
+                "secrets": sorted(plan.secret_values),
+                "mode": "local",
+            }),
+            *(ledger.Append(self.uid, ledger.Kind.SECRET_READ, self.actor, {
+                "name": m.name,
+                "namespace": self.inputs.namespace,
+                "purpose": f"spec.secrets[{i}] {m.name} for the run's sandbox",
+            }) for i, m in enumerate(spec.secrets)),
+            ledger.Append(self.uid, ledger.Kind.RUN_STARTED, self.actor, {
+                **base, "startTime": self.started.isoformat(), "sandbox": self.options.sandbox,
+            }),
+        ]  # fmt: skip
+        book.append_many(items)
+        where = "gVisor sandbox" if self.options.sandbox != "none" else "NO SANDBOX"
+        self.say(f"phase: Running ({where})")
+
+    # -- the sandbox and progress ------------------------------------------------------------
+
+    async def _execute(
+        self,
+        box: _sandbox.Sandbox,
+        bundle: runner.RunBundle,
+        cn: str,
+        server: gateway.Gateway,
+        book: ledger.Ledger,
+        token_file: pathlib.Path,
+    ) -> Any:
+        run_dir = self.run_root / "run"
+        argv = [sys.executable, "-m", "continue_orchestrator.runner"]
+        timeout = float(self.inputs.run.spec.timeout_seconds + 120)
+        if self.options.sandbox == "none":
+            (self.run_root / "home").mkdir(exist_ok=True)
+            env = {"PATH": os.environ.get("PATH", _SANDBOX_PATH),
+                   runner.BUNDLE_FILE_ENV: str(run_dir / "bundle.json")}  # fmt: skip
+            binds: list[_sandbox.Bind] = []
+        else:
+            pod_run_dir = str(pathlib.PurePosixPath(str(bundle.token_file)).parent)
+            env = {"PATH": _SANDBOX_PATH, runner.BUNDLE_FILE_ENV: f"{pod_run_dir}/bundle.json"}
+            binds = [
+                _sandbox.Bind(str(self.run_root / "workspace"), bundle.paths.workspace, True),
+                _sandbox.Bind(str(run_dir), pod_run_dir),
+                _sandbox.Bind(str(pathlib.Path(cn).parents[2])),
+                *_sandbox.python_binds(),
+            ]
+            origin = _local_origin(bundle.repository.url)
+            if origin is not None:
+                binds.append(_sandbox.Bind(origin))
+        self.say("sandbox: starting the runner (clone, agent, verify)")
+        task = asyncio.ensure_future(
+            asyncio.to_thread(
+                box.run, argv, env=env, cwd="/" if binds else str(self.run_root),
+                binds=binds, timeout=timeout,
+            )
+        )  # fmt: skip
+        while not task.done():
+            await self._progress(server, book, token_file)
+            await asyncio.wait({task}, timeout=0.25)
+        completed = task.result()
+        self.say(f"sandbox: runner exited {completed.exit_code}")
+        if completed.exit_code not in (0, None) and completed.stderr:
+            tail = completed.stderr.decode(errors="replace").strip().splitlines()[-8:]
+            for line in tail:
+                self.say(f"  | {line}")
+        return completed
+
+    async def _drain_progress(
+        self, server: gateway.Gateway, book: ledger.Ledger, token_file: pathlib.Path
+    ) -> None:
+        await self._progress(server, book, token_file)
+
+    async def _progress(
+        self, server: gateway.Gateway, book: ledger.Ledger, token_file: pathlib.Path
+    ) -> None:
+        """Say what the ledger gained since last time; decide approvals if told to."""
+        entries = await asyncio.to_thread(
+            lambda: list(book.entries(run_uid=self.uid, start=self._seen))
+        )
+        for entry in entries:
+            self._seen = entry.sequence + 1
+            self._announce(entry)
+        for approval in server.pending_approvals(self.uid):
+            if approval.id in self._decided:
+                continue
+            if self.options.approvals == "ask":
+                if approval.id not in self._announced:
+                    self._announced.add(approval.id)
+                    self._ask(approval, server.base_url, token_file)
+                continue
+            self._decided.add(approval.id)
+            approve = self.options.approvals == "approve"
+            by = self.options.decided_by or getpass.getuser()
+            flag = "--approve-all" if approve else "--deny-all"
+            assert isinstance(server.broker, gateway.LocalApprovalBroker)
+            server.broker.decide(self.uid, approval.id, approved=approve, by=f"{by} ({flag})",
+                   reason=f"decided by {flag}")  # fmt: skip
+
+    def _ask(self, approval: gateway.Approval, base_url: str, token_file: pathlib.Path) -> None:
+        common = f"{self.uid} {approval.id} --gateway {base_url} --admin-token-file {token_file}"
+        self.say(
+            f"\n  WAITING FOR APPROVAL: {approval.tool} {_brief_json(approval.arguments)}\n"
+            f"    rule {approval.rule}: {approval.reason}\n"
+            f"    approve:  orchestrator approve {common}\n"
+            f"    deny:     orchestrator deny {common}\n"
+            f"    (denied automatically after {approval.timeout:g} s)\n"
+        )
+
+    def _announce(self, entry: ledger.Entry) -> None:
+        payload = entry.payload or {}
+        kind = entry.kind
+        if kind is ledger.Kind.POLICY_DECISION and "tool" in payload:
+            effect = str(payload.get("effect"))
+            mark = {"Allow": "allow", "Deny": "DENY", "RequireApproval": "HOLD"}.get(effect, effect)
+            rule = payload.get("rule") or "default"
+            self.say(
+                f"  [{entry.sequence}] {mark:<5} {payload.get('tool')} "
+                f"{_brief_json(payload.get('arguments'))}  ({rule}: {payload.get('reason')})"
+            )
+        elif kind is ledger.Kind.POLICY_DECISION:
+            self.say(f"  [{entry.sequence}] {payload.get('effect')} {payload.get('action')} "
+                     f"{payload.get('host')}:{payload.get('port')}")  # fmt: skip
+        elif kind is ledger.Kind.APPROVAL_GRANTED:
+            self.say(f"  [{entry.sequence}] approved {payload.get('tool')} by {payload.get('by')}")
+        elif kind is ledger.Kind.APPROVAL_DENIED:
+            self.say(f"  [{entry.sequence}] refused {payload.get('tool')} by {payload.get('by')}")
+        elif kind is ledger.Kind.RUN_FINISHED and entry.actor == "runner":
+            self.say(f"  [{entry.sequence}] runner reported {payload.get('status')}")
+
+    # -- after the sandbox --------------------------------------------------------------------
+
+    def _finish(
+        self,
+        book: ledger.Ledger,
+        plan: controller.Plan,
+        settings: controller.Settings,
+        outcome: Mapping[str, Any] | None,
+        completed: Any,
+        record_digest: str | None,
+    ) -> _report.Report:
+        code = completed.exit_code
+        if outcome is not None and "exitCode" in outcome:
+            code = outcome["exitCode"]
+        if completed.timed_out:
+            phase, reason = api.Phase.TIMED_OUT, "DeadlineExceeded"
+        else:
+            phase, reason = controller.RUNNER_EXIT_CODES.get(
+                code if isinstance(code, int) else -1, (api.Phase.FAILED, "RunnerFailed")
+            )
+        if outcome is None and phase is api.Phase.SUCCEEDED:
+            phase, reason = api.Phase.FAILED, "NoOutcome"
+        message = str((outcome or {}).get("message") or "")
+        finished = datetime.now(UTC)
+        book.append(self.uid, ledger.Kind.RUN_FINISHED, self.actor, {
+            "name": self.inputs.name, "namespace": self.inputs.namespace,
+            "phase": phase.value, "reason": reason, "message": message,
+            "startTime": self.started.isoformat(), "completionTime": finished.isoformat(),
+            "inputsDigest": plan.inputs_digest, "policyDigest": plan.snapshot.digest,
+        })  # fmt: skip
+        self.say(f"phase: {phase.value} ({reason})")
+        entries = list(book.entries(run_uid=self.uid))
+        calls = _report.tool_calls(entries)
+        allowed, denied, approved = _report.counts(calls)
+        checkpoint = book.checkpoint()
+        first, last = entries[0], entries[-1]
+        summary = _report.LedgerSummary(
+            url=self.ledger_url, first=first.sequence, last=last.sequence,
+            head_sequence=last.sequence, head_hash=last.entry_hash,
+            merkle_root=checkpoint.root_hash,
+        )  # fmt: skip
+        diff = (outcome or {}).get("diff") or {}
+        verify = [
+            _report.VerifyLine(
+                name=str(v["name"]), command=str(v["command"]),
+                exit_code=v["result"].get("exitCode"),
+                passed=v["result"].get("exitCode") == 0 and not v["result"].get("timedOut"),
+            )
+            for v in (outcome or {}).get("verify") or []
+        ]  # fmt: skip
+        report = _report.Report(
+            run=self.inputs.name, uid=self.uid, namespace=self.inputs.namespace,
+            sandbox=self.options.sandbox, phase=phase.value, reason=reason, message=message,
+            exit_code=completed.exit_code, gateway=settings.gateway_url,
+            tool_calls=calls, allowed=allowed, denied=denied, approved=approved,
+            verify=verify,
+            diff_files=[_report.ChangedFile(**f) for f in diff.get("files") or []],
+            diff_digest=diff.get("digest"), record_digest=record_digest,
+            ledger=summary, state_dir=str(self.state),
+        )  # fmt: skip
+        facts = self._facts(report, plan, settings, outcome, entries, finished, calls)
+        report.attestation = self._attest(book, facts)
+        head = list(book.entries(run_uid=self.uid, start=last.sequence + 1))
+        if head:
+            summary.head_sequence, summary.head_hash = head[-1].sequence, head[-1].entry_hash
+        checked = ledger.verify(book)
+        summary.verified = checked.ok
+        summary.problems = [f"entry {p.sequence}: {p.what}" for p in checked.problems]
+        return report
+
+    def _facts(
+        self,
+        report: _report.Report,
+        plan: controller.Plan,
+        settings: controller.Settings,
+        outcome: Mapping[str, Any] | None,
+        entries: list[ledger.Entry],
+        finished: datetime,
+        calls: list[_report.ToolCall],
+    ) -> attest.RunFacts:
+        spec = self.inputs.run.spec
+        workspace = self.run_root / "workspace"
+        by_tool: dict[str, dict[str, int]] = {}
+        for call in calls:
+            slot = by_tool.setdefault(call.tool, {"allowed": 0, "denied": 0, "approved": 0})
+            allowed, denied, approved = _report.counts([call])
+            slot["allowed"] += allowed
+            slot["denied"] += denied
+            slot["approved"] += approved
+        requests: dict[str, int] = {}
+        store = records.BlobStore(str(self.state / "records"))
+        try:
+            for exchange in records.load(store, self.uid).exchanges:
+                if exchange.kind == "model":
+                    name = str(exchange.facts.get("model"))
+                    requests[name] = requests.get(name, 0) + 1
+        except errors.RecordError:
+            pass
+        providers = {
+            str(m.get("model") or m.get("name")): str(m.get("provider") or "openai")
+            for m in (yaml.safe_load(self.inputs.config) or {}).get("models") or []
+        }
+        interventions = [
+            attest.Intervention(
+                kind="approval" if e.kind is ledger.Kind.APPROVAL_GRANTED else "denial",
+                actor=str((e.payload or {}).get("by") or e.actor),
+                at=datetime.fromisoformat(e.time.replace("Z", "+00:00")),
+                subject=str((e.payload or {}).get("callId") or ""),
+                reason=str((e.payload or {}).get("reason") or ""),
+            )
+            for e in entries
+            if e.kind in (ledger.Kind.APPROVAL_GRANTED, ledger.Kind.APPROVAL_DENIED)
+        ]
+        repository = f"{spec.repository.url}@{(outcome or {}).get('baseCommit') or ''}"
+        assert report.ledger is not None
+        return attest.RunFacts(
+            run=attest.RunRef(namespace=self.inputs.namespace, name=self.inputs.name, uid=self.uid),
+            outcome="succeeded" if report.phase == api.Phase.SUCCEEDED.value else (
+                "stopped" if report.phase == api.Phase.DENIED.value else "failed"),
+            record_digest=_hex(report.record_digest) or _sha(b""),
+            diff_digest=_hex(report.diff_digest) or _sha(b""),
+            workspace_tree_digest=_tree_digest(workspace),
+            ledger=attest.LedgerRange(
+                first=report.ledger.first, last=report.ledger.last,
+                merkle_root=report.ledger.merkle_root,
+            ),
+            inputs={
+                "agentrun-spec": _sha(rfc8785.dumps(_spec_document(self.inputs.run))),
+                "config.yaml": _sha(self.inputs.config.encode()),
+                "prompt": _sha(spec.prompt.encode()),
+                "repository": _sha(repository.encode()),
+                "inputs": _hex(plan.inputs_digest),
+            },
+            policy_digest=_hex(plan.snapshot.digest),
+            runner_image=settings.runner_image,
+            cli_version=CN_VERSION,
+            models=tuple(
+                attest.ModelUse(provider=providers.get(name, "openai"), model=name, requests=n)
+                for name, n in sorted(requests.items())
+            ),
+            tool_calls=attest.ToolCallSummary(
+                allowed=report.allowed, denied=report.denied, approved=report.approved,
+                by_tool={k: attest.ToolCallCounts(**v) for k, v in sorted(by_tool.items())},
+            ),
+            verify_results=tuple(
+                attest.VerifyResult(
+                    command=v.command, exit_code=v.exit_code if v.exit_code is not None else -1,
+                    duration_seconds=0.0,
+                )
+                for v in report.verify
+            ),
+            interventions=tuple(interventions),
+            started_at=self.started,
+            finished_at=finished,
+            builder_id=f"urn:continue-orchestrator:local:{os.uname().nodename}",
+        )  # fmt: skip
+
+    def _attest(self, book: ledger.Ledger, facts: attest.RunFacts) -> _report.AttestationSummary:
+        key = attest.ensure_dev_key(self.state / "keys")
+        signer = attest.KeySigner.from_pem(key.private_key_path.read_bytes(),
+                                           where=str(key.private_key_path))  # fmt: skip
+        statement = attest.build_statement(facts)
+        status = attest.publish(
+            statement,
+            signer=signer,
+            store=attest.FileStore(self.state / "attestations"),
+            name=f"{self.uid}.sigstore.json",
+            attempts=2,
+            backoff_seconds=0.1,
+        )
+        summary = _report.AttestationSummary(
+            signed=status.signed,
+            public_key=str(key.public_key_path),
+            location=status.location,
+            bundle_digest=status.bundle_digest,
+            statement_digest=status.statement_digest,
+            reason=status.reason,
+        )
+        if status.signed and status.location:
+            try:
+                attest.verify_bundle(
+                    pathlib.Path(status.location).read_bytes(),
+                    public_key=key.public_key_path.read_bytes(),
+                )
+                summary.verified = True
+            except errors.AttestationError as error:
+                summary.reason = f"re-verification failed: {error.message}"
+        book.append(self.uid, ledger.Kind.ATTESTATION_PUBLISHED, self.actor, {
+            "name": self.inputs.name, "namespace": self.inputs.namespace,
+            "signed": status.signed, "mode": "key", "key": _report.DEV_KEY_LABEL,
+            "keyHint": signer.hint, "bundleDigest": status.bundle_digest,
+            "statementDigest": status.statement_digest, "location": status.location,
+            "reason": status.reason,
+        })  # fmt: skip
+        return summary
+
+
+def _local_origin(url: str) -> str | None:
+    """The directory of a file:// repository, which the sandbox must be able to read."""
+    if url.startswith("file://"):
+        return url.removeprefix("file://")
+    if url.startswith("/"):
+        return url
+    return None
+
+
+def _tree_digest(workspace: pathlib.Path) -> str:
+    """SHA-256 over every file's path, mode and content, git internals excluded."""
+    digest = hashlib.sha256()
+    files = (p for p in workspace.rglob("*") if ".git" not in p.relative_to(workspace).parts)
+    for path in sorted(files):
+        if path.is_symlink():
+            digest.update(b"l " + str(path.relative_to(workspace)).encode() + b"\0")
+            digest.update(os.readlink(path).encode() + b"\0")
+        elif path.is_file():
+            mode = b"x " if os.access(path, os.X_OK) else b"f "
+            digest.update(mode + str(path.relative_to(workspace)).encode() + b"\0")
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def _brief_json(value: Any, limit: int = 90) -> str:
+    if isinstance(value, dict) and "command" in value:
+        text = "$ " + str(value["command"])
+    elif isinstance(value, dict) and ("filepath" in value or "file_path" in value):
+        text = str(value.get("filepath") or value.get("file_path"))
+    else:
+        text = json.dumps(value, sort_keys=True)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _write_private(path: pathlib.Path, text: str) -> None:
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+def _spec_document(run: api.AgentRun) -> dict[str, Any]:
+    spec = run.spec.wire()
+    spec.pop("cancel", None)
+    return spec
