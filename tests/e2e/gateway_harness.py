@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import fnmatch
 import os
 import pathlib
-import shlex
 import subprocess
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from continue_orchestrator import gateway, ledger, local
+from continue_orchestrator import gateway, ledger, local, policy
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 UPSTREAM_KEY = "sk-upstream-REAL-key-0123456789"
@@ -34,36 +32,43 @@ def cn_path() -> str:
     return result.stdout.strip().splitlines()[-1]
 
 
-@dataclasses.dataclass(frozen=True)
-class Rule:
-    effect: str
-    rule: str
-    reason: str
-    policy_digest: str = "sha256:test-policy"
-    approvers: tuple[str, ...] = ()
+POLICY = """\
+apiVersion: orchestrator.continue.dev/v1alpha1
+kind: RunPolicy
+metadata: {name: e2e, namespace: test}
+spec:
+  defaultEffect: Deny
+  approvers: {users: [alice]}
+  rules:
+    - name: agent-tools
+      actions: [tool.call]
+      tools: [Read, List, Write, Edit, MultiEdit, Bash]
+      effect: Allow
+    - name: read-workspace
+      actions: [file.read]
+      paths: ["**"]
+      effect: Allow
+    - name: write-sources
+      actions: [file.write]
+      paths: ["src/**"]
+      effect: Allow
+    - name: no-push
+      actions: [shell.exec]
+      commands: ["git push*"]
+      effect: Deny
+      reason: pushing is the orchestrator's job, not the agent's
+    - name: release
+      actions: [shell.exec]
+      commands: ["touch release.txt"]
+      effect: RequireApproval
+      reason: releases need a person
+"""
 
 
-def test_policy(
-    registration: gateway.RunRegistration, tool: str, arguments: Mapping[str, Any]
-) -> Rule:
-    """Stand-in for the policy engine with its decide_tool_call shape (until it lands)."""
-    if tool in ("Write", "Edit"):
-        path = str(arguments.get("filepath") or arguments.get("file_path") or "")
-        if fnmatch.fnmatch(path, "src/*") and ".." not in path:
-            return Rule("Allow", "paths.write", f"{path} is under src/")
-        return Rule("Deny", "paths.write", f"{path} is outside the allowed paths src/**")
-    if tool == "Bash":
-        words = shlex.split(str(arguments.get("command", "")))
-        if words[:2] == ["git", "push"]:
-            return Rule(
-                "Deny", "bash.git-push", "pushing is the orchestrator's job, not the agent's"
-            )
-        if words[:1] == ["touch"] and "release.txt" in words:
-            return Rule(
-                "RequireApproval", "bash.release", "releases need a person", approvers=("alice",)
-            )
-        return Rule("Allow", "bash.default", "allowed command")
-    return Rule("Allow", "tools.read", "read-only tool")
+def load_policy(root: pathlib.Path) -> policy.PolicySet:
+    path = root / "policy.yaml"
+    path.write_text(POLICY)
+    return policy.load_policies(path)
 
 
 @dataclasses.dataclass
@@ -135,14 +140,15 @@ async def run_agent(
         record_root=str(root / "records"),
         ledger=opened,
         admin_token=admin_token,
-        decide=test_policy,
     )
     await server.start()
     registration = gateway.RunRegistration(
         uid="run-" + uuid.uuid4().hex[:12],
         token=gateway.new_token(),
         expires_at=time.time() + 600,
-        policy_set=None,
+        policy_set=load_policy(root),
+        name="e2e",
+        namespace="test",
         models={"scripted": gateway.Upstream(model_base, UPSTREAM_KEY)},
         allowed_egress={"127.0.0.1"},
         secrets={"API_TOKEN": SECRET_VALUE},

@@ -86,7 +86,7 @@ def test_write_outside_allowed_paths_is_denied_and_never_written(tmp_path: pathl
         for m in third[1:]
     ]
     assert roles[:3] == [("user", []), ("assistant", ["call_evil"]), ("tool", "call_evil")]
-    assert "outside the allowed paths" in third[3]["content"]
+    assert "Write call was not run" in third[3]["content"]
     denials = [
         e.payload
         for e in result.entries()
@@ -112,7 +112,7 @@ def test_git_push_through_bash_is_denied_and_never_executed(tmp_path: pathlib.Pa
                 ]
             },
             {
-                "expect": {"last_role": "tool", "last_contains": "bash.git-push"},
+                "expect": {"last_role": "tool", "last_contains": "no-push"},
                 "text": "Pushing is not mine to do.",
             },
         ],

@@ -15,6 +15,7 @@ import asyncio
 import copy
 import hmac
 import json
+import pathlib
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -58,16 +59,22 @@ class _Denial:
 def policy_decider(
     registration: _registry.RunRegistration, tool: str, arguments: Mapping[str, Any]
 ) -> Decision:
-    """Decide with ``continue_orchestrator.policy`` and the run's compiled policy set."""
+    """Decide with ``policy.decide_tool_call`` and the run's ``policy.PolicySet``."""
     from continue_orchestrator import policy
 
-    decide: Callable[..., Decision] = policy.decide_tool_call  # type: ignore[attr-defined]
-    return decide(
+    workspace = registration.workspace
+    run = policy.RunContext(
+        namespace=registration.namespace,
+        name=registration.name,
+        uid=registration.uid,
+        workspace_root=workspace or "/workspace",
+    )
+    return policy.decide_tool_call(
         registration.policy_set,
         tool,
         arguments,
-        run=registration.uid,
-        workspace=registration.workspace,
+        run=run,
+        workspace=pathlib.Path(workspace) if workspace else None,
     )
 
 
@@ -617,6 +624,10 @@ class _Exchange:
             except (ValueError, KeyError, IndexError, TypeError):
                 await self._record(received, 502)
                 return _error(502, "the upstream answer is not a chat completion", "upstream_error")
+            if not full.get("tool_calls") and not self.hidden:
+                # Nothing to decide or rewrite: hand over the provider's bytes as they are.
+                await self._record(received, 200)
+                return web.Response(body=received, content_type="application/json")
             text += _text(full)
             verdict = await self.gateway.gate(self.state, full)
             last_round = len(self.rounds) > registration.max_denied_rounds
