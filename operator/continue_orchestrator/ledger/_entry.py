@@ -27,6 +27,7 @@ _encode_string = json.encoder.encode_basestring
 _sha256 = hashlib.sha256
 _NAME = re.compile(r"[^\x00-\x1f\x7f\"\\]{1,253}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_valid_names: set[str] = set()  # run UIDs and actors repeat; check each once
 
 
 class Kind(enum.StrEnum):
@@ -97,21 +98,38 @@ def now() -> str:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Entry:
-    """One ledger entry. ``payload`` is None exactly when a tombstone redacted it."""
+    """One ledger entry. ``payload_json`` (the canonical text) is None exactly when a
+    tombstone redacted it; ``payload`` parses it on each access."""
 
     sequence: int
     run_uid: str
     time: str
     kind: Kind
     actor: str
-    payload: dict[str, Any] | None
+    payload_json: str | None
     payload_digest: str
     prev_hash: str
     entry_hash: str
 
     @property
     def redacted(self) -> bool:
-        return self.payload is None
+        return self.payload_json is None
+
+    @property
+    def payload(self) -> dict[str, Any] | None:
+        if self.payload_json is None:
+            return None
+        try:
+            value = json.loads(self.payload_json)
+        except ValueError:
+            value = None
+        if not isinstance(value, dict):
+            raise errors.LedgerError(
+                "stored payload is not a JSON object",
+                where=f"ledger entry {self.sequence}",
+                fix="the ledger may have been altered: run 'orchestrator ledger verify'",
+            )
+        return value
 
     def header(self) -> bytes:
         return header(
@@ -147,13 +165,14 @@ class Entry:
             payload = data["payload"]
             if payload is not None and not isinstance(payload, dict):
                 raise TypeError("payload is not an object")
+            text = None if payload is None else _canonical.canonical(payload, where=where)
             return cls(
                 sequence=_int(data["sequence"]),
                 run_uid=str(data["run_uid"]),
                 time=str(data["time"]),
                 kind=parse_kind(str(data["kind"]), where=where),
                 actor=str(data["actor"]),
-                payload=payload,
+                payload_json=None if text is None else text.decode("utf-8"),
                 payload_digest=str(data["payload_digest"]),
                 prev_hash=str(data["prev_hash"]),
                 entry_hash=str(data["entry_hash"]),
@@ -214,6 +233,8 @@ def prepare(item: Append, *, where: str = "ledger append", tombstone: bool = Fal
             fix="call Ledger.tombstone(), which also redacts what the tombstone names",
         )
     for field, value in (("run_uid", run_uid), ("actor", actor)):
+        if type(value) is str and value in _valid_names:
+            continue
         if not isinstance(value, str) or not _NAME.fullmatch(value):
             raise errors.LedgerError(
                 f"{field} {value!r} is not 1-253 characters without quotes, backslashes "
@@ -221,6 +242,9 @@ def prepare(item: Append, *, where: str = "ledger append", tombstone: bool = Fal
                 where=where,
                 fix=f"pass the {field} as a plain identifier string",
             )
+        if len(_valid_names) > 4096:
+            _valid_names.clear()
+        _valid_names.add(value)
     if not isinstance(payload, dict):
         raise errors.LedgerError(
             f"payload must be a JSON object, not {type(payload).__name__}",

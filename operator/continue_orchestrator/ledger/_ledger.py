@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Any
 
 from continue_orchestrator import errors
-from continue_orchestrator.ledger import _backend, _canonical, _checkpoint, _entry, _merkle
+from continue_orchestrator.ledger import _backend, _checkpoint, _entry, _merkle
 
 _PAGE = 2048
 
@@ -43,8 +42,8 @@ class InclusionProof:
 
         if entry.computed_hash() != entry.entry_hash:
             raise fail("the entry's fields do not hash to its entry_hash")
-        if entry.payload is not None:
-            data = _canonical.canonical(entry.payload, where=where)
+        if entry.payload_json is not None:
+            data = entry.payload_json.encode("utf-8", "surrogatepass")
             if _entry.payload_digest(data) != entry.payload_digest:
                 raise fail("the payload does not match its payload_digest")
         try:
@@ -104,24 +103,13 @@ class InclusionProof:
 
 def row_to_entry(row: _backend.Row) -> _entry.Entry:
     sequence, run_uid, time, kind, actor, digest, prev_hash, entry_hash, payload = row
-    where = f"ledger entry {sequence}"
-    try:
-        parsed = None if payload is None else json.loads(payload)
-    except ValueError:
-        parsed = "not JSON"
-    if parsed is not None and not isinstance(parsed, dict):
-        raise errors.LedgerError(
-            "stored payload is not a JSON object",
-            where=where,
-            fix="the ledger may have been altered: run 'orchestrator ledger verify'",
-        )
     return _entry.Entry(
         sequence,
         run_uid,
         time,
-        _entry.parse_kind(kind, where=where),
+        _entry.parse_kind(kind, where=f"ledger entry {sequence}"),
         actor,
-        parsed,
+        payload,
         digest,
         prev_hash,
         entry_hash,

@@ -51,6 +51,7 @@ def test_entries_filters_by_run_and_range_across_pages(store: Store) -> None:
         (("run", "tool.call", "gw", {"n": 2**64}), "canonical JSON"),
         (('run"x', "tool.call", "gw", {}), "run_uid"),
         (("run", "tool.call", "", {}), "actor"),
+        ((["unhashable"], "tool.call", "gw", {}), "run_uid"),
         (("run", "secret.read", "gw", {"name": "gh", "value": "ghp_123"}), "never a secret"),
     ],
 )
