@@ -307,10 +307,16 @@ def split(line: str) -> CommandLine:
     return _split(line, 0)
 
 
-def pushed_branches(argv: tuple[str, ...]) -> list[str | None] | None:
-    """Branches a ``git ... push`` command pushes to, None for "cannot tell".
+CURRENT_BRANCH = None
+"""In ``pushed_branches``: the branch checked out (a bare ``git push``, ``HEAD``)."""
+UNKNOWN_BRANCH = ""
+"""In ``pushed_branches``: branches that cannot be known from the command (``--all``)."""
 
-    Returns None when ``argv`` is not a git push at all.
+
+def pushed_branches(argv: tuple[str, ...]) -> list[str | None] | None:
+    """Branches a ``git ... push`` command pushes to, or None if it is not a git push.
+
+    Entries are branch names, ``CURRENT_BRANCH`` or ``UNKNOWN_BRANCH``.
     """
     if not argv or argv[0].rsplit("/", 1)[-1] != "git":
         return None
@@ -335,9 +341,17 @@ def pushed_branches(argv: tuple[str, ...]) -> list[str | None] | None:
             break
         elif not arg.startswith("-"):
             positional.append(arg)
-    branches: list[str | None] = [None] if unknown or len(positional) < 2 else []
+    branches: list[str | None] = []
+    if unknown:
+        branches.append(UNKNOWN_BRANCH)
+    elif len(positional) < 2:
+        branches.append(CURRENT_BRANCH)
     for refspec in positional[1:]:
-        destination = refspec.lstrip("+").split(":")[-1]
-        destination = destination.removeprefix("refs/heads/")
-        branches.append(None if destination in ("", "HEAD", "@") else destination)
+        destination = refspec.lstrip("+").split(":")[-1].removeprefix("refs/heads/")
+        if destination in ("HEAD", "@"):
+            branches.append(CURRENT_BRANCH)
+        elif not destination or any(c in destination for c in "*$"):
+            branches.append(UNKNOWN_BRANCH)
+        else:
+            branches.append(destination)
     return branches

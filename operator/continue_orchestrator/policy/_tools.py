@@ -114,7 +114,8 @@ def _shell_requests(line: str, call: _request.Request) -> list[_request.Request]
         )
         found.append(command)
         for branch in _shell.pushed_branches(view.argv) or ():
-            target = branch or call.run.branch or None
+            target = call.run.branch if branch is _shell.CURRENT_BRANCH else branch
+            target = target or None
             found.append(
                 dataclasses.replace(
                     command,
@@ -164,13 +165,11 @@ def decide_tool_call(
             run=run,
         )
         return _engine.deny(policy_set, request, str(error))
-    decisions: list[_request.Decision] = []
-    for index, request in enumerate(requests):
-        # The tool.call of a tool that implies further requests is decided by rules
-        # only; the policies' defaults speak through the implied requests.
-        decision = _engine.decide_or_abstain(
-            policy_set, request, workspace=workspace, defaults=index > 0 or len(requests) == 1
-        )
-        if decision is not None:
-            decisions.append(decision)
-    return _request.strictest(decisions)
+    implied = [_engine.decide(policy_set, r, workspace=workspace) for r in requests[1:]]
+    # The tool.call of a tool that implies further requests is decided by rules only;
+    # the policies' defaults speak through the implied requests.
+    call = _engine.decide_or_abstain(
+        policy_set, requests[0], workspace=workspace, defaults=not implied
+    )
+    # Implied requests first: of equally strict decisions, theirs cite the specific rule.
+    return _request.strictest(implied + ([call] if call is not None else []))
