@@ -114,8 +114,7 @@ def _shell_requests(line: str, call: _request.Request) -> list[_request.Request]
         )
         found.append(command)
         for branch in _shell.pushed_branches(view.argv) or ():
-            target = call.run.branch if branch is _shell.CURRENT_BRANCH else branch
-            target = target or None
+            target = (call.run.branch if branch is _shell.CURRENT_BRANCH else branch) or None
             found.append(
                 dataclasses.replace(
                     command,
