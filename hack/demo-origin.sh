@@ -5,7 +5,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 SOURCE="${1:-$ROOT/examples/demo/repo}"
-ORIGIN="${2:-/tmp/continue-orchestrator-demo/origin.git}"
+ORIGIN="${2:-/var/tmp/continue-orchestrator-demo/origin.git}"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 cp -a "$SOURCE/." "$WORK/"
