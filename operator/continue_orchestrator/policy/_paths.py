@@ -52,8 +52,13 @@ def normalise(path: str, *, root: str) -> str:
             relative = absolute[len(clean_root) + 1 :]
         else:
             raise PathRejectedError(f"absolute path {path!r} is outside the workspace {root}")
+        if relative.startswith("~"):
+            raise PathRejectedError(f"path {path!r} starts with ~ once normalised")
         return relative or ROOT
     parts = _resolve_dots(path.split("/"), original=path)
+    if parts and parts[0].startswith("~"):
+        # A shell would expand it as written; refusing keeps the result a fixed point.
+        raise PathRejectedError(f"path {path!r} starts with ~ once normalised")
     return "/".join(parts) or ROOT
 
 
