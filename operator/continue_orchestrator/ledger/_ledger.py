@@ -348,14 +348,21 @@ class Ledger:
     def checkpoint(
         self, signer: _checkpoint.CheckpointSigner | None = None
     ) -> _checkpoint.Checkpoint:
-        """Record (and sign, with ``signer`` or the ledger's signer) the current tree head."""
+        """Record (and sign, with ``signer`` or the ledger's signer) the current tree head.
+
+        Several keys may sign the same tree head (cosigning); asking again with the same key
+        and no new entries returns the stored checkpoint.
+        """
         signer = signer or self._signer
+        key = signer.key_id if signer is not None else ""
         with self._backend.session(write=True) as session:
             size, _ = session.head()
-            frontier = _merkle.Frontier()
-            for stored, roots in reversed(session.checkpoints()):
-                if stored.size == size and (stored.signed or signer is None):
+            stored_checkpoints = session.checkpoints()
+            for stored, _roots in stored_checkpoints:
+                if stored.size == size and stored.key_id == key:
                     return stored
+            frontier = _merkle.Frontier()
+            for stored, roots in reversed(stored_checkpoints):
                 resumed = _frontier(stored, roots)
                 if resumed is not None and stored.size <= size:
                     frontier = resumed

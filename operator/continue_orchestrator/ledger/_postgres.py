@@ -42,13 +42,14 @@ CREATE TABLE IF NOT EXISTS ledger_redactions (
     tombstone bigint NOT NULL
 );
 CREATE TABLE IF NOT EXISTS ledger_checkpoints (
-    size bigint PRIMARY KEY,
+    size bigint NOT NULL,
     origin text NOT NULL,
     root_hash text NOT NULL,
     time text NOT NULL,
     key_id text NOT NULL,
     signature text NOT NULL,
-    frontier text NOT NULL
+    frontier text NOT NULL,
+    PRIMARY KEY (size, key_id)
 );
 
 CREATE OR REPLACE FUNCTION ledger_reject() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -242,7 +243,7 @@ class _Session:
     def checkpoints(self) -> list[tuple[_checkpoint.Checkpoint, str]]:
         cursor = self._db.execute(
             "SELECT origin, size, root_hash, time, key_id, signature, frontier "
-            "FROM ledger_checkpoints ORDER BY size"
+            "FROM ledger_checkpoints ORDER BY size, key_id"
         )
         return [
             (_checkpoint.Checkpoint(*row[:6]), str(row[6]))  # type: ignore[arg-type]
@@ -253,7 +254,7 @@ class _Session:
         c = checkpoint
         self._db.execute(
             "INSERT INTO ledger_checkpoints (size, origin, root_hash, time, key_id, signature, "
-            "frontier) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (size) DO NOTHING",
+            "frontier) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (size, key_id) DO NOTHING",
             (c.size, c.origin, c.root_hash, c.time, c.key_id, c.signature, frontier),
         )
 

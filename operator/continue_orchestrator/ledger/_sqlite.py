@@ -40,13 +40,14 @@ CREATE TABLE IF NOT EXISTS ledger_redactions (
     tombstone INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS ledger_checkpoints (
-    size INTEGER PRIMARY KEY,
+    size INTEGER NOT NULL,
     origin TEXT NOT NULL,
     root_hash TEXT NOT NULL,
     time TEXT NOT NULL,
     key_id TEXT NOT NULL,
     signature TEXT NOT NULL,
-    frontier TEXT NOT NULL
+    frontier TEXT NOT NULL,
+    PRIMARY KEY (size, key_id)
 );
 CREATE TRIGGER IF NOT EXISTS ledger_entries_chain BEFORE INSERT ON ledger_entries
 WHEN NEW.sequence IS NOT (SELECT coalesce(max(sequence) + 1, 0) FROM ledger_entries)
@@ -172,7 +173,7 @@ class _Session:
     def checkpoints(self) -> list[tuple[_checkpoint.Checkpoint, str]]:
         cursor = self._db.execute(
             "SELECT origin, size, root_hash, time, key_id, signature, frontier "
-            "FROM ledger_checkpoints ORDER BY size"
+            "FROM ledger_checkpoints ORDER BY size, key_id"
         )
         return [(_checkpoint.Checkpoint(*row[:6]), row[6]) for row in cursor]
 
@@ -180,7 +181,7 @@ class _Session:
         c = checkpoint
         self._db.execute(
             "INSERT INTO ledger_checkpoints (size, origin, root_hash, time, key_id, signature, "
-            "frontier) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (size) DO NOTHING",
+            "frontier) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (size, key_id) DO NOTHING",
             (c.size, c.origin, c.root_hash, c.time, c.key_id, c.signature, frontier),
         )
 

@@ -114,6 +114,7 @@ def verify(
             material.rows,
             public_key=public_key,
             trusted_checkpoint=trusted_checkpoint,
+            expected_size=material.size,
         )
 
 
@@ -141,6 +142,7 @@ def check(
     *,
     public_key: _checkpoint.PublicKey | None = None,
     trusted_checkpoint: _checkpoint.Checkpoint | None = None,
+    expected_size: int | None = None,
 ) -> VerifyReport:
     """Verify raw rows in sequence order against ``checkpoints`` (the core of ``verify``)."""
     problems: list[Problem] = []
@@ -155,19 +157,22 @@ def check(
         stored.append(trusted_checkpoint)
         stored.sort(key=lambda c: c.size)
     signatures = 0
-    first_new: dict[int, int] = {}  # checkpoint index -> first sequence it vouches for
-    previous_size = 0
+    # The first sequence each checkpoint vouches for beyond the next smaller one.
+    sizes = sorted({checkpoint.size for checkpoint in stored})
+    range_start = dict(zip(sizes, [0, *sizes], strict=False))
+    first_new = {index: range_start[c.size] for index, c in enumerate(stored)}
+    wanted = _checkpoint.key_id(public_key) if public_key is not None else None
     for index, checkpoint in enumerate(stored):
-        first_new[index] = previous_size if checkpoint.size > previous_size else checkpoint.size
-        previous_size = max(previous_size, checkpoint.size)
         label = f"checkpoint at size {checkpoint.size}"
         if checkpoint.origin != origin:
             bad(first_new[index], f"{label} is for ledger {checkpoint.origin}, not {origin}")
-        if public_key is not None:
+        if public_key is not None and checkpoint.key_id == wanted:
             if checkpoint.verify(public_key):
                 signatures += 1
             else:
-                bad(first_new[index], f"{label} is not signed by the given key")
+                bad(first_new[index], f"{label} claims the given key but its signature fails")
+    if public_key is not None and not signatures:
+        bad(0, "no checkpoint is signed by the given key (removed, or never signed with it?)")
 
     sha256 = hashlib.sha256
     header = _entry.header
@@ -232,6 +237,11 @@ def check(
         previous_hash = entry_hash
         expected = sequence + 1
     size = expected
+    if expected_size is not None and expected_size != size:
+        bad(
+            min(size, expected_size),
+            f"the export's header says {expected_size} entries but it holds {size} (cut short?)",
+        )
     for index, checkpoint in enumerate(stored):
         if checkpoint.size > size:
             gap = f"{size}" if checkpoint.size == size + 1 else f"{size}..{checkpoint.size - 1}"

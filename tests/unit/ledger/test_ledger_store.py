@@ -132,6 +132,18 @@ def test_checkpoints_are_signed_and_bound_to_the_ledger(
         assert report.ok and report.signatures_verified == 3
         other = ledger.verify(book, public_key=ed25519.Ed25519PrivateKey.generate().public_key())
         assert not other.ok and other.first_bad_sequence == 0
+        assert "no checkpoint is signed by the given key" in other.problems[0].what
+        # A second key cosigns the same tree head; an unsigned head can sit beside them.
+        cosigner = ed25519.Ed25519PrivateKey.generate()
+        book.append("run", "tool.call", "gw", {"i": 25})
+        with store.open() as without_signer:
+            unsigned = without_signer.checkpoint()
+        cosigned = book.checkpoint(ledger.KeySigner(cosigner))
+        assert (unsigned.size, cosigned.size) == (26, 26) and not unsigned.signed
+        assert book.checkpoint(ledger.KeySigner(cosigner)) == cosigned
+        assert len(book.checkpoints()) == 5
+        for public_key in (signing_key.public_key(), cosigner.public_key()):
+            assert ledger.verify(book, public_key=public_key).ok
 
 
 def test_unsupported_keys_are_refused() -> None:
@@ -244,9 +256,10 @@ def test_export_verifies_on_its_own(
     path.write_text("\n".join(lines[:-5]) + "\n", encoding="utf-8")
     truncated = ledger.verify(path, public_key=key.public_key())
     # Cutting the tail also cut the tombstone (50) that justified entry 3's missing payload.
-    assert [p.sequence for p in truncated.problems] == [3, 10, 46]
+    assert [p.sequence for p in truncated.problems] == [3, 10, 46, 46]
     assert "no tombstone" in truncated.problems[0].what
-    assert "truncated" in truncated.problems[2].what
+    whats = " ".join(p.what for p in truncated.problems[2:])
+    assert "truncated" in whats and "header says 51 entries but it holds 46" in whats
 
 
 def test_opening_a_missing_ledger_without_create_fails_clearly(tmp_path: pathlib.Path) -> None:
