@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from continue_orchestrator import __version__, errors
 from continue_orchestrator.cli import (
     _approve,
+    _attestation,
     _crds,
     _ledger,
     _operator,
@@ -34,6 +35,7 @@ COMMAND_GROUPS: tuple[Register, ...] = (
     _crds.register,
     _policy.register,
     _verify.register,
+    _attestation.register,
     _ledger.register,
     _run.register,
     _approve.register,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import pathlib
 import shlex
 
 from continue_orchestrator import controller
@@ -90,6 +91,33 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--liveness", default=None, help="kopf liveness endpoint, e.g. http://0.0.0.0:8081/healthz"
     )
+    parser.add_argument(
+        "--signing-key-dir",
+        type=pathlib.Path,
+        default=env("ORCHESTRATOR_SIGNING_KEY_DIR") or None,
+        help="attest runs in key mode with the mounted Secret in DIR: cosign.key + "
+        "cosign.password, or key.pem (+ password) ($ORCHESTRATOR_SIGNING_KEY_DIR)",
+    )
+    parser.add_argument(
+        "--keyless-trust-config",
+        type=pathlib.Path,
+        default=env("ORCHESTRATOR_KEYLESS_TRUST_CONFIG") or None,
+        help="attest runs keyless with this Sigstore ClientTrustConfig JSON file (a mounted "
+        "ConfigMap) ($ORCHESTRATOR_KEYLESS_TRUST_CONFIG)",
+    )
+    parser.add_argument(
+        "--sigstore-token",
+        type=pathlib.Path,
+        default=pathlib.Path(
+            env("ORCHESTRATOR_SIGSTORE_TOKEN", "/var/run/secrets/tokens/sigstore/token")
+        ),
+        help="projected ServiceAccount token (audience sigstore) for keyless signing",
+    )
+    parser.add_argument(
+        "--builder-id",
+        default=env("ORCHESTRATOR_BUILDER_ID", "https://orchestrator.continue.dev/operator"),
+        help="URI naming this operator instance in attestations ($ORCHESTRATOR_BUILDER_ID)",
+    )
     parser.add_argument("--verbose", action="store_true")
     parser.set_defaults(handler=run)
 
@@ -113,8 +141,19 @@ def run(args: argparse.Namespace) -> int:
         timeout_grace_seconds=args.timeout_grace_seconds,
         workers=args.workers,
     ).validate()
+    signer = (
+        controller.load_signer(
+            key_dir=args.signing_key_dir,
+            trust_config=args.keyless_trust_config,
+            token=args.sigstore_token,
+        )
+        if args.signing_key_dir is not None or args.keyless_trust_config is not None
+        else None
+    )
     controller.run(
         settings,
+        signer=signer,
+        builder_id=args.builder_id,
         peering=None if args.standalone else args.peering,
         priority=args.priority,
         metrics_port=args.metrics_port,

@@ -7,8 +7,26 @@ values only), a NetworkPolicy (no ingress; egress to the gateway only) and the s
 Pod. Pod state becomes the AgentRun's phase, conditions and Events; cancel stops the
 pod; deletion tombstones the run in the ledger first. ``run(settings)`` starts it under
 kopf; ``Reconciler`` is the same logic without kopf. See docs/operations.md.
+
+Also the cluster side of approvals (``KubeApprovalBroker``: held calls in
+status.pendingApprovals, decisions as RunApprovals) and of attestations (``Attestor``:
+sign, store in a ConfigMap, write an honest status.attestation). See docs/security.md.
 """
 
+from continue_orchestrator.controller._approvals import (
+    Approvers,
+    KubeApprovalBroker,
+    RunScope,
+    approvers_for,
+)
+from continue_orchestrator.controller._attestation import (
+    Attestor,
+    ConfigMapStore,
+    RunEvidence,
+    bundle_name,
+    load_signer,
+)
+from continue_orchestrator.controller._attestation import fetch as fetch_bundle
 from continue_orchestrator.controller._gateway import GatewayClient, InMemoryGateway, Registration
 from continue_orchestrator.controller._kube import ApiError, Kube
 from continue_orchestrator.controller._manifests import (
@@ -41,21 +59,31 @@ __all__ = [
     "RUNNER_EXIT_CODES",
     "RUN_UID_LABEL",
     "ApiError",
+    "Approvers",
+    "Attestor",
+    "ConfigMapStore",
     "GatewayClient",
     "InMemoryGateway",
     "Kube",
+    "KubeApprovalBroker",
     "Outcome",
     "Plan",
     "Reconciler",
     "Registration",
     "Rejection",
+    "RunEvidence",
+    "RunScope",
     "Settings",
     "Snapshot",
     "advance",
+    "approvers_for",
     "build_registry",
     "bundle",
+    "bundle_name",
+    "fetch_bundle",
     "from_pod",
     "inputs_digest",
+    "load_signer",
     "network_policy",
     "object_name",
     "plan",

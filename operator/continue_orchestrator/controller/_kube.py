@@ -8,6 +8,7 @@ handling stay with ``kubernetes.client`` (in-cluster service account or KUBECONF
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import kubernetes
@@ -108,6 +109,51 @@ class Kube:
                 return False
             raise
         return True
+
+    def watch(
+        self, path: str, *, resource_version: str, timeout_seconds: int = 30, **query: str
+    ) -> Iterator[JSON]:
+        """Events (``{"type": ..., "object": ...}``) of a collection after
+        ``resource_version``, until the server ends the watch after ``timeout_seconds``.
+        An expired resource version raises ``ApiError`` with status 410."""
+        params = {
+            **query,
+            "watch": "1",
+            "resourceVersion": resource_version,
+            "timeoutSeconds": str(timeout_seconds),
+        }
+        serialized = self._client.param_serialize(
+            "GET",
+            path,
+            query_params=list(params.items()),
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+        response = self._client.call_api(*serialized, _request_timeout=timeout_seconds + 15)
+        raw = response.response
+        try:
+            if not 200 <= response.status <= 299:
+                response.read()
+                raise ApiError(response.status, str(response.reason), str(response.data), path)
+            pending = b""
+            for chunk in raw.stream(65536, decode_content=True):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if not line.strip():
+                        continue
+                    event = json.loads(line)
+                    if event.get("type") == "ERROR":
+                        status = event.get("object") or {}
+                        raise ApiError(
+                            int(status.get("code") or 500),
+                            str(status.get("reason", "")),
+                            str(status.get("message", "")),
+                            f"WATCH {path}",
+                        )
+                    yield event
+        finally:
+            raw.release_conn()
 
 
 def agentruns(namespace: str, name: str | None = None, *, status: bool = False) -> str:

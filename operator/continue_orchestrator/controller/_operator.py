@@ -17,8 +17,9 @@ from typing import Any
 
 import kopf
 
-from continue_orchestrator import api, errors, ledger
+from continue_orchestrator import api, attest, errors, ledger
 from continue_orchestrator.controller import (
+    _attestation,
     _gateway,
     _kube,
     _metrics,
@@ -155,12 +156,22 @@ def run(
     metrics_port: int | None = None,
     gateway: _gateway.GatewayClient | None = None,
     liveness_endpoint: str | None = None,
+    signer: attest.Signer | None = None,
+    builder_id: str = "https://orchestrator.continue.dev/operator",
 ) -> None:
-    """Run the operator until SIGINT/SIGTERM. ``peering=None`` runs it standalone."""
+    """Run the operator until SIGINT/SIGTERM. ``peering=None`` runs it standalone.
+    With a ``signer``, every finished run is attested (``status.attestation``)."""
     settings.validate()
     kube = _kube.Kube.from_environment(pool_size=max(10, settings.workers * 2))
     book = ledger.open(settings.ledger_url)
-    reconciler = _reconcile.Reconciler(kube, book, gateway or _gateway.InMemoryGateway(), settings)
+    attestor = (
+        _attestation.Attestor(kube, book, signer, builder_id=builder_id, actor=settings.actor)
+        if signer is not None
+        else None
+    )
+    reconciler = _reconcile.Reconciler(
+        kube, book, gateway or _gateway.InMemoryGateway(), settings, attestor
+    )
     if peering is not None:
         ensure_peering(kube, peering, settings.namespaces)
     if metrics_port is not None:

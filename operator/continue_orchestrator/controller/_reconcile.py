@@ -20,6 +20,7 @@ from typing import Any
 
 from continue_orchestrator import api, errors, ledger, runner
 from continue_orchestrator.controller import (
+    _attestation,
     _gateway,
     _kube,
     _manifests,
@@ -64,11 +65,13 @@ class Reconciler:
         book: ledger.Ledger,
         gateway: _gateway.GatewayClient,
         settings: _settings.Settings,
+        attestor: _attestation.Attestor | None = None,
     ) -> None:
         self.kube = kube
         self.book = book
         self.gateway = gateway
         self.settings = settings
+        self.attestor = attestor
 
     # -- entry points -------------------------------------------------------------------
 
@@ -325,6 +328,8 @@ class Reconciler:
         kind = "Normal" if outcome.phase is api.Phase.SUCCEEDED else "Warning"
         self._event(body, outcome.phase.value, f"{outcome.reason}: {outcome.message}", kind)
         self.gateway.unregister(_uid(body))
+        if self.attestor is not None:
+            self.attestor.attest_run(body)  # never raises; writes status.attestation
 
     def _ensure_finished_recorded(self, body: Mapping[str, Any]) -> None:
         """After a restart: a terminal run whose run.finished did not make it is completed."""
