@@ -3,6 +3,8 @@
 ``BlobStore`` keeps immutable bytes named by their SHA-256; ``RunRecord`` lists a run's
 exchanges in order, each pointing at blobs, and seals into one manifest digest. The
 gateway writes both; replay and attestations read them.
+``ReplayModel`` plays a sealed record back as an upstream model; ``compare`` and
+``build_replay_report`` say where a replay departs from it (docs/replay.md).
 """
 
 from continue_orchestrator.records._blobs import BlobStore, digest_of
@@ -12,5 +14,50 @@ from continue_orchestrator.records._record import (
     load,
     normalised_request_hash,
 )
+from continue_orchestrator.records._replay import (
+    NORMALISATION_VERSION,
+    Divergence,
+    RecordedTurn,
+    ReplayModel,
+    compare,
+    normalise,
+    record_by_digest,
+    recorded_turns,
+    request_digest,
+    working_directory,
+)
+from continue_orchestrator.records._replay_report import (
+    INPUT_NAMES,
+    InputDrift,
+    ReplayReport,
+    RunSummary,
+    input_drift,
+    summarise,
+)
+from continue_orchestrator.records._replay_report import build as build_replay_report
 
-__all__ = ["BlobStore", "Exchange", "RunRecord", "digest_of", "load", "normalised_request_hash"]
+__all__ = [
+    "INPUT_NAMES",
+    "NORMALISATION_VERSION",
+    "BlobStore",
+    "Divergence",
+    "Exchange",
+    "InputDrift",
+    "RecordedTurn",
+    "ReplayModel",
+    "ReplayReport",
+    "RunRecord",
+    "RunSummary",
+    "build_replay_report",
+    "compare",
+    "digest_of",
+    "input_drift",
+    "load",
+    "normalise",
+    "normalised_request_hash",
+    "record_by_digest",
+    "recorded_turns",
+    "request_digest",
+    "summarise",
+    "working_directory",
+]
