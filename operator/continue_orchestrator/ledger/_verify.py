@@ -22,6 +22,7 @@ from continue_orchestrator.ledger import _backend, _checkpoint, _entry, _export,
 _MAX_PROBLEMS = 1000
 _KINDS = frozenset(kind.value for kind in _entry.Kind)
 _TOMBSTONE = _entry.Kind.TOMBSTONE.value
+_ZERO = bytes(32)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -175,9 +176,10 @@ def check(
         bad(0, "no checkpoint is signed by the given key (removed, or never signed with it?)")
 
     sha256 = hashlib.sha256
-    header = _entry.header
     kinds = _KINDS
-    frontier = _merkle.Frontier()
+    # The Merkle frontier, inlined: this loop is the ledger's hottest code.
+    merkle_roots: list[bytes] = []
+    merkle_size = 0
     pending = [(i, c) for i, c in enumerate(stored)]
     pending.reverse()
     expected = 0
@@ -187,18 +189,26 @@ def check(
     redacted_by: dict[int, int] = {}
     root_mismatches: list[tuple[int, int]] = []
 
-    def check_roots() -> None:
-        while pending and pending[-1][1].size == frontier.size:
+    def check_roots() -> int:
+        """Compare every checkpoint of the current size; return the next size to stop at."""
+        root = _merkle.Frontier(merkle_size, merkle_roots).root().hex()
+        while pending and pending[-1][1].size == merkle_size:
             index, checkpoint = pending.pop()
-            if not broken and checkpoint.root_hash != frontier.root().hex():
+            if not broken and checkpoint.root_hash != root:
                 root_mismatches.append((first_new[index], checkpoint.size))
+        return pending[-1][1].size if pending else -1
 
-    check_roots()
+    next_checkpoint = check_roots()
     for row in rows:
         sequence, run_uid, time, kind, actor, digest, prev_hash, entry_hash, payload = row
+        # No escaping: honest fields never need any (writes refuse quotes, backslashes and
+        # control characters), and a field that would need it cannot reproduce an honest
+        # header's bytes, since those hold a fixed number of quotes and no such characters.
         try:
             leaf = sha256(
-                b"\x00" + header(sequence, run_uid, time, kind, actor, digest, prev_hash)
+                f'\x00{{"actor":"{actor}","kind":"{kind}","payload_digest":"{digest}",'
+                f'"prev_hash":"{prev_hash}","run_uid":"{run_uid}","sequence":{sequence:d},'
+                f'"time":"{time}","v":1}}'.encode()
             ).digest()
         except (UnicodeEncodeError, TypeError, ValueError):
             leaf = b""
@@ -231,9 +241,15 @@ def check(
         elif kind == _TOMBSTONE:
             _note_redactions(sequence, payload, redacted_by, bad)
         if not broken:
-            frontier.append(leaf or bytes(32))
-            if pending and pending[-1][1].size == frontier.size:
-                check_roots()
+            node = leaf or _ZERO
+            carry = merkle_size
+            while carry & 1:
+                node = sha256(b"\x01" + merkle_roots.pop() + node).digest()
+                carry >>= 1
+            merkle_roots.append(node)
+            merkle_size += 1
+            if merkle_size == next_checkpoint:
+                next_checkpoint = check_roots()
         previous_hash = entry_hash
         expected = sequence + 1
     size = expected
@@ -242,7 +258,7 @@ def check(
             min(size, expected_size),
             f"the export's header says {expected_size} entries but it holds {size} (cut short?)",
         )
-    for index, checkpoint in enumerate(stored):
+    for checkpoint in stored:
         if checkpoint.size > size:
             gap = f"{size}" if checkpoint.size == size + 1 else f"{size}..{checkpoint.size - 1}"
             bad(
@@ -251,7 +267,6 @@ def check(
                 "gone (truncated?)",
             )
             break
-        del index
     for low, high in root_mismatches:
         # Reported only when no entry in the range explains it, at the range's start: the
         # chain was rewritten consistently, so only the signed root can tell.
@@ -279,7 +294,7 @@ def check(
         source=source,
         origin=origin,
         size=size,
-        root_hash=frontier.root().hex() if not broken else "",
+        root_hash=_merkle.Frontier(merkle_size, merkle_roots).root().hex() if not broken else "",
         checkpoints=len(stored),
         signatures_verified=signatures,
         redacted=redacted,
