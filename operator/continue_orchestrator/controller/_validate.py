@@ -11,29 +11,13 @@ import base64
 import dataclasses
 import json
 import secrets
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol, cast
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from continue_orchestrator import api, errors, policy
 from continue_orchestrator.controller import _kube, _manifests, _names, _settings
 
 JSON = dict[str, Any]
-
-
-class _Engine(Protocol):
-    """The part of ``continue_orchestrator.policy`` the operator calls."""
-
-    Request: Callable[..., Any]
-    RunContext: Callable[..., Any]
-
-    def compile(self, sources: Sequence[Any]) -> Any: ...
-
-    def decide(self, policy_set: Any, request: Any) -> Any: ...
-
-    def to_permissions_yaml(self, policy_set: Any) -> str: ...
-
-
-_engine = cast(_Engine, policy)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -120,22 +104,17 @@ def snapshot(content: bytes, settings: _settings.Settings) -> _manifests.Snapsho
             if all(entry in s.spec.allowed_egress for s in sources)
         ),
         sources=tuple(
-            _manifests.sha256(_manifests.canonical(doc))
-            for doc in snapshot_document(sources)
+            _manifests.sha256(_manifests.canonical(doc)) for doc in snapshot_document(sources)
         ),
     )
 
 
-def _describe(decision: Any, subject: str) -> str:
-    rule = getattr(decision, "rule", None)
-    reason = getattr(decision, "reason", "") or ""
-    text = f"{subject} is {getattr(decision, 'effect', 'denied')}"
-    text += f" by rule {rule!r}" if rule else " by the policy's defaultEffect"
-    return text + (f": {reason}" if reason else "")
-
-
-def _allowed(decision: Any) -> bool:
-    return str(getattr(decision, "effect", "")) == api.Effect.ALLOW.value
+def _describe(decision: policy.Decision, subject: str) -> str:
+    verdict = {api.Effect.DENY: "denied", api.Effect.REQUIRE_APPROVAL: "held for approval"}
+    text = f"{subject} is {verdict.get(decision.effect, decision.effect.value)}"
+    text += f" by rule {decision.rule}" if decision.rule else ""
+    text += f" ({decision.policy})" if decision.policy else ""
+    return text + (f": {decision.reason}" if decision.reason else "")
 
 
 def plan(
@@ -163,11 +142,11 @@ def plan(
         sources.append(_parse_policy(item, "ClusterRunPolicy"))
     sources.append(_parse_policy(raw, "RunPolicy"))
     try:
-        compiled = _engine.compile(sources)
+        compiled = policy.compile(sources)
     except errors.PolicyError as error:
         raise _failed("PolicyInvalid", f"spec.policyRef.name: {error.message}") from None
 
-    context = _engine.RunContext(namespace=namespace, name=str(run.metadata.name), uid=uid)
+    context = policy.RunContext(namespace=namespace, name=str(run.metadata.name), uid=uid)
     content = _manifests.canonical(snapshot_document(sources))
     snap = snapshot(content, settings)
 
@@ -177,27 +156,27 @@ def plan(
             f"spec.timeoutSeconds: {spec.timeout_seconds} exceeds the policy's "
             f"sandbox.maxTimeoutSeconds of {snap.max_timeout_seconds}",
         )
-    decision = _engine.decide(
+    decision = policy.decide(
         compiled,
-        _engine.Request(
+        policy.Request(
             action=api.Action.REPOSITORY_ACCESS, repository=spec.repository.url, run=context
         ),
     )
-    if not _allowed(decision):
+    if not decision.allowed:
         raise _denied(
             "RepositoryDenied",
             "spec.repository.url: " + _describe(decision, f"repository {spec.repository.url!r}"),
         )
     run_policy = sources[-1]
     for index, mapping in enumerate(spec.secrets):
-        decision = _engine.decide(
+        decision = policy.decide(
             compiled,
-            _engine.Request(action=api.Action.SECRET_READ, secret=mapping.name, run=context),
+            policy.Request(action=api.Action.SECRET_READ, secret=mapping.name, run=context),
         )
-        if mapping.name not in run_policy.spec.allowed_secrets or not _allowed(decision):
+        if mapping.name not in run_policy.spec.allowed_secrets or not decision.allowed:
             detail = (
                 _describe(decision, f"secret {mapping.name!r}")
-                if not _allowed(decision)
+                if not decision.allowed
                 else f"secret {mapping.name!r} is not in RunPolicy {policy_name!r} "
                 "spec.allowedSecrets"
             )
@@ -235,7 +214,7 @@ def plan(
         config=config,
         secret_values=values,
         git_token=git_token,
-        permissions_yaml=_engine.to_permissions_yaml(compiled),
+        permissions_yaml=policy.to_permissions_yaml(compiled),
         inputs_digest=_manifests.inputs_digest(
             run, config=config, snapshot=snap, settings=settings
         ),

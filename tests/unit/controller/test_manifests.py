@@ -247,3 +247,16 @@ def test_settings_refuse_unpinned_runner_image() -> None:
     )
     with pytest.raises(errors.OrchestratorError, match="no ledger"):
         _builders.make_settings(ledger_url="")
+
+
+def test_snapshot_digest_is_the_policy_sets_digest(settings: controller.Settings) -> None:
+    from continue_orchestrator import policy
+    from continue_orchestrator.controller import _validate
+
+    snapshot = _builders.snapshot_of(
+        _builders.policy_spec(allowedEgress=["10.0.0.1:443"]),
+        _builders.policy_spec(allowedSecrets=["A"]),
+        settings=settings,
+    )
+    compiled = policy.compile(_validate.snapshot_sources(snapshot.content))
+    assert compiled.digest == snapshot.digest
