@@ -6,11 +6,15 @@ reachable address is the gateway's (``mode="none"`` is the labelled opt-out).
 ``run(load(manifest, ...), Options(...))`` is ``orchestrator run``: the operator's
 pipeline for one AgentRun with the gateway on the sandbox's host end, a SQLite ledger,
 the record store and a development-key attestation, ending in a ``Report``.
+``replay(record, Options(...))`` is ``orchestrator replay``: the same pipeline with the
+recorded model answers, ending in a ``records.ReplayReport``.
 """
 
 from continue_orchestrator.local._inputs import Inputs, load, parse_secret_flag
+from continue_orchestrator.local._replay import replay, resolve_record
 from continue_orchestrator.local._report import DEV_KEY_LABEL, Report
 from continue_orchestrator.local._run import (
+    ModelServer,
     Options,
     default_cn,
     default_state_dir,
@@ -37,6 +41,7 @@ __all__ = [
     "Failure",
     "Inputs",
     "Mode",
+    "ModelServer",
     "Options",
     "Report",
     "Sandbox",
@@ -50,6 +55,8 @@ __all__ = [
     "load",
     "parse_secret_flag",
     "python_binds",
+    "replay",
+    "resolve_record",
     "run",
     "runner_image",
     "runsc_path",

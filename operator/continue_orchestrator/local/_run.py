@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import rfc8785
 import yaml
@@ -39,7 +39,7 @@ from continue_orchestrator import (
     records,
     runner,
 )
-from continue_orchestrator.local import _inputs, _report, _sandbox, _scripted
+from continue_orchestrator.local import _digests, _inputs, _report, _sandbox, _scripted
 
 Approvals = Literal["ask", "approve", "deny"]
 Say = Callable[[str], None]
@@ -68,6 +68,22 @@ class Options:
     """The Continue CLI; default: the pinned one hack/install-cn.sh installs."""
     decided_by: str = ""
     """Name recorded for --approve-all / --deny-all decisions (default: login name)."""
+    uid: str | None = None
+    """The run's uid; default: its name and a random suffix."""
+    model: ModelServer | None = None
+    """Play this upstream (``records.ReplayModel``) instead of the config's providers."""
+    replay_of: attest.RunRef | None = None
+    """The recorded run this run replays; its attestation says so."""
+
+
+class ModelServer(Protocol):
+    """An OpenAI-compatible upstream the pipeline starts and stops (``ScriptedModel``)."""
+
+    port: int
+
+    async def start(self, host: str = ..., port: int = ...) -> str: ...
+
+    async def stop(self) -> None: ...
 
 
 def default_state_dir() -> pathlib.Path:
@@ -111,7 +127,8 @@ class _Pipeline:
         self.inputs = inputs
         self.options = options
         self.say = say
-        self.uid = f"{inputs.name}-{uuid.uuid4().hex[:8]}"
+        self.uid = options.uid or f"{inputs.name}-{uuid.uuid4().hex[:8]}"
+        self._cn = ""
         self.state = options.state_dir.resolve()
         self.run_root = self.state / "runs" / self.uid
         self.ledger_url = f"sqlite:///{self.state / 'ledger.db'}"
@@ -126,7 +143,7 @@ class _Pipeline:
     async def main(self) -> _report.Report:
         inputs, options = self.inputs, self.options
         policy_set = self._check_policy()
-        cn = self._find_cn()
+        cn = self._cn = self._find_cn()
         script = _scripted.Script.from_file(options.model_script) if options.model_script else None
         settings = controller.Settings(
             runner_image=runner_image(), ledger_url=self.ledger_url, gateway_url="http://pending"
@@ -137,11 +154,15 @@ class _Pipeline:
         workspace = self.run_root / "workspace"
         workspace.mkdir(exist_ok=True)
         book = ledger.open(self.ledger_url)
-        model: _scripted.ScriptedModel | None = None
+        model: ModelServer | None = None
         server: gateway.Gateway | None = None
         try:
             with _sandbox.Sandbox(mode=options.sandbox) as box:
-                if script is not None:
+                if options.model is not None:
+                    model = options.model
+                    model_base = await model.start()
+                    self.say(f"model: {type(model).__name__} at {model_base}")
+                elif script is not None:
                     model = _scripted.ScriptedModel(script)
                     model_base = await model.start()
                     self.say(f"model: scripted ({options.model_script}) at {model_base}")
@@ -360,6 +381,11 @@ class _Pipeline:
                 "sandbox": self.options.sandbox,
                 "secrets": sorted(plan.secret_values),
                 "mode": "local",
+                **_digests.run_created_fields(
+                    self.inputs, records.BlobStore(str(self.state / "records")),
+                    policy_digest=plan.snapshot.digest, runner_image=settings.runner_image,
+                    cli=_digests.cli_version(self._cn, CN_VERSION),
+                ),
             }),
             *(ledger.Append(self.uid, ledger.Kind.SECRET_READ, self.actor, {
                 "name": m.name,
@@ -640,6 +666,7 @@ class _Pipeline:
             started_at=self.started,
             finished_at=finished,
             builder_id=f"urn:continue-orchestrator:local:{os.uname().nodename}",
+            replay_of=self.options.replay_of,
         )  # fmt: skip
 
     def _attest(self, book: ledger.Ledger, facts: attest.RunFacts) -> _report.AttestationSummary:

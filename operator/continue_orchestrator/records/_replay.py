@@ -209,6 +209,8 @@ class Divergence:
     replayed: Any = None
     tool_call: Mapping[str, Any] | None = None
     """For a differing tool result: the recorded call that produced it."""
+    tool_result_step: int | None = None
+    """For a differing tool result: the record step where the recording got it."""
     diff: str = ""
     recorded_digest: str | None = None
     replayed_digest: str | None = None
@@ -224,6 +226,7 @@ class Divergence:
             "recorded": self.recorded,
             "replayed": self.replayed,
             "toolCall": dict(self.tool_call) if self.tool_call is not None else None,
+            "toolResultStep": self.tool_result_step,
             "diff": self.diff,
             "recordedDigest": self.recorded_digest,
             "replayedDigest": self.replayed_digest,
@@ -241,6 +244,7 @@ class Divergence:
             recorded=data.get("recorded"),
             replayed=data.get("replayed"),
             tool_call=data.get("toolCall"),
+            tool_result_step=data.get("toolResultStep"),
             diff=str(data.get("diff") or ""),
             recorded_digest=data.get("recordedDigest"),
             replayed_digest=data.get("replayedDigest"),

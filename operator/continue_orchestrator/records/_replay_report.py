@@ -176,7 +176,11 @@ class ReplayReport:
             lines.append(f"  what       {divergence.what}")
             if divergence.tool_call:
                 function = divergence.tool_call.get("function") or {}
-                lines.append(f"  tool call  {function.get('name')} {function.get('arguments')}")
+                got = divergence.tool_result_step
+                lines.append(
+                    f"  tool call  {function.get('name')} {function.get('arguments')}"
+                    + (f" (its result: recorded step {got})" if got is not None else "")
+                )
             if divergence.diff:
                 lines.append("")
                 lines.extend(divergence.diff.splitlines())
@@ -247,8 +251,19 @@ def build(
                 f"{replayed.base_commit}), though the agent did the same"
             ),
         )
+    if divergence is not None and divergence.tool_call is not None:
+        divergence = dataclasses.replace(
+            divergence, tool_result_step=_result_step(original, divergence.tool_call.get("id"))
+        )
     report.divergence = divergence
     return report
+
+
+def _result_step(record: _record.RunRecord, call_id: Any) -> int | None:
+    for exchange in record.exchanges:
+        if exchange.kind == "tool.result" and exchange.facts.get("toolCallId") == call_id:
+            return exchange.step
+    return None
 
 
 def _with_cause(

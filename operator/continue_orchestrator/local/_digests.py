@@ -1,0 +1,155 @@
+"""What a run notes so it can be replayed: its inputs, and their digests.
+
+``orchestrator run`` stores the inputs (AgentRun, policies, config.yaml; never secret
+values) as a blob and notes it and the inputs' digests in the run's ``run.created``
+ledger entry. ``orchestrator replay`` computes the digests again for the replay and
+refuses to run when one differs (input drift). Both sides call ``input_digests`` so
+they cannot disagree on how.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+from collections.abc import Mapping
+from typing import Any
+
+import rfc8785
+
+from continue_orchestrator import api, controller, errors, records
+from continue_orchestrator.local import _inputs
+
+REPLAY_FIELDS = ("replayOf", "trigger", "cancel")
+"""Spec fields a replay may change without changing what the run does."""
+
+
+def spec_digest(run: api.AgentRun) -> str:
+    """SHA-256 of the canonical spec, without the fields in ``REPLAY_FIELDS``."""
+    spec = run.spec.wire()
+    for name in REPLAY_FIELDS:
+        spec.pop(name, None)
+    return "sha256:" + hashlib.sha256(rfc8785.dumps(spec)).hexdigest()
+
+
+def cli_version(cn: str, fallback: str) -> str:
+    """The Continue CLI's version from its package.json, else ``fallback``."""
+    path = pathlib.Path(os.path.realpath(cn))
+    for parent in path.parents:
+        manifest = parent / "package.json"
+        if manifest.is_file():
+            try:
+                data = json.loads(manifest.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                break
+            if isinstance(data, dict) and isinstance(data.get("version"), str):
+                return f"{data.get('name', 'cn')}@{data['version']}"
+            break
+    return fallback
+
+
+def input_digests(
+    run: api.AgentRun, *, config: str, policy_digest: str, runner_image: str, cli: str
+) -> dict[str, str | None]:
+    """Named digests of everything a replay must share with its recording.
+
+    ``commit`` is the pinned commit, or None when the run follows a branch: the commit
+    it resolves to is only known once cloned, and the replay report compares it then.
+    """
+    return {
+        "spec": spec_digest(run),
+        "commit": run.spec.repository.commit,
+        "config": "sha256:" + hashlib.sha256(config.encode("utf-8")).hexdigest(),
+        "policy": policy_digest,
+        "image": runner_image,
+        "cli": cli,
+    }
+
+
+def policy_digest(inputs: _inputs.Inputs) -> str:
+    """The policy snapshot's digest, as ``orchestrator run`` and the operator compute it."""
+    content = rfc8785.dumps(controller.snapshot_document(list(inputs.policies)))
+    settings = controller.Settings(
+        runner_image="unused", ledger_url="sqlite://", gateway_url="http://unused"
+    )
+    return controller.snapshot(content, settings).digest
+
+
+def inputs_document(inputs: _inputs.Inputs) -> bytes:
+    """The run's inputs without secret values: enough to run it again from its record."""
+    return rfc8785.dumps(
+        {
+            "agentRun": inputs.run.wire(),
+            "policies": [policy.wire() for policy in inputs.policies],
+            "config": inputs.config,
+            "manifest": str(inputs.manifest),
+        }
+    )
+
+
+def run_created_fields(
+    inputs: _inputs.Inputs,
+    store: records.BlobStore,
+    *,
+    policy_digest: str,
+    runner_image: str,
+    cli: str,
+) -> dict[str, Any]:
+    """What ``orchestrator run`` adds to its ``run.created`` entry so the run can be replayed."""
+    return {
+        "replayInputs": input_digests(
+            inputs.run,
+            config=inputs.config,
+            policy_digest=policy_digest,
+            runner_image=runner_image,
+            cli=cli,
+        ),
+        "inputsDocument": store.put(inputs_document(inputs)),
+    }
+
+
+def restore_inputs(
+    store: records.BlobStore, digest: str, secrets: Mapping[str, str]
+) -> _inputs.Inputs:
+    """The inputs ``inputs_document`` stored as ``digest``, with ``secrets`` given again."""
+    where = f"inputs document {digest}"
+    try:
+        data = json.loads(store.get(digest))
+        run = api.parse(data["agentRun"], where=f"{where}: agentRun")
+        policies = tuple(
+            api.parse(document, where=f"{where}: policies[{index}]")
+            for index, document in enumerate(data["policies"])
+        )
+        config = str(data["config"])
+        manifest = pathlib.Path(str(data.get("manifest") or where))
+    except (ValueError, KeyError, TypeError) as error:
+        raise errors.RecordError(
+            f"not an inputs document ({error})",
+            where=where,
+            fix="pass the AgentRun manifest (and --policy files) to replay with",
+        ) from error
+    if (
+        not isinstance(run, api.AgentRun)
+        or not policies
+        or not all(isinstance(p, api.ClusterRunPolicy | api.RunPolicy) for p in policies)
+    ):
+        raise errors.RecordError(
+            "the document does not hold an AgentRun and its policies",
+            where=where,
+            fix="pass the AgentRun manifest (and --policy files) to replay with",
+        )
+    missing = [m.name for m in run.spec.secrets if m.name not in secrets]
+    if missing:
+        raise errors.ManifestError(
+            f"the recorded run used secret(s) {', '.join(missing)}, which have no value",
+            where=where,
+            fix=" ".join(f"--secret {name}=env:VARIABLE" for name in missing),
+        )
+    return _inputs.Inputs(
+        run=run,
+        manifest=manifest,
+        policies=policies,  # type: ignore[arg-type]
+        config=config,
+        secrets={m.name: secrets[m.name] for m in run.spec.secrets},
+    )
