@@ -17,6 +17,7 @@ from continue_orchestrator.cli import (
     _approve,
     _attestation,
     _crds,
+    _gateway,
     _ledger,
     _operator,
     _policy,
@@ -42,6 +43,7 @@ COMMAND_GROUPS: tuple[Register, ...] = (
     _replay.register,
     _approve.register,
     _scripted_model.register,
+    _gateway.register,
     _operator.register,
     _runner.register,
 )

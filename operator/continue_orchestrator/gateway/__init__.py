@@ -1,32 +1,55 @@
 """The gateway: policy-gated, recorded model traffic for agents in sandboxes.
 
 Runs outside the sandbox. Each run is registered with its token, policy, upstream models
-(with the real keys the sandbox never holds) and allowed egress; the agent's config
-points at ``Gateway.api_base(run)``. See docs/gateway.md.
+(with the real keys the sandbox never holds) and allowed egress, in process
+(``Gateway.register_run``) or over the admin API (``Client``, ``BlockingClient``); the
+agent's config points at ``Gateway.api_base(run)``. See docs/gateway.md.
 """
 
+from continue_orchestrator.gateway._admin import policy_set
+from continue_orchestrator.gateway._admin import registration as parse_registration
 from continue_orchestrator.gateway._approvals import (
     Approval,
     ApprovalBroker,
     ApprovalOutcome,
     LocalApprovalBroker,
 )
+from continue_orchestrator.gateway._client import (
+    BlockingClient,
+    Client,
+    RunSource,
+    registration_body,
+    upstreams_from_config,
+)
 from continue_orchestrator.gateway._recorder import LedgerSink, Redactor
-from continue_orchestrator.gateway._registry import RunRegistration, Upstream, new_token
+from continue_orchestrator.gateway._registry import (
+    RunRegistration,
+    Upstream,
+    new_token,
+    token_digest,
+)
 from continue_orchestrator.gateway._server import Decision, Gateway, ToolDecider, policy_decider
 
 __all__ = [
     "Approval",
     "ApprovalBroker",
     "ApprovalOutcome",
+    "BlockingClient",
+    "Client",
     "Decision",
     "Gateway",
     "LedgerSink",
     "LocalApprovalBroker",
     "Redactor",
     "RunRegistration",
+    "RunSource",
     "ToolDecider",
     "Upstream",
     "new_token",
+    "parse_registration",
     "policy_decider",
+    "policy_set",
+    "registration_body",
+    "token_digest",
+    "upstreams_from_config",
 ]

@@ -10,6 +10,7 @@ answer so a probe learns nothing.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import secrets
 import threading
@@ -25,6 +26,11 @@ from continue_orchestrator import errors
 def new_token() -> str:
     """A fresh run token (256 bits, URL-safe)."""
     return secrets.token_urlsafe(32)
+
+
+def token_digest(token: str) -> str:
+    """Hex SHA-256 of a token: what registrations may carry and what is compared."""
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -53,7 +59,9 @@ class RunRegistration:
     entry) to the real upstream. ``allowed_egress`` lists the hosts (``host`` or
     ``host:port``) the run's policy lets the gateway call on its behalf; an upstream not
     in it is refused. ``secrets`` are values to redact from every record (the run's
-    granted secrets; upstream keys and the token are redacted anyway).
+    granted secrets; upstream keys and the token are redacted anyway). A registration
+    may carry only ``token_sha256`` (hex) instead of ``token``: the gateway then never
+    holds the token itself, but cannot redact it either.
     """
 
     uid: str
@@ -68,14 +76,30 @@ class RunRegistration:
     workspace: str | None = None
     approval_timeout: float = 900.0
     max_denied_rounds: int = 8
+    token_sha256: str = ""
+    policy_digest: str = ""
 
     def __post_init__(self) -> None:
-        if len(self.token) < 16:
+        if self.token and len(self.token) < 16:
             raise errors.GatewayError(
                 "the run token is shorter than 16 characters",
                 where=f"run {self.uid}",
                 fix="use gateway.new_token()",
             )
+        digest = token_digest(self.token) if self.token else self.token_sha256.lower()
+        if self.token_sha256 and digest != self.token_sha256.lower():
+            raise errors.GatewayError(
+                "token and token_sha256 disagree",
+                where=f"run {self.uid}",
+                fix="give one of them",
+            )
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise errors.GatewayError(
+                "the run has neither a token nor a SHA-256 (64 hex digits) of one",
+                where=f"run {self.uid}",
+                fix="use gateway.new_token()",
+            )
+        self.token_sha256 = digest
         for model, upstream in self.models.items():
             if urllib.parse.urlsplit(upstream.api_base).scheme not in ("http", "https"):
                 raise errors.GatewayError(
@@ -95,7 +119,8 @@ class RunRegistration:
         for model, upstream in self.models.items():
             if upstream.api_key:
                 values[upstream.api_key] = f"upstream-key:{model}"
-        values[self.token] = "run-token"
+        if self.token:
+            values[self.token] = "run-token"
         return values
 
 
@@ -118,13 +143,18 @@ class Registry:
         with self._lock:
             return self._runs.get(uid)
 
+    def uids(self) -> list[str]:
+        with self._lock:
+            return list(self._runs)
+
     def authenticate(self, uid: str, authorization: str | None) -> RunRegistration | None:
         """The run if ``authorization`` is ``Bearer <its token>`` and it has not expired."""
         registration = self.get(uid)
-        presented = (authorization or "").removeprefix("Bearer ").strip().encode()
-        # Compare even for unknown runs so timing does not tell which runs exist.
-        expected = registration.token.encode() if registration else secrets.token_bytes(32)
-        matches = hmac.compare_digest(presented, expected)
+        presented = (authorization or "").removeprefix("Bearer ").strip()
+        # Digests have one length, and unknown runs are compared too, so timing tells
+        # neither the token's length nor which runs exist.
+        expected = registration.token_sha256 if registration else secrets.token_hex(32)
+        matches = hmac.compare_digest(token_digest(presented), expected)
         if registration is None or not matches or time.time() >= registration.expires_at:
             return None
         return registration

@@ -12,10 +12,13 @@ handed over.
 from __future__ import annotations
 
 import asyncio
+import collections
 import copy
+import hashlib
 import hmac
 import json
 import pathlib
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,11 +28,19 @@ import aiohttp
 from aiohttp import web
 
 from continue_orchestrator import errors, records
-from continue_orchestrator.gateway import _approvals, _conversation, _recorder, _registry
+from continue_orchestrator.gateway import (
+    _admin,
+    _approvals,
+    _conversation,
+    _metrics,
+    _recorder,
+    _registry,
+)
 
 Message = dict[str, Any]
 Entry = tuple[str, str, dict[str, Any]]
 _KEEPALIVE_SECONDS = 10.0
+_SEALED_KEPT = 4096
 
 
 class Decision(Protocol):
@@ -102,6 +113,14 @@ class _Verdict:
         ]
 
 
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def _valid_uid(uid: str) -> bool:
+    return _admin.UID.fullmatch(uid) is not None
+
+
 def _error(status: int, message: str, kind: str = "invalid_request_error") -> web.Response:
     return web.json_response({"error": {"message": message, "type": kind}}, status=status)
 
@@ -130,45 +149,86 @@ class Gateway:
         broker: _approvals.ApprovalBroker | None = None,
         admin_token: str | None = None,
         decide: ToolDecider = policy_decider,
+        shutdown_timeout: float = 30.0,
     ) -> None:
         self.registry = _registry.Registry()
         self.store = records.BlobStore(record_root)
         self.ledger = ledger
         self.broker: _approvals.ApprovalBroker = broker or _approvals.LocalApprovalBroker()
         self.admin_token = admin_token
+        self._admin_digest = _digest(admin_token) if admin_token is not None else None
         self.decide = decide
+        self.shutdown_timeout = shutdown_timeout
         self.base_url = ""
+        self.admin_url = ""
+        self.draining = False
+        self.instance = secrets.token_hex(8)
         self._runs: dict[str, _RunState] = {}
+        self._sealed: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
         self._client: aiohttp.ClientSession | None = None
-        self._runner: web.AppRunner | None = None
+        self._runners: list[web.AppRunner] = []
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    def app(self) -> web.Application:
+    def app(self, *, public: bool = True, admin: bool = True) -> web.Application:
+        """The routes: the agents' (``public``), the operator's and people's (``admin``)."""
         app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_post("/runs/{run}/v1/chat/completions", self._chat)
-        app.router.add_post("/runs/{run}/chat/completions", self._chat)
-        app.router.add_post("/runs/{run}/outcome", self._outcome)
-        app.router.add_get("/admin/runs/{run}/approvals", self._list_approvals)
-        app.router.add_post("/admin/runs/{run}/approvals/{call}", self._decide_approval)
+        if public:
+            app.router.add_post("/runs/{run}/v1/chat/completions", self._chat)
+            app.router.add_post("/runs/{run}/chat/completions", self._chat)
+            app.router.add_post("/runs/{run}/outcome", self._outcome)
+            app.on_startup.append(self._open_client)
+            app.on_cleanup.append(self._close_client)
+        if admin:
+            app.router.add_post("/admin/runs", self._register)
+            app.router.add_get("/admin/runs/{run}", self._status)
+            app.router.add_delete("/admin/runs/{run}", self._unregister)
+            app.router.add_get("/admin/runs/{run}/approvals", self._list_approvals)
+            app.router.add_post("/admin/runs/{run}/approvals/{call}", self._decide_approval)
         app.router.add_get("/healthz", self._health)
-        app.on_startup.append(self._open_client)
-        app.on_cleanup.append(self._close_client)
+        app.router.add_get("/readyz", self._ready)
         return app
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        """Listen; return the base URL (``http://host:port``)."""
-        self._runner = web.AppRunner(self.app(), access_log=None, handler_cancellation=True)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, host, port).start()
-        bound = self._runner.addresses[0]
-        self.base_url = f"http://{host}:{bound[1]}"
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 0, *, admin: tuple[str, int] | None = None
+    ) -> str:
+        """Listen; return the base URL (``http://host:port``).
+
+        With ``admin`` (host, port) the admin API listens there only, so a NetworkPolicy
+        can keep sandboxes, which reach the public port, away from it.
+        """
+        apps = [(self.app(admin=admin is None), host, port)]
+        if admin is not None:
+            apps.append((self.app(public=False), *admin))
+        urls = []
+        for app, bind, wanted in apps:
+            runner = web.AppRunner(
+                app,
+                access_log=None,
+                handler_cancellation=True,
+                shutdown_timeout=self.shutdown_timeout,
+            )
+            await runner.setup()
+            await web.TCPSite(runner, bind, wanted).start()
+            self._runners.append(runner)
+            shown = f"[{bind}]" if ":" in bind else bind
+            urls.append(f"http://{shown}:{runner.addresses[0][1]}")
+        self.base_url = urls[0]
+        self.admin_url = urls[-1]
         return self.base_url
 
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+    async def stop(self) -> dict[str, str]:
+        """Stop gracefully: refuse new connections, let requests in flight finish (up to
+        ``shutdown_timeout``), then write every pending record and seal each live run's
+        record as it stands. Returns run uid -> record digest of what was sealed."""
+        self.draining = True
+        runners, self._runners = self._runners, []
+        await asyncio.gather(*(runner.cleanup() for runner in runners))
+        sealed: dict[str, str] = {}
+        for uid, state in list(self._runs.items()):
+            await state.recorder.drain()
+            sealed[uid] = await asyncio.to_thread(state.recorder.record.seal)
+        return sealed
 
     async def _open_client(self, app: web.Application) -> None:
         self._client = aiohttp.ClientSession(
@@ -188,16 +248,22 @@ class Gateway:
         recorder = _recorder.RunRecorder(registration.uid, self.store, self.ledger, redactor)
         self._runs[registration.uid] = _RunState(registration, recorder)
         self.registry.add(registration)
+        _metrics.RUNS.set(len(self._runs))
         return self.api_base(registration.uid)
 
     async def unregister_run(self, uid: str) -> str | None:
         """Stop serving ``uid``; returns the sealed record's manifest digest."""
         self.registry.remove(uid)
         state = self._runs.pop(uid, None)
+        _metrics.RUNS.set(len(self._runs))
         if state is None:
             return None
         await state.recorder.drain()
-        return await asyncio.to_thread(state.recorder.record.seal)
+        digest = await asyncio.to_thread(state.recorder.record.seal)
+        self._sealed[uid] = {"recordDigest": digest, "outcome": state.outcome}
+        while len(self._sealed) > _SEALED_KEPT:
+            self._sealed.popitem(last=False)
+        return digest
 
     def api_base(self, uid: str) -> str:
         return f"{self.base_url}/runs/{uid}/v1"
@@ -217,7 +283,12 @@ class Gateway:
     # -- handlers ----------------------------------------------------------------------
 
     async def _health(self, request: web.Request) -> web.Response:
-        return web.json_response({"ok": True})
+        return web.json_response({"ok": True, "instance": self.instance})
+
+    async def _ready(self, request: web.Request) -> web.Response:
+        if self.draining:
+            return web.json_response({"ready": False, "reason": "shutting down"}, status=503)
+        return web.json_response({"ready": True, "runs": len(self._runs)})
 
     def _authenticate(self, request: web.Request) -> _RunState | None:
         uid = request.match_info["run"]
@@ -225,8 +296,21 @@ class Gateway:
         return self._runs.get(uid) if registration else None
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
+        _metrics.IN_FLIGHT.inc()
+        try:
+            response = await self._serve_chat(request)
+        finally:
+            _metrics.IN_FLIGHT.dec()
+        _metrics.MODEL_CALLS.labels(
+            "true" if response.content_type == "text/event-stream" else "false",
+            str(response.status),
+        ).inc()
+        return response
+
+    async def _serve_chat(self, request: web.Request) -> web.StreamResponse:
         state = self._authenticate(request)
         if state is None:
+            _metrics.REFUSED.labels("authentication").inc()
             return _error(401, "invalid or expired run token", "authentication_error")
         raw = await request.read()
         try:
@@ -245,6 +329,7 @@ class Gateway:
                 f"known: {sorted(registration.models)}",
             )
         if not registration.egress_allowed(upstream):
+            _metrics.REFUSED.labels("egress").inc()
             await state.recorder.ledger_entries(
                 [
                     (
@@ -328,9 +413,106 @@ class Gateway:
         if self.admin_token is None:
             return _error(404, "the admin API is disabled (no admin token)", "not_found")
         presented = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(presented.encode(), self.admin_token.encode()):
+        # Equal-length digests: the comparison's time says nothing about the token.
+        if not hmac.compare_digest(_digest(presented), self._admin_digest or b""):
             return _error(401, "invalid admin token", "authentication_error")
         return None
+
+    async def _register(self, request: web.Request) -> web.Response:
+        refused = self._admin(request)
+        if refused is not None:
+            return refused
+        if self.draining:
+            return _error(503, "the gateway is shutting down; register with its successor")
+        try:
+            body = await request.json()
+        except ValueError:
+            return _error(400, f"{_admin.WHERE}: the body is not JSON")
+        try:
+            registration = await asyncio.to_thread(_admin.registration, body)
+        except errors.GatewayError as error:
+            _metrics.REGISTRATIONS.labels("refused").inc()
+            return _error(400, error.message)
+        current = self._runs.get(registration.uid)
+        if current is not None:
+            old = current.registration
+            if (old.token_sha256, old.policy_digest) != (
+                registration.token_sha256,
+                registration.policy_digest,
+            ):
+                _metrics.REGISTRATIONS.labels("conflict").inc()
+                return _error(
+                    409,
+                    f"run {registration.uid} is registered with a different token or policy; "
+                    "a run's token and policy never change (DELETE it first if it is a new run)",
+                    "conflict",
+                )
+            # The same run again (an operator resuming): keep its state and record.
+            current.registration = registration
+            current.recorder.redact = _recorder.Redactor(registration.redactions())
+            self.registry.add(registration)
+            created = False
+        else:
+            self.register_run(registration)
+            created = True
+        _metrics.REGISTRATIONS.labels("created" if created else "repeated").inc()
+        return web.json_response(
+            {
+                "uid": registration.uid,
+                "created": created,
+                "apiBase": self.api_base(registration.uid),
+                "policyDigest": registration.policy_digest,
+                "expiresAt": registration.expires_at,
+            },
+            status=201 if created else 200,
+        )
+
+    async def _status(self, request: web.Request) -> web.Response:
+        refused = self._admin(request)
+        if refused is not None:
+            return refused
+        uid = request.match_info["run"]
+        state = self._runs.get(uid)
+        if state is None:
+            sealed = self._sealed.get(uid) or await asyncio.to_thread(self._sealed_on_disk, uid)
+            if sealed is None:
+                return _error(404, f"run {uid} is not registered here", "not_found")
+            return web.json_response({"uid": uid, "registered": False, **sealed})
+        registration = state.registration
+        await state.recorder.drain()  # so ``steps`` counts every exchange answered so far
+        return web.json_response(
+            {
+                "uid": uid,
+                "registered": True,
+                "name": registration.name,
+                "namespace": registration.namespace,
+                "policyDigest": registration.policy_digest,
+                "expiresAt": registration.expires_at,
+                "expired": time.time() >= registration.expires_at,
+                "models": sorted(registration.models),
+                "steps": len(state.recorder.record.exchanges),
+                "pendingApprovals": len(self.pending_approvals(uid)),
+                "outcome": state.outcome,
+            }
+        )
+
+    def _sealed_on_disk(self, uid: str) -> dict[str, Any] | None:
+        manifest = self.store.root / "runs" / uid / "manifest"
+        if not _valid_uid(uid) or not manifest.is_file():
+            return None
+        return {"recordDigest": manifest.read_text(encoding="utf-8").strip(), "outcome": None}
+
+    async def _unregister(self, request: web.Request) -> web.Response:
+        refused = self._admin(request)
+        if refused is not None:
+            return refused
+        uid = request.match_info["run"]
+        state = self._runs.get(uid)
+        if state is None:
+            return _error(404, f"run {uid} is not registered here", "not_found")
+        outcome = state.outcome
+        digest = await self.unregister_run(uid)
+        return web.json_response({"uid": uid, "recordDigest": digest, "outcome": outcome})
 
     async def _list_approvals(self, request: web.Request) -> web.Response:
         refused = self._admin(request)
@@ -405,6 +587,7 @@ class Gateway:
                 record["approval"] = approval_entries[-1][2]
                 entries.extend(approval_entries)
             verdict.decisions.append(record)
+            _metrics.DECISIONS.labels(effect).inc()
             if effect == "Allow":
                 verdict.allowed.append(dict(call))
                 state.delivered[call_id] = tool

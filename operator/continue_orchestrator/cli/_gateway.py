@@ -1,0 +1,165 @@
+"""``orchestrator gateway``: run the gateway on its own, as its cluster Deployment does.
+
+Runs arrive over the admin API (``POST /admin/runs``, from the operator's
+``gateway.BlockingClient``). On SIGTERM or SIGINT the gateway stops accepting
+connections, lets calls in flight finish for up to ``--grace-seconds``, writes every
+pending record, seals each live run's record as it stands, and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import pathlib
+import signal
+import sys
+
+from continue_orchestrator import errors, gateway, ledger
+from continue_orchestrator.gateway import _metrics
+
+log = logging.getLogger("continue_orchestrator.gateway")
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    env = os.environ.get
+    parser = subparsers.add_parser(
+        "gateway",
+        help="run the model gateway standalone (runs are registered over its admin API)",
+        description="Serve the policy-gated, recorded model endpoint for sandboxed agents. "
+        "Every flag can also come from the environment variable named in its help.",
+    )
+    parser.add_argument(
+        "--listen",
+        default=env("ORCHESTRATOR_GATEWAY_LISTEN", "0.0.0.0:8080"),
+        help="HOST:PORT for agents ($ORCHESTRATOR_GATEWAY_LISTEN, default 0.0.0.0:8080)",
+    )
+    parser.add_argument(
+        "--admin-listen",
+        default=env("ORCHESTRATOR_GATEWAY_ADMIN_LISTEN", ""),
+        help="HOST:PORT for the admin API alone, so sandboxes cannot even reach it "
+        "($ORCHESTRATOR_GATEWAY_ADMIN_LISTEN; default: on --listen)",
+    )
+    parser.add_argument(
+        "--record-root",
+        type=pathlib.Path,
+        default=env("ORCHESTRATOR_RECORD_ROOT", ""),
+        help="record store directory ($ORCHESTRATOR_RECORD_ROOT)",
+    )
+    parser.add_argument(
+        "--ledger",
+        default=env("ORCHESTRATOR_LEDGER", ""),
+        help="ledger URL: sqlite:///path.db or postgresql://... ($ORCHESTRATOR_LEDGER)",
+    )
+    parser.add_argument(
+        "--admin-token-file",
+        type=pathlib.Path,
+        default=env("ORCHESTRATOR_ADMIN_TOKEN_FILE", ""),
+        help="file holding the admin token ($ORCHESTRATOR_ADMIN_TOKEN_FILE; "
+        "or the token itself in $ORCHESTRATOR_ADMIN_TOKEN)",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(env("ORCHESTRATOR_METRICS_PORT", "0")) or None,
+        help="serve Prometheus /metrics on this port ($ORCHESTRATOR_METRICS_PORT)",
+    )
+    parser.add_argument(
+        "--grace-seconds",
+        type=float,
+        default=float(env("ORCHESTRATOR_GATEWAY_GRACE_SECONDS", "25")),
+        help="on SIGTERM, how long calls in flight may take to finish (default 25; keep it "
+        "below the pod's terminationGracePeriodSeconds)",
+    )
+    parser.add_argument("--verbose", action="store_true")
+    parser.set_defaults(handler=run)
+
+
+def _address(text: str, flag: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise errors.GatewayError(
+            f"{text!r} is not HOST:PORT",
+            where=f"orchestrator gateway {flag}",
+            fix="e.g. 0.0.0.0:8080",
+        )
+    return host.strip("[]"), int(port)
+
+
+def _admin_token(path: pathlib.Path | str) -> str:
+    if str(path):
+        where = f"orchestrator gateway --admin-token-file {path}"
+        try:
+            token = pathlib.Path(path).read_text(encoding="utf-8").strip()
+        except OSError as error:
+            raise errors.GatewayError(
+                f"cannot read the admin token: {error.strerror}",
+                where=where,
+                fix="mount the admin token Secret there",
+            ) from None
+    else:
+        where = "orchestrator gateway"
+        token = os.environ.get("ORCHESTRATOR_ADMIN_TOKEN", "").strip()
+    if len(token) < 32:
+        raise errors.GatewayError(
+            "the admin token is missing or shorter than 32 characters",
+            where=where,
+            fix="pass --admin-token-file with e.g. `openssl rand -hex 32` in it",
+        )
+    return token
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    listen = _address(args.listen, "--listen")
+    admin = _address(args.admin_listen, "--admin-listen") if args.admin_listen else None
+    if not str(args.record_root):
+        raise errors.GatewayError(
+            "no record store", where="orchestrator gateway", fix="pass --record-root DIR"
+        )
+    if not args.ledger:
+        raise errors.GatewayError(
+            "no ledger: decisions must be committed somewhere before an agent acts on them",
+            where="orchestrator gateway",
+            fix="pass --ledger sqlite:///path.db or postgresql://...",
+        )
+    token = _admin_token(args.admin_token_file)
+    book = ledger.open(args.ledger)
+    try:
+        return asyncio.run(_serve(args, listen, admin, token, book))
+    finally:
+        book.close()
+
+
+async def _serve(
+    args: argparse.Namespace,
+    listen: tuple[str, int],
+    admin: tuple[str, int] | None,
+    token: str,
+    book: ledger.Ledger,
+) -> int:
+    server = gateway.Gateway(
+        record_root=str(args.record_root),
+        ledger=book,
+        admin_token=token,
+        shutdown_timeout=args.grace_seconds,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(number, stop.set)
+    await server.start(*listen, admin=admin)
+    if args.metrics_port:
+        _metrics.serve(args.metrics_port)
+    print(f"gateway serving agents at {server.base_url}, admin at {server.admin_url}", flush=True)
+    await stop.wait()
+    log.info("stopping: finishing calls in flight (up to %gs)", args.grace_seconds)
+    sealed = await server.stop()
+    for uid, digest in sorted(sealed.items()):
+        log.info("sealed the record of live run %s as %s", uid, digest)
+    print(f"gateway stopped; sealed {len(sealed)} live run record(s)", file=sys.stderr, flush=True)
+    return 0
