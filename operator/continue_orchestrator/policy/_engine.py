@@ -35,11 +35,14 @@ class _Rule:
     __slots__ = (
         "arguments",
         "branches",
+        "command_sources",
         "commands",
         "effect",
         "hosts",
         "index",
         "name",
+        "only",
+        "path_sources",
         "paths",
         "qualified",
         "reason",
@@ -122,6 +125,14 @@ class _Rule:
                     where=f"{where}.when",
                     fix="see docs/policy.md for the request fields CEL can read",
                 ) from None
+        self.path_sources = tuple(rule.paths)
+        self.command_sources = tuple(rule.commands)
+        others = bool(
+            self.arguments or self.repositories or self.branches or self.secrets or self.hosts
+        ) or self.when is not None
+        self.only: str | None = None
+        if not others and bool(rule.paths) != bool(rule.commands):
+            self.only = "paths" if rule.paths else "commands"
         self.selective = bool(
             self.arguments
             or self.paths
@@ -236,6 +247,51 @@ def cel_data(request: _request.Request, path: str | None) -> dict[str, Any]:
     }
 
 
+class _Group:
+    """Consecutive rules that select on paths only (or commands only), as one regex.
+
+    Each rule's globs form one capturing alternative, in rule order; ``fullmatch``
+    backtracks through alternatives left to right, so the first group that matched is
+    the first rule that matches, exactly as if the rules were tried one by one.
+    """
+
+    __slots__ = ("on_path", "pattern", "rules")
+
+    def __init__(self, rules: list[_Rule]) -> None:
+        self.rules = tuple(rules)
+        self.on_path = rules[0].only == "paths"
+        segments = self.on_path
+        alternatives = []
+        for rule in rules:
+            sources = rule.path_sources if segments else rule.command_sources
+            translate = _glob.translate_segments if segments else _glob.translate_text
+            alternatives.append("(" + "|".join(f"(?:{translate(g)})" for g in sources) + ")")
+        self.pattern = re.compile("|".join(alternatives), re.DOTALL)
+
+
+_Step = _Rule | _Group
+
+
+def _steps(rules: tuple[_Rule, ...]) -> tuple[_Step, ...]:
+    steps: list[_Step] = []
+    run: list[_Rule] = []
+    for rule in (*rules, None):
+        if rule is not None and rule.only is not None and (not run or run[0].only == rule.only):
+            run.append(rule)
+            continue
+        if len(run) > 1:
+            steps.append(_Group(run))
+        else:
+            steps.extend(run)
+        run = []
+        if rule is not None:
+            if rule.only is not None:
+                run.append(rule)
+            else:
+                steps.append(rule)
+    return tuple(steps)
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Outcome:
     """What one policy alone decided."""
@@ -290,6 +346,7 @@ class CompiledPolicy:
             for action in api.Action
         }
         self._cache: dict[tuple[api.Action, str | None], tuple[_Rule, ...]] = {}
+        self._steps: dict[tuple[api.Action, str | None], tuple[tuple[_Step, ...], int]] = {}
 
     def candidates(self, action: api.Action, tool_key: str | None) -> tuple[_Rule, ...]:
         """Rules, in order, that apply to ``action`` and whose tool globs match ``tool_key``."""
@@ -313,6 +370,17 @@ class CompiledPolicy:
                 self._cache[key] = found
         return found
 
+    def steps(self, action: api.Action, tool_key: str | None) -> tuple[tuple[_Step, ...], int]:
+        """``candidates`` with runs of single-selector rules grouped, and their count."""
+        key = (action, tool_key)
+        found = self._steps.get(key)
+        if found is None:
+            rules = self.candidates(action, tool_key)
+            found = (_steps(rules), len(rules))
+            if len(self._steps) < _CACHE_LIMIT:
+                self._steps[key] = found
+        return found
+
     def decide(self, request: _request.Request, path: str | None, bound: _Bound) -> Outcome:
         action = request.action
         if action is api.Action.SECRET_READ and self.allowed_secrets is not None and (
@@ -329,24 +397,34 @@ class CompiledPolicy:
                 self.label, _DENY, None,
                 f"{_host_port(request)} is not in spec.allowedEgress of {self.label}", 0,
             )
-        rules = self.candidates(action, request.tool_key)
-        for rule in rules:
-            try:
-                matched = rule.matches(request, path, bound)
-            except _cel.EvaluationError as error:
-                return Outcome(
-                    self.label, _DENY, rule.qualified,
-                    f"rule {rule.qualified}: when condition failed, so the request is denied: "
-                    f"{error}",
-                    len(rules),
-                )
-            if matched:
-                reason = rule.reason or f"rule {rule.qualified} matched"
-                return Outcome(self.label, rule.effect, rule.qualified, reason, len(rules))
+        steps, considered = self.steps(action, request.tool_key)
+        for step in steps:
+            if step.__class__ is _Group:
+                assert isinstance(step, _Group)
+                value = path if step.on_path else request.command
+                found = None if value is None else step.pattern.fullmatch(value)
+                if found is None:
+                    continue
+                rule = step.rules[(found.lastindex or 1) - 1]
+            else:
+                assert isinstance(step, _Rule)
+                rule = step
+                try:
+                    if not rule.matches(request, path, bound):
+                        continue
+                except _cel.EvaluationError as error:
+                    return Outcome(
+                        self.label, _DENY, rule.qualified,
+                        f"rule {rule.qualified}: when condition failed, so the request is "
+                        f"denied: {error}",
+                        considered,
+                    )
+            reason = rule.reason or f"rule {rule.qualified} matched"
+            return Outcome(self.label, rule.effect, rule.qualified, reason, considered)
         return Outcome(
             self.label, self.default_effect, None,
             f"no rule of {self.label} matched; its default effect is {self.default_effect.value}",
-            len(rules),
+            considered,
             by_default=True,
         )
 

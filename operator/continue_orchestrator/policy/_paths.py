@@ -10,6 +10,11 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
+
+# Already normal: relative, no empty, '.' or '..' segment, no '~' start, nothing odd.
+_SEGMENT = r"(?!\.\.?(?:/|$))[^/\x00-\x1f\x7f\\]+"
+_CLEAN = re.compile(rf"(?!~){_SEGMENT}(?:/{_SEGMENT})*")
 
 ROOT = "."
 """The normalised form of the workspace root itself."""
@@ -39,6 +44,8 @@ def normalise(path: str, *, root: str) -> str:
     The result has no ``.``, ``..``, empty or trailing segments; the root itself is
     ``"."``. Raises ``PathRejectedError`` for anything outside the root or malformed.
     """
+    if _CLEAN.fullmatch(path):
+        return path
     _check_characters(path)
     if path.startswith("/"):
         clean_root = root.rstrip("/") or "/"
