@@ -33,7 +33,9 @@ class AsyncLedger:
         self._queue.append((prepared, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
-        return await asyncio.shield(future)
+        # A caller cancelled after queueing still gets its entry committed: a ledger
+        # records what was attempted, and a commit cannot be taken back.
+        return await future
 
     async def append_many(
         self, items: list[_entry.Append | tuple[str, _entry.Kind | str, str, dict[str, Any]]]
