@@ -27,7 +27,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     commands = parser.add_subparsers(dest="ledger_command", metavar="SUBCOMMAND", required=True)
 
-    show = commands.add_parser("show", help="print entries (redacted payloads show as <redacted>, null with --json)")
+    show = commands.add_parser(
+        "show", help="print entries (redacted payloads show as <redacted>, null with --json)"
+    )
     show.add_argument("url", metavar="URL")
     show.add_argument("--run", metavar="UID", help="only entries of this run")
     show.add_argument("--start", type=int, default=0, metavar="N", help="first sequence")
