@@ -1,0 +1,133 @@
+"""``orchestrator policy test|explain|permissions`` and ``validate`` compiling policies."""
+
+from __future__ import annotations
+
+import pathlib
+import textwrap
+
+import pytest
+
+from continue_orchestrator import cli
+
+POLICY = textwrap.dedent(
+    """\
+    apiVersion: orchestrator.continue.dev/v1alpha1
+    kind: ClusterRunPolicy
+    metadata: {name: floor}
+    spec:
+      defaultEffect: Allow
+      rules:
+        - {name: no-main, actions: [branch.push], branches: [main], effect: Deny,
+           reason: not main}
+    ---
+    apiVersion: orchestrator.continue.dev/v1alpha1
+    kind: RunPolicy
+    metadata: {name: team, namespace: a}
+    spec:
+      rules:
+        - {name: tools, actions: [tool.call], tools: [Bash, Read], effect: Allow}
+        - {name: git, actions: [shell.exec], commands: ["git push*"], effect: Allow}
+        - {name: push, actions: [branch.push], effect: Allow}
+        - {name: read, actions: [file.read], paths: ["src/**"], effect: Allow}
+    """
+)
+
+
+@pytest.fixture
+def policy_file(tmp_path: pathlib.Path) -> pathlib.Path:
+    path = tmp_path / "policy.yaml"
+    path.write_text(POLICY)
+    return path
+
+
+def write(tmp_path: pathlib.Path, name: str, text: str) -> pathlib.Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_policy_test_passes_and_fails_with_a_table(
+    policy_file: pathlib.Path, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cases = write(tmp_path, "cases.yaml", """\
+        run: {namespace: a, branch: agent/x}
+        cases:
+          - name: push own branch
+            toolCall: {name: Bash, arguments: {command: git push}}
+            expect: Allow
+          - name: push main
+            toolCall: {name: Bash, arguments: {command: git push origin main}}
+            expect: Deny
+            expectRule: floor/no-main
+          - name: read src
+            request: {action: file.read, path: src/a}
+            expect: Allow
+        """)
+    assert cli.main(["policy", "test", str(policy_file), str(cases)]) == 0
+    out = capsys.readouterr().out
+    assert "3 passed, 0 failed" in out
+    assert "floor/no-main" in out
+
+    wrong = write(tmp_path, "wrong.yaml", """\
+        cases:
+          - name: read docs
+            request: {action: file.read, path: docs/a}
+            expect: Allow
+          - name: read src but wrong rule
+            request: {action: file.read, path: src/a}
+            expect: Allow
+            expectRule: team/nope
+        """)
+    assert cli.main(["policy", "test", str(policy_file), str(wrong)]) == 1
+    out = capsys.readouterr().out
+    assert out.count("FAIL") == 2
+    assert "0 passed, 2 failed" in out
+
+
+def test_policy_test_rejects_a_misspelt_case(
+    policy_file: pathlib.Path, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cases = write(tmp_path, "cases.yaml", """\
+        cases:
+          - name: typo
+            request: {action: file.read, pth: src/a}
+            expect: Allow
+        """)
+    assert cli.main(["policy", "test", str(policy_file), str(cases)]) == 1
+    err = capsys.readouterr().err
+    assert "cases.yaml" in err and "cases[0].request.pth" in err
+
+
+def test_explain_names_the_rule_and_every_policy(
+    policy_file: pathlib.Path, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    request = write(tmp_path, "request.yaml", """\
+        run: {namespace: a}
+        toolCall: {name: Bash, arguments: {command: "cd src && git push origin main"}}
+        """)
+    assert cli.main(["policy", "explain", str(policy_file), str(request)]) == 0
+    out = capsys.readouterr().out
+    assert "effect:  Deny" in out
+    assert "rule:    floor/no-main" in out
+    assert "reason:  not main" in out
+    assert "branch.push Bash command='git push origin main' branch='main'" in out
+    assert "RunPolicy a/team: Allow by team/push" in out
+    assert "RunPolicy a/team: Deny by default" in out  # 'cd src' is not allowed
+
+
+def test_permissions_prints_continue_permissions(
+    policy_file: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["policy", "permissions", str(policy_file)]) == 0
+    out = capsys.readouterr().out
+    assert "exclude:\n- Write" in out
+
+
+def test_validate_compiles_cel(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = write(tmp_path, "bad.yaml", POLICY.replace(
+        "effect: Deny,", 'effect: Deny, when: "request.branch ==",'))
+    assert cli.main(["validate", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "bad.yaml" in err
+    assert "ClusterRunPolicy floor: spec.rules[0] (no-main).when" in err
+    assert "column 18" in err
