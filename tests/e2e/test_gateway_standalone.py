@@ -37,12 +37,9 @@ def _snapshot() -> tuple[list[dict[str, Any]], str]:
     )
 
 
-@contextlib.asynccontextmanager
-async def _gateway_process(
-    work: pathlib.Path, grace: float = 20
-) -> AsyncIterator[tuple[subprocess.Popen[bytes], str, str]]:
+def _spawn(work: pathlib.Path, grace: float) -> subprocess.Popen[bytes]:
     (work / "admin-token").write_text(ADMIN + "\n")
-    process = subprocess.Popen(
+    return subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -66,6 +63,21 @@ async def _gateway_process(
         stderr=subprocess.PIPE,
         env={k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR_")},
     )
+
+
+def _files_holding(root: pathlib.Path, value: str) -> list[pathlib.Path]:
+    return [
+        path
+        for path in root.rglob("*")
+        if path.is_file() and path.name != "admin-token" and value.encode() in path.read_bytes()
+    ]
+
+
+@contextlib.asynccontextmanager
+async def _gateway_process(
+    work: pathlib.Path, grace: float = 20
+) -> AsyncIterator[tuple[subprocess.Popen[bytes], str, str]]:
+    process = await asyncio.to_thread(_spawn, work, grace)
     try:
         assert process.stdout is not None
         line = (await asyncio.wait_for(asyncio.to_thread(process.stdout.readline), 60)).decode()
@@ -166,9 +178,7 @@ def test_standalone_gateway_registers_serves_and_seals(tmp_path: pathlib.Path) -
             kinds = [e.kind for e in book.entries(run_uid="run-standalone")]
             ledger.verify(book).raise_for_problems()
         assert kinds[:2] == ["policy.decision", "tool.call"]
-        for path in tmp_path.rglob("*"):
-            if path.is_file() and path.name != "admin-token":
-                assert UPSTREAM_KEY.encode() not in path.read_bytes(), path
+        assert await asyncio.to_thread(_files_holding, tmp_path, UPSTREAM_KEY) == []
 
     asyncio.run(main())
 
@@ -187,14 +197,16 @@ def test_sigterm_finishes_the_call_in_flight_then_seals_and_exits(tmp_path: path
                     call = asyncio.ensure_future(
                         _stream(session, answer["apiBase"] + "/chat/completions", "slowly")
                     )
+                    deadline = time.monotonic() + 30
                     while not model.requests:  # the call has reached upstream
+                        assert time.monotonic() < deadline, _stderr(process)
                         await asyncio.sleep(0.02)
                     process.send_signal(signal.SIGTERM)
                     await asyncio.sleep(0.3)
                     # No new calls are taken while the old one finishes...
                     async with aiohttp.ClientSession() as fresh:
                         try:
-                            async with fresh.get(agents + "/healthz") as response:
+                            async with fresh.get(agents + "/healthz"):
                                 refused = False
                         except aiohttp.ClientConnectionError:
                             refused = True
