@@ -47,7 +47,7 @@ attest-tools:
 	@hack/build-cosign.sh >/dev/null
 	@hack/install-sigstore-js.sh >/dev/null
 
-test: lint sandbox-deps cn attest-tools
+test: lint test-deps sandbox-deps cn attest-tools
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 crds: venv
