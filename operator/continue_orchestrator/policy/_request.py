@@ -71,7 +71,10 @@ class Request:
         """The name tool globs match: ``SERVER/TOOL`` for MCP tools with a known server."""
         if self.tool is None:
             return None
-        return f"{self.mcp_server}/{self.tool}" if self.mcp_server else self.tool
+        if self.mcp_server:
+            return f"{self.mcp_server}/{self.tool}"
+        # A bare name with a slash must not pose as SERVER/TOOL.
+        return f"/{self.tool}" if "/" in self.tool else self.tool
 
     def describe(self) -> str:
         """A short human form, for reasons and tables."""

@@ -33,6 +33,9 @@ _RESERVED_PREFIX = frozenset(
 )
 _ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
 _SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "ash", "busybox"})
+_GIT_OPTIONS_WITH_VALUE = frozenset(
+    {"-C", "-c", "--git-dir", "--work-tree", "--namespace", "--config-env", "--super-prefix"}
+)
 _SUBSTITUTION = "command substitution cannot be checked before it runs"
 _OPERATORS = ("&>>", "&&", "||", ";;", "|&", "&>", ">>", ">|", ">&", "<&", "<>", "<<")
 
@@ -83,11 +86,15 @@ def _tokenise(line: str) -> list[_Token]:
     i = 0
     n = len(line)
 
+    brace = False
+
     def flush() -> None:
-        nonlocal word, started, dynamic
+        nonlocal word, started, dynamic, brace
         if started:
-            tokens.append(_Word("".join(word), dynamic))
-        word, started, dynamic = [], False, False
+            text = "".join(word)
+            expands = brace and ("," in text or ".." in text)
+            tokens.append(_Word(text, dynamic or expands))
+        word, started, dynamic, brace = [], False, False, False
 
     while i < n:
         char = line[i]
@@ -155,6 +162,10 @@ def _tokenise(line: str) -> list[_Token]:
             tokens.append(operator)
             i += len(operator)
             continue
+        if char in "*?[" or (char == "~" and not started):
+            dynamic = True  # expanded by the shell: pathname or home expansion
+        elif char == "{":
+            brace = True
         word.append(char)
         started = True
         i += 1
@@ -186,6 +197,13 @@ def _unwrap(argv: list[str]) -> list[list[str]] | str | None:
                     raise ShellRejectedError(f"{program} -c without a command")
                 return args[index + 1]
         return [args] if args else None
+    if program == "git":
+        rest = list(args)
+        while rest and rest[0].startswith("-"):
+            option = rest.pop(0)
+            if option in _GIT_OPTIONS_WITH_VALUE and rest:
+                rest.pop(0)
+        return [[argv[0], *rest]] if len(rest) != len(args) and rest else None
     if program == "eval":
         return " ".join(args)
     if program == "env":
@@ -264,7 +282,7 @@ def _split(line: str, depth: int) -> CommandLine:
         first = next((w for w in words if not _ASSIGNMENT.match(w.text)), None)
         if first is not None and first.dynamic:
             raise ShellRejectedError(
-                f"the program {first.text!r} is computed at run time and cannot be checked"
+                f"the program {first.text!r} is expanded at run time and cannot be checked"
             )
         commands.extend(_views([w.text for w in words], depth))
 
@@ -285,7 +303,7 @@ def _split(line: str, depth: int) -> CommandLine:
                 continue
             if target.dynamic:
                 raise ShellRejectedError(
-                    f"redirection target {target.text!r} is computed at run time"
+                    f"redirection target {target.text!r} is expanded at run time"
                 )
             if target.text not in _HARMLESS_TARGETS:
                 redirects.append(Redirect(target.text, write=token not in _READS))
@@ -323,7 +341,7 @@ def pushed_branches(argv: tuple[str, ...]) -> list[str | None] | None:
     rest = list(argv[1:])
     while rest and rest[0].startswith("-"):
         option = rest.pop(0)
-        if option in ("-C", "-c", "--git-dir", "--work-tree", "--namespace") and rest:
+        if option in _GIT_OPTIONS_WITH_VALUE and rest:
             rest.pop(0)
     if not rest or rest[0] != "push":
         return None
@@ -350,7 +368,7 @@ def pushed_branches(argv: tuple[str, ...]) -> list[str | None] | None:
         destination = refspec.lstrip("+").split(":")[-1].removeprefix("refs/heads/")
         if destination in ("HEAD", "@"):
             branches.append(CURRENT_BRANCH)
-        elif not destination or any(c in destination for c in "*$"):
+        elif not destination or any(c in destination for c in "*?[{$~"):
             branches.append(UNKNOWN_BRANCH)
         else:
             branches.append(destination)

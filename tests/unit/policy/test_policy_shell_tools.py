@@ -64,9 +64,13 @@ def test_views_peel_assignments_paths_and_wrappers() -> None:
         ('echo "$(git push)"', "substitution"),
         ("diff <(ls) x", "process substitution"),
         ("cat <<EOF\nx\nEOF", "here-documents"),
-        ("$CMD push", "computed"),
-        ("${GIT} push", "computed"),
-        ("echo x > $TARGET", "computed"),
+        ("$CMD push", "expanded"),
+        ("${GIT} push", "expanded"),
+        ("{git,push} origin main", "expanded"),
+        ("/usr/bin/gi? push", "expanded"),
+        ("~/bin/git push", "expanded"),
+        ("echo x > $TARGET", "expanded"),
+        ("echo x > ~/.bashrc", "expanded"),
         ("echo 'unclosed", "unclosed"),
         ("echo x >", "without a target"),
         ("sh -c", "without a command"),
@@ -116,6 +120,9 @@ def test_built_in_tools_imply_their_actions() -> None:
     ]
     pushes = policy.requests_for("Bash", {"command": "git push origin HEAD"}, run=RUN)
     assert pushes[-1].branch == "agent/r"
+    # Brace expansion pushes to branches no glob can see: unknown.
+    pushes = policy.requests_for("Bash", {"command": "git push origin {main,x}"}, run=RUN)
+    assert pushes[-1].branch is None and pushes[-1].branch_unknown
 
 
 @pytest.mark.parametrize(
@@ -183,6 +190,8 @@ def _ci_policy() -> policy.PolicySet:
         "echo hi > .git/hooks/pre-push",
         "cat x >> src/../.git/config",
         "echo $(id)",
+        "git -C . push origin x",
+        "git --no-pager -c user.name=x push",
     ],
 )
 def test_attacker_cannot_dress_up_a_denied_command(line: str) -> None:
@@ -217,6 +226,8 @@ def test_mcp_tools_match_server_slash_tool() -> None:
     assert effect("delete_repo", "github", "acme/api") is api.Effect.DENY
     assert effect("get_issue", None, "acme/api") is api.Effect.DENY
     assert effect("get_issue", "gitlab", "acme/api") is api.Effect.DENY
+    # A model naming a tool with a slash cannot pose as a server's tool.
+    assert effect("github/get_issue", None, "acme/api") is api.Effect.DENY
 
 
 def test_permissions_yaml_excludes_only_what_is_denied_outright() -> None:
