@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from continue_orchestrator import attest, errors, gateway, ledger, records
+from continue_orchestrator import attest, errors, ledger, records
 from continue_orchestrator.local import _digests, _inputs, _run
 
 Say = Callable[[str], None]
@@ -136,9 +136,7 @@ def replay(
         )  # fmt: skip
         report.replay = uid
         return _finish(report, state, url, uid, actor)
-    model = records.ReplayModel.from_record(
-        original, redact=gateway.Redactor({v: n for n, v in inputs.secrets.items() if v})
-    )
+    model = records.replay_model(store, digest, secrets=inputs.secrets)
     run_options = dataclasses.replace(
         options, uid=uid, model=model, replay_of=original_ref, model_script=None
     )

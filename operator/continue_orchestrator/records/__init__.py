@@ -23,6 +23,7 @@ from continue_orchestrator.records._replay import (
     normalise,
     record_by_digest,
     recorded_turns,
+    replay_model,
     request_digest,
     working_directory,
 )
@@ -57,6 +58,7 @@ __all__ = [
     "normalised_request_hash",
     "record_by_digest",
     "recorded_turns",
+    "replay_model",
     "request_digest",
     "summarise",
     "working_directory",

@@ -510,3 +510,20 @@ async def _stop(request: web.Request, body: Mapping[str, Any], text: str) -> web
     await response.write(b"data: [DONE]\n\n")
     await response.write_eof()
     return response
+
+
+def replay_model(
+    store: _blobs.BlobStore, record_digest: str, *, secrets: Mapping[str, str] | None = None
+) -> ReplayModel:
+    """The upstream for a run with ``spec.replayOf``: the sealed record ``record_digest``
+    played back, redacting ``secrets`` (Continue name -> value) as the gateway did.
+
+    Start it (``await model.start()`` gives the ``apiBase``), register that as the run's
+    upstream for every model of its config, let the run go; then ``model.finish()`` and
+    ``build_replay_report`` say whether it matched. See docs/replay.md.
+    """
+    from continue_orchestrator import gateway  # the gateway's own redaction, exactly
+
+    record = record_by_digest(store, record_digest)
+    redactor = gateway.Redactor({value: name for name, value in (secrets or {}).items() if value})
+    return ReplayModel.from_record(record, redact=redactor)

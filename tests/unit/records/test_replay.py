@@ -290,3 +290,22 @@ def test_report_is_identical_only_when_everything_matched(tmp_path: pathlib.Path
     )  # fmt: skip
     assert not report.identical and report.cause == "environment"
     assert "workspace diff differs" in report.to_json()["divergence"]["what"]
+
+
+def test_replay_model_for_a_digest_redacts_escaped_secrets_like_the_gateway(
+    tmp_path: pathlib.Path,
+) -> None:
+    record = _record(tmp_path, [request(result="key [REDACTED:API_TOKEN]")])
+    model = records.replay_model(
+        record.store, record.seal(), secrets={"API_TOKEN": 'hun"ter2\n', "EMPTY": ""}
+    )
+
+    async def scenario() -> tuple[int, bytes]:
+        base = await model.start()
+        try:
+            return await _post(base, request(result='key hun"ter2\n'))
+        finally:
+            await model.stop()
+
+    assert asyncio.run(scenario())[0] == 200
+    assert model.finish() is None
