@@ -118,6 +118,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=env("ORCHESTRATOR_BUILDER_ID", "https://orchestrator.continue.dev/operator"),
         help="URI naming this operator instance in attestations ($ORCHESTRATOR_BUILDER_ID)",
     )
+    parser.add_argument(
+        "--record-root",
+        type=pathlib.Path,
+        default=env("ORCHESTRATOR_RECORD_ROOT") or None,
+        help="the gateway's record store, mounted read-only: attestations then carry the "
+        "record digest, diff digest, verify results and models ($ORCHESTRATOR_RECORD_ROOT)",
+    )
     parser.add_argument("--verbose", action="store_true")
     parser.set_defaults(handler=run)
 
@@ -154,6 +161,11 @@ def run(args: argparse.Namespace) -> int:
         settings,
         signer=signer,
         builder_id=args.builder_id,
+        evidence=(
+            controller.evidence_from_records(args.record_root)
+            if args.record_root is not None
+            else None
+        ),
         peering=None if args.standalone else args.peering,
         priority=args.priority,
         metrics_port=args.metrics_port,

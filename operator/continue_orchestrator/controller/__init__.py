@@ -22,8 +22,10 @@ from continue_orchestrator.controller._approvals import (
 from continue_orchestrator.controller._attestation import (
     Attestor,
     ConfigMapStore,
+    EvidenceSource,
     RunEvidence,
     bundle_name,
+    evidence_from_records,
     load_signer,
 )
 from continue_orchestrator.controller._attestation import fetch as fetch_bundle
@@ -62,6 +64,7 @@ __all__ = [
     "Approvers",
     "Attestor",
     "ConfigMapStore",
+    "EvidenceSource",
     "GatewayClient",
     "InMemoryGateway",
     "Kube",
@@ -80,6 +83,7 @@ __all__ = [
     "build_registry",
     "bundle",
     "bundle_name",
+    "evidence_from_records",
     "fetch_bundle",
     "from_pod",
     "inputs_digest",

@@ -16,6 +16,7 @@ import base64
 import dataclasses
 import datetime
 import hashlib
+import json
 import logging
 import pathlib
 import time
@@ -24,7 +25,7 @@ from typing import Any, Literal
 
 import rfc8785
 
-from continue_orchestrator import api, attest, errors, ledger
+from continue_orchestrator import api, attest, errors, ledger, records
 from continue_orchestrator.controller import _kube, _names, _outcome
 
 log = logging.getLogger(__name__)
@@ -186,6 +187,55 @@ class RunEvidence:
 
 EvidenceSource = Callable[[str], RunEvidence | None]
 """Run UID -> its evidence, or None when nothing is known."""
+
+
+def evidence_from_records(root: str | pathlib.Path) -> EvidenceSource:
+    """Evidence from the gateway's record store (a volume the operator also mounts):
+    the sealed record's digest, and from the runner's outcome the diff digest and verify
+    results; models from the recorded model exchanges."""
+    store = records.BlobStore(root)
+
+    def evidence(uid: str) -> RunEvidence | None:
+        try:
+            record = records.load(store, uid)
+        except errors.RecordError:
+            return None
+        manifest = record.directory / "manifest"
+        sealed = manifest.read_text(encoding="utf-8").strip() if manifest.exists() else None
+        requests: dict[str, int] = {}
+        outcome: Mapping[str, Any] = {}
+        for exchange in record.exchanges:
+            if exchange.kind == "model" and exchange.facts.get("model"):
+                model = str(exchange.facts["model"])
+                requests[model] = requests.get(model, 0) + 1
+            elif exchange.kind == "run.outcome" and "outcome" in exchange.blobs:
+                try:
+                    loaded = json.loads(store.get(exchange.blobs["outcome"]))
+                except (errors.RecordError, ValueError):
+                    loaded = {}
+                outcome = loaded if isinstance(loaded, dict) else {}
+        verify = []
+        for item in outcome.get("verify") or []:
+            result = item.get("result") or {}
+            code = result.get("exitCode")
+            verify.append(
+                attest.VerifyResult(
+                    command=str(item.get("command") or item.get("name") or "?"),
+                    exit_code=code if isinstance(code, int) else -1,
+                    duration_seconds=max(0.0, float(result.get("durationSeconds") or 0.0)),
+                )
+            )
+        return RunEvidence(
+            record_digest=sealed,
+            diff_digest=(outcome.get("diff") or {}).get("digest"),
+            verify_results=tuple(verify),
+            models=tuple(
+                attest.ModelUse(provider="openai-compatible", model=name, requests=count)
+                for name, count in sorted(requests.items())
+            ),
+        )
+
+    return evidence
 
 
 def patch_status(

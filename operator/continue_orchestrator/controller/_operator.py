@@ -158,6 +158,7 @@ def run(
     liveness_endpoint: str | None = None,
     signer: attest.Signer | None = None,
     builder_id: str = "https://orchestrator.continue.dev/operator",
+    evidence: _attestation.EvidenceSource | None = None,
 ) -> None:
     """Run the operator until SIGINT/SIGTERM. ``peering=None`` runs it standalone.
     With a ``signer``, every finished run is attested (``status.attestation``)."""
@@ -165,7 +166,9 @@ def run(
     kube = _kube.Kube.from_environment(pool_size=max(10, settings.workers * 2))
     book = ledger.open(settings.ledger_url)
     attestor = (
-        _attestation.Attestor(kube, book, signer, builder_id=builder_id, actor=settings.actor)
+        _attestation.Attestor(
+            kube, book, signer, builder_id=builder_id, actor=settings.actor, evidence=evidence
+        )
         if signer is not None
         else None
     )

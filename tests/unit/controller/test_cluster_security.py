@@ -7,12 +7,13 @@ The API-server side is in tests/integration/approvals and tests/integration/atte
 
 from __future__ import annotations
 
+import json
 import pathlib
 from typing import Any
 
 import pytest
 
-from continue_orchestrator import api, cli, controller, errors, ledger, policy
+from continue_orchestrator import api, cli, controller, errors, ledger, policy, records
 from continue_orchestrator.controller import _attestation
 
 
@@ -37,10 +38,19 @@ def _rule(name: str, effect: str = "RequireApproval") -> dict[str, Any]:
 def policies() -> policy.PolicySet:
     return policy.compile(
         [
-            _policy("ClusterRunPolicy", "baseline", {"groups": ["platform-admins"]},
-                    _rule("prod-deploy")),  # fmt: skip
-            _policy("RunPolicy", "default", {"users": ["alice"], "groups": ["leads"]},
-                    _rule("release"), _rule("reads", "Allow")),  # fmt: skip
+            _policy(
+                "ClusterRunPolicy",
+                "baseline",
+                {"groups": ["platform-admins"]},
+                _rule("prod-deploy"),
+            ),
+            _policy(
+                "RunPolicy",
+                "default",
+                {"users": ["alice"], "groups": ["leads"]},
+                _rule("release"),
+                _rule("reads", "Allow"),
+            ),
         ]
     )
 
@@ -153,3 +163,28 @@ def test_a_missing_kubeconfig_is_a_clear_error(
     assert "cannot load the cluster configuration" in err and str(missing) in err
     code = cli.main(["attestation", "get", "run", "--kubeconfig", str(missing)])
     assert code == 1
+
+
+def test_evidence_comes_from_the_gateways_record(tmp_path: pathlib.Path) -> None:
+    store = records.BlobStore(tmp_path)
+    record = records.RunRecord(store, "run-1")
+    request = store.put(b'{"model": "gpt-x"}')
+    record.append("model", blobs={"request": request}, facts={"model": "gpt-x"})
+    record.append("model", blobs={"request": request}, facts={"model": "gpt-x"})
+    outcome = {
+        "status": "Succeeded",
+        "diff": {"digest": "sha256:" + "d" * 64},
+        "verify": [{"name": "unit", "command": "pytest -q",
+                    "result": {"exitCode": 1, "durationSeconds": 2.5}}],
+    }  # fmt: skip
+    record.append("run.outcome", blobs={"outcome": store.put(json.dumps(outcome).encode())})
+    sealed = record.seal()
+    evidence = controller.evidence_from_records(tmp_path)("run-1")
+    assert evidence is not None
+    assert evidence.record_digest == sealed
+    assert evidence.diff_digest == "sha256:" + "d" * 64
+    assert [(v.command, v.exit_code, v.duration_seconds) for v in evidence.verify_results] == [
+        ("pytest -q", 1, 2.5)
+    ]
+    assert [(m.model, m.requests) for m in evidence.models] == [("gpt-x", 2)]
+    assert controller.evidence_from_records(tmp_path)("no-such-run") is None
