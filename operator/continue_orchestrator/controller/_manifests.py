@@ -125,7 +125,7 @@ def bundle(plan: Plan, settings: _settings.Settings) -> runner.RunBundle:
     """What the runner in the pod reads: no secret value, only where to find them."""
     spec = plan.run.spec
     return runner.RunBundle(
-        run=str(plan.run.metadata.name),
+        run=plan.uid,
         namespace=plan.namespace,
         repository=runner.RepositoryPin(
             url=spec.repository.url, ref=spec.repository.ref, commit=spec.repository.commit

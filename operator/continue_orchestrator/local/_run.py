@@ -46,10 +46,6 @@ Say = Callable[[str], None]
 
 CN_VERSION = "1.5.47"
 RUNNER_IMAGE_NAME = "local/continue-orchestrator-runner"
-_PROVIDER_BASES = {
-    "openai": "https://api.openai.com/v1",
-    "anthropic": "https://api.anthropic.com/v1",
-}
 _SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
 _KEYLESS_UPSTREAM_KEY = "scripted-model-has-no-key"
 
@@ -155,6 +151,7 @@ class _Pipeline:
         workspace.mkdir(exist_ok=True)
         book = ledger.open(self.ledger_url)
         model: ModelServer | None = None
+        model_base = ""
         server: gateway.Gateway | None = None
         try:
             with _sandbox.Sandbox(mode=options.sandbox) as box:
@@ -166,7 +163,6 @@ class _Pipeline:
                     model = _scripted.ScriptedModel(script)
                     model_base = await model.start()
                     self.say(f"model: scripted ({options.model_script}) at {model_base}")
-                upstreams = self._upstreams(model_base if model else None)
                 admin_token = gateway.new_token()
                 server = gateway.Gateway(
                     record_root=str(self.state / "records"),
@@ -179,24 +175,8 @@ class _Pipeline:
                 settings = dataclasses.replace(settings, gateway_url=base_url)
                 plan = self._plan(snapshot, settings, policy_set)
                 bundle = self._bundle(plan, settings, policy_set, cn, workspace)
-                egress = set(snapshot.allowed_egress)
-                if model is not None:
-                    egress.add(f"127.0.0.1:{model.port}")
                 token = gateway.new_token()
-                registration = gateway.RunRegistration(
-                    uid=self.uid,
-                    token=token,
-                    expires_at=time.time() + plan.timeout_seconds + 300,
-                    policy_set=policy_set,
-                    models=upstreams,
-                    allowed_egress=egress,
-                    name=inputs.name,
-                    namespace=inputs.namespace,
-                    secrets=dict(inputs.secrets),
-                    workspace=bundle.paths.workspace,
-                    approval_timeout=float(inputs.run_policy.spec.approval_timeout_seconds),
-                )
-                server.register_run(registration)
+                server.register_run(self._registration(plan, token, bundle, model, model_base))
                 token_file = self.run_root / "admin-token"
                 _write_private(token_file, admin_token)
                 self._write_run_dir(bundle, token)
@@ -269,32 +249,45 @@ class _Pipeline:
             )
         return os.path.realpath(cn)
 
-    def _upstreams(self, scripted: str | None) -> dict[str, gateway.Upstream]:
-        """Each config model's real endpoint and key, which only the gateway holds."""
-        config = yaml.safe_load(self.inputs.config) or {}
-        found: dict[str, gateway.Upstream] = {}
-        for index, entry in enumerate(config.get("models") or []):
-            name = str(entry.get("model") or entry.get("name") or f"model-{index}")
-            provider = str(entry.get("provider") or "openai")
-            if scripted is not None:
-                found[name] = gateway.Upstream(scripted, _KEYLESS_UPSTREAM_KEY, provider)
-                continue
-            base = str(entry.get("apiBase") or _PROVIDER_BASES.get(provider, ""))
-            key = str(entry.get("apiKey") or "")
-            references = runner.secret_references(key)
-            if references:
-                secret = references[0].name
-                if secret not in self.inputs.secrets:
-                    raise errors.ManifestError(
-                        f"model {name!r} takes its apiKey from secret {secret!r}, "
-                        "which has no value",
-                        where=f"{self.inputs.manifest}: config.yaml models[{index}]",
-                        fix=f"pass --secret {secret}=env:VARIABLE, or --model-script FILE "
-                        "to use the scripted model",
-                    )
-                key = self.inputs.secrets[secret]
-            found[name] = gateway.Upstream(base, key, provider)
-        return found
+    def _registration(
+        self,
+        plan: controller.Plan,
+        token: str,
+        bundle: runner.RunBundle,
+        model: ModelServer | None,
+        model_base: str,
+    ) -> gateway.RunRegistration:
+        """The run as the operator registers it: the same admin-API body, parsed by the
+        gateway's own parser (policy recompiled and checked against its digest)."""
+        source = controller.Registration(
+            uid=self.uid,
+            name=self.inputs.name,
+            namespace=self.inputs.namespace,
+            token=token,
+            expires_at=time.time() + plan.timeout_seconds + 300,
+            policy=plan.snapshot.content,
+            policy_digest=plan.snapshot.digest,
+            allowed_egress=plan.snapshot.allowed_egress,
+            config=plan.config,
+            secrets={name: value.decode() for name, value in plan.secret_values.items()},
+        )
+        models = None
+        if model is not None:
+            # A local model stands in for every upstream; it holds no real credential.
+            real = gateway.upstreams_from_config(plan.config, source.secrets)
+            models = {
+                name: gateway.Upstream(model_base, _KEYLESS_UPSTREAM_KEY, upstream.provider)
+                for name, upstream in real.items()
+            }
+        body = gateway.registration_body(
+            source,
+            models=models,
+            workspace=bundle.paths.workspace,
+            approval_timeout=float(self.inputs.run_policy.spec.approval_timeout_seconds),
+        )
+        if model is not None:
+            body["allowedEgress"] = sorted({*body["allowedEgress"], f"127.0.0.1:{model.port}"})
+        return gateway.parse_registration(body)
 
     def _decider(self, policy_set: Any, workspace: pathlib.Path) -> gateway.ToolDecider:
         context = policy.RunContext(

@@ -63,7 +63,7 @@ class RunBundle(_Wire):
     """One run, as the runner receives it."""
 
     run: str = pydantic.Field(min_length=1, max_length=253)
-    """The AgentRun name (the gateway's run id)."""
+    """The run id the gateway registered it under (the AgentRun uid; local mode its own)."""
     namespace: str = "default"
     repository: RepositoryPin
     config: str = pydantic.Field(min_length=1)
