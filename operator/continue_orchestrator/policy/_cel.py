@@ -51,6 +51,24 @@ def compile_condition(source: str) -> Any:
     return expression
 
 
+_REFERENCE = re.compile(r"(?<![\w.])request\b(?:\s*\.\s*([A-Za-z_]\w*)(?!\s*\())?")
+
+
+def referenced_keys(source: str, known: frozenset[str]) -> frozenset[str] | None:
+    """The keys of ``request`` that ``source`` reads, or None if it may read any.
+
+    Only ``request.KEY`` with a known key counts; any other use of ``request`` (passed
+    whole, indexed, a method on it) needs the whole map.
+    """
+    keys = set()
+    for found in _REFERENCE.finditer(source):
+        key = found.group(1)
+        if key is None or key not in known:
+            return None
+        keys.add(key)
+    return frozenset(keys)
+
+
 def activation(data: dict[str, Any]) -> Any:
     """An activation binding ``request`` to ``data``, shared by every condition of a decision."""
     try:

@@ -13,7 +13,7 @@ import hashlib
 import json
 import pathlib
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import rfc8785
@@ -35,14 +35,12 @@ class _Rule:
     __slots__ = (
         "arguments",
         "branches",
-        "command_sources",
         "commands",
         "effect",
         "hosts",
         "index",
         "name",
         "only",
-        "path_sources",
         "paths",
         "qualified",
         "reason",
@@ -52,6 +50,7 @@ class _Rule:
         "tool_literals",
         "tools",
         "when",
+        "when_keys",
         "when_source",
     )
 
@@ -114,6 +113,7 @@ class _Rule:
             arguments.append((matcher.name, compiled))
         self.arguments = tuple(arguments)
         self.when_source = rule.when
+        self.when_keys = _cel.referenced_keys(rule.when or "", CEL_KEYS)
         self.when: Any = None
         if rule.when is not None:
             try:
@@ -125,14 +125,11 @@ class _Rule:
                     where=f"{where}.when",
                     fix="see docs/policy.md for the request fields CEL can read",
                 ) from None
-        self.path_sources = tuple(rule.paths)
-        self.command_sources = tuple(rule.commands)
+        single = [f for f in ("paths", "commands", "hosts") if getattr(self, f) is not None]
         others = bool(
-            self.arguments or self.repositories or self.branches or self.secrets or self.hosts
+            self.arguments or self.repositories or self.branches or self.secrets
         ) or self.when is not None
-        self.only: str | None = None
-        if not others and bool(rule.paths) != bool(rule.commands):
-            self.only = "paths" if rule.paths else "commands"
+        self.only: str | None = single[0] if len(single) == 1 and not others else None
         self.selective = bool(
             self.arguments
             or self.paths
@@ -176,7 +173,7 @@ class _Rule:
             if value is None or not pattern.fullmatch(value):
                 return False
         if self.when is not None:
-            return _cel.evaluate(self.when, bound.get(request, path))
+            return _cel.evaluate(self.when, bound.get(request, path, self.when_keys))
         return True
 
 
@@ -213,60 +210,79 @@ def _host_matcher(patterns: Sequence[str], *, where: str) -> re.Pattern[str] | N
 
 
 class _Bound:
-    """The CEL activation of one decision, built the first time a condition needs it."""
+    """The CEL activations of one decision, built when a condition first needs one.
 
-    __slots__ = ("_activation", "_path")
+    Each condition gets a ``request`` map holding only the keys it reads: handing CEL
+    a smaller map is most of the cost of evaluating it.
+    """
+
+    __slots__ = ("_activations", "_path")
 
     def __init__(self) -> None:
-        self._activation: Any = None
+        self._activations: dict[frozenset[str] | None, Any] = {}
         self._path: str | None = None
 
-    def get(self, request: _request.Request, path: str | None) -> Any:
-        if self._activation is None or path != self._path:
+    def get(
+        self, request: _request.Request, path: str | None, keys: frozenset[str] | None
+    ) -> Any:
+        if path != self._path:
+            self._activations.clear()
             self._path = path
-            self._activation = _cel.activation(cel_data(request, path))
-        return self._activation
+        found = self._activations.get(keys)
+        if found is None:
+            found = self._activations[keys] = _cel.activation(cel_data(request, path, keys))
+        return found
 
 
-def cel_data(request: _request.Request, path: str | None) -> dict[str, Any]:
-    """The value of the CEL variable ``request``."""
-    return {
-        "action": request.action.value,
-        "tool": request.tool or "",
-        "mcpServer": request.mcp_server or "",
-        "arguments": dict(request.arguments),
-        "path": path or "",
-        "command": request.command or "",
-        "argv": list(request.argv),
-        "repository": request.repository or "",
-        "branch": request.branch or "",
-        "secret": request.secret or "",
-        "host": request.host or "",
-        "port": request.port or 0,
-        "run": request.run.as_cel(),
-    }
+_FIELDS: dict[str, Callable[[_request.Request, str | None], Any]] = {
+    "action": lambda r, p: r.action.value,
+    "tool": lambda r, p: r.tool or "",
+    "mcpServer": lambda r, p: r.mcp_server or "",
+    "arguments": lambda r, p: dict(r.arguments),
+    "path": lambda r, p: p or "",
+    "command": lambda r, p: r.command or "",
+    "argv": lambda r, p: list(r.argv),
+    "repository": lambda r, p: r.repository or "",
+    "branch": lambda r, p: r.branch or "",
+    "secret": lambda r, p: r.secret or "",
+    "host": lambda r, p: r.host or "",
+    "port": lambda r, p: r.port or 0,
+    "run": lambda r, p: r.run.as_cel(),
+}
+CEL_KEYS = frozenset(_FIELDS)
+"""Every key of the CEL variable ``request``."""
+
+
+def cel_data(
+    request: _request.Request, path: str | None, keys: frozenset[str] | None = None
+) -> dict[str, Any]:
+    """The value of the CEL variable ``request`` (only ``keys``, when given)."""
+    return {key: _FIELDS[key](request, path) for key in (CEL_KEYS if keys is None else keys)}
 
 
 class _Group:
-    """Consecutive rules that select on paths only (or commands only), as one regex.
+    """Consecutive rules that select on one field only (paths, commands or hosts), as one
+    regex.
 
     Each rule's globs form one capturing alternative, in rule order; ``fullmatch``
     backtracks through alternatives left to right, so the first group that matched is
     the first rule that matches, exactly as if the rules were tried one by one.
     """
 
-    __slots__ = ("on_path", "pattern", "rules")
+    __slots__ = ("field", "pattern", "rules")
 
     def __init__(self, rules: list[_Rule]) -> None:
         self.rules = tuple(rules)
-        self.on_path = rules[0].only == "paths"
-        segments = self.on_path
-        alternatives = []
-        for rule in rules:
-            sources = rule.path_sources if segments else rule.command_sources
-            translate = _glob.translate_segments if segments else _glob.translate_text
-            alternatives.append("(" + "|".join(f"(?:{translate(g)})" for g in sources) + ")")
+        self.field = rules[0].only
+        alternatives = [f"({getattr(rule, self.field or '').pattern})" for rule in rules]
         self.pattern = re.compile("|".join(alternatives), re.DOTALL)
+
+    def value(self, request: _request.Request, path: str | None) -> str | None:
+        if self.field == "paths":
+            return path
+        if self.field == "commands":
+            return request.command
+        return None if request.host is None else _host_port(request)
 
 
 _Step = _Rule | _Group
@@ -401,7 +417,7 @@ class CompiledPolicy:
         for step in steps:
             if step.__class__ is _Group:
                 assert isinstance(step, _Group)
-                value = path if step.on_path else request.command
+                value = step.value(request, path)
                 found = None if value is None else step.pattern.fullmatch(value)
                 if found is None:
                     continue
