@@ -38,6 +38,9 @@ class RunScope:
     namespace: str
     name: str
     policy_set: policy.PolicySet | None
+    redact: Callable[[str], str] = lambda text: text
+    """Removes secret values from what goes into the status (anyone who may read the
+    AgentRun reads it)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -96,7 +99,7 @@ def _summary(approval: gateway.Approval) -> str:
     text = f"{approval.tool}({arguments})"
     if approval.reason:
         text += f": {approval.reason}"
-    return text[:_SUMMARY_LIMIT]
+    return text
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -140,10 +143,12 @@ class KubeApprovalBroker:
             if registration is None or not registration.namespace or not registration.name:
                 return None
             policy_set = registration.policy_set
+            redactor = gateway.Redactor(registration.redactions())
             return RunScope(
                 registration.namespace,
                 registration.name,
                 policy_set if isinstance(policy_set, policy.PolicySet) else None,
+                lambda text: redactor(text.encode()).decode("utf-8", "replace"),
             )
 
         broker = cls(kube, scope)
@@ -193,7 +198,7 @@ class KubeApprovalBroker:
             "id": approval.id,
             "action": "tool.call",
             "tool": approval.tool[:256],
-            "summary": _summary(approval),
+            "summary": scope.redact(_summary(approval))[:_SUMMARY_LIMIT],
             "rule": approval.rule[:128] or None,
             "requestedAt": _rfc3339(approval.requested_at),
             "expiresAt": _rfc3339(approval.requested_at + approval.timeout),

@@ -328,7 +328,7 @@ def _through_gateway(
     book = ledger.open(f"sqlite:///{tmp_path / 'ledger.db'}")
     turns = [
         {"tool_calls": [{"name": "Bash", "id": "call_release",
-                         "arguments": {"command": "make release"}}]},
+                         "arguments": {"command": f"make release TOKEN={DEPLOY_TOKEN}"}}]},
         {"text": "I will not release then."},
     ]  # fmt: skip
 
@@ -345,6 +345,7 @@ def _through_gateway(
                 models={"m": gateway.Upstream(base, "sk-real-upstream-key")},
                 allowed_egress=frozenset({"127.0.0.1"}),
                 name=name, namespace=namespace, approval_timeout=timeout,
+                secrets={"DEPLOY_TOKEN": DEPLOY_TOKEN},
             )
         )  # fmt: skip
         person = asyncio.ensure_future(asyncio.to_thread(decide))
@@ -373,6 +374,7 @@ def _through_gateway(
 
 
 TOKEN = "run-token-for-cluster-approval-tests-0123"
+DEPLOY_TOKEN = "deploy-token-7f3a9c"  # a granted secret the agent put in a command
 
 
 def test_the_agent_gets_the_call_only_after_an_approver_approves(
@@ -381,7 +383,10 @@ def test_the_agent_gets_the_call_only_after_an_approver_approves(
     namespace, configs = cluster["namespace"], cluster["configs"]
 
     def alice() -> None:
-        _wait_for("the held call", lambda: _pending(kube, namespace, "gw-approved"))
+        [held] = _wait_for("the held call", lambda: _pending(kube, namespace, "gw-approved"))
+        # Whoever may read the AgentRun reads the summary: no secret value in it.
+        assert DEPLOY_TOKEN not in json.dumps(support.get_run(kube, namespace, "gw-approved"))
+        assert "TOKEN=[REDACTED:DEPLOY_TOKEN]" in held["summary"]
         assert _cli(configs["alice"], "approve", "gw-approved", "call_release", "-n",
                     namespace, "--reason", "window open") == 0  # fmt: skip
 
