@@ -21,7 +21,7 @@ from typing import Any
 
 from continue_orchestrator import api, policy
 
-SAMPLES = 30_000
+SAMPLES = 20_000
 REGO_SAMPLES = 1_500
 RUN = policy.RunContext(namespace="team-a", name="run-1", uid="u-1", branch="agent/run-1")
 
@@ -191,19 +191,25 @@ def _percentiles(samples: list[int]) -> tuple[float, float]:
     )
 
 
-def _time_ours(policy_set: policy.PolicySet, requests: list[policy.Request]) -> list[int]:
+def _time_ours(
+    policy_sets: list[policy.PolicySet], requests: list[policy.Request]
+) -> list[list[int]]:
+    """Samples per policy set, interleaved so that machine noise hits all alike."""
     decide = policy.decide
     clock = time.perf_counter_ns
-    for request in requests * 50:
-        decide(policy_set, request)
-    samples = []
+    for policy_set in policy_sets:
+        for request in requests * 50:
+            decide(policy_set, request)
+    samples: list[list[int]] = [[] for _ in policy_sets]
     gc.disable()
     try:
         for i in range(SAMPLES):
             request = requests[i % len(requests)]
-            start = clock()
-            decide(policy_set, request)
-            samples.append(clock() - start)
+            order = range(len(policy_sets)) if i % 2 else reversed(range(len(policy_sets)))
+            for index in order:
+                start = clock()
+                decide(policy_sets[index], request)
+                samples[index].append(clock() - start)
     finally:
         gc.enable()
     return samples
@@ -230,7 +236,10 @@ def run() -> Iterator[dict[str, Any]]:
         if ours != theirs:
             raise AssertionError(f"engines disagree on {request.describe()}: {ours} vs {theirs}")
 
-    p50, p99 = _percentiles(_time_ours(policy_set, requests))
+    noisy = _policy_set(rules + _noise(900))
+    ours, with_noise = _time_ours([policy_set, noisy], requests)
+    p50, p99 = _percentiles(ours)
+    noisy_p50, _ = _percentiles(with_noise)
     rego_samples = []
     clock = time.perf_counter_ns
     for i in range(REGO_SAMPLES):
@@ -240,8 +249,6 @@ def run() -> Iterator[dict[str, Any]]:
         rego_samples.append(clock() - start)
     rego_p50, rego_p99 = _percentiles(rego_samples)
 
-    noisy = _policy_set(rules + _noise(900))
-    noisy_p50, _ = _percentiles(_time_ours(noisy, requests))
 
     load = round(os.getloadavg()[0], 1)
     yield {"name": "policy.decide.p50", "value": round(p50, 2), "unit": "us", "goal": 20,
@@ -252,7 +259,8 @@ def run() -> Iterator[dict[str, Any]]:
     yield {"name": "policy.decide.vs_rego_p50", "value": round(rego_p50 / p50, 1), "unit": "x",
            "goal": 20, "baseline": round(rego_p50, 2)}
     yield {"name": "policy.decide.p50_with_900_unmatchable_rules", "value": round(noisy_p50, 2),
-           "unit": "us", "baseline": round(p50, 2), "ratio": round(p50 / noisy_p50, 2)}
+           "unit": "us", "baseline": round(p50, 2), "ratio": round(p50 / noisy_p50, 2),
+           "goal": "ratio >= 0.8 (cost does not grow with rules that cannot match)"}
 
     call_samples = []
     run_context = RUN
