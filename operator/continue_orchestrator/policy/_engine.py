@@ -463,6 +463,10 @@ class PolicySet:
         canonical: bytes = rfc8785.dumps(snapshot)  # type: ignore[arg-type]
         self.digest = "sha256:" + hashlib.sha256(canonical).hexdigest()
 
+    def find(self, label: str) -> Policy | None:
+        """The policy a ``Decision.policy`` label names (for its approvers and timeout)."""
+        return next((c.resource for c in self.compiled if c.label == label), None)
+
     def __repr__(self) -> str:
         return f"PolicySet({', '.join(c.label for c in self.compiled)}, {self.digest})"
 

@@ -79,6 +79,10 @@ def test_stricter_effect_wins_across_policies() -> None:
         assert decision.effect is ASK
         assert decision.rule == "baseline/pr"
         assert decision.policy == "ClusterRunPolicy baseline"
+        deciding = policy.compile(order).find(decision.policy)
+        assert deciding is baseline
+        assert deciding.spec.approvers is not None
+        assert deciding.spec.approvers.groups == ["leads"]
 
 
 def test_deny_beats_require_approval_and_a_rule_is_cited_over_a_default() -> None:
