@@ -6,6 +6,7 @@
 #
 #   hack/build-k8s.sh            build what is missing, print the bin dir(s)
 #   hack/build-k8s.sh --print    print the kubernetes bin dir, build nothing
+#   hack/build-k8s.sh --print-all  print the kubernetes and the helm bin dirs
 #
 # Safe to run again: a finished build leaves a stamp and is not redone.
 set -euo pipefail
@@ -24,10 +25,12 @@ WORK="$CACHE/build/kubernetes-$K8S_VERSION"
 log() { printf '[build-k8s] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-if [[ "${1:-}" == "--print" ]]; then
-  echo "$K8S_DIR"
-  exit 0
-fi
+case "${1:-}" in
+  --print) echo "$K8S_DIR"; exit 0 ;;
+  --print-all) echo "$K8S_DIR"; echo "$HELM_DIR"; exit 0 ;;
+  "") ;;
+  *) die "usage: $0 [--print|--print-all]" ;;
+esac
 
 # --- toolchain check -------------------------------------------------------
 [[ -x "$GO" ]] || die "no Go toolchain found (set GO=/path/to/go); need go >= $GO_MIN"
@@ -151,8 +154,15 @@ build_helm() {
   log "helm $HELM_VERSION built in $((SECONDS - start)) s"
 }
 
-total=$SECONDS
-(( k8s_done )) || build_k8s
-(( helm_done )) || build_helm
-(( k8s_done && helm_done )) && log "up to date: $K8S_DIR, $HELM_DIR" || log "done in $((SECONDS - total)) s"
-echo "$K8S_DIR"
+main() {
+  local total=$SECONDS
+  (( k8s_done )) || build_k8s
+  (( helm_done )) || build_helm
+  if (( k8s_done && helm_done )); then
+    log "up to date: $K8S_DIR, $HELM_DIR"
+  else
+    log "done in $((SECONDS - total)) s"
+  fi
+  echo "$K8S_DIR"
+}
+main "$@"; exit  # read to the end before running: safe to edit while a build runs

@@ -1,0 +1,13 @@
+"""Test infrastructure: a real local Kubernetes control plane and a pod executor.
+
+There is no Docker, kind or kubelet on the project's machines, so the tests run
+etcd, kube-apiserver and kube-controller-manager built from Go modules
+(`hack/build-k8s.sh`) as local processes (`controlplane`), and a small stand-in
+for the kubelet that runs pods' commands as local processes (`podexec`).
+Nothing here ships with the operator.
+"""
+
+from tests.kube.controlplane import ControlPlane, KubectlError, ensure_binaries
+from tests.kube.podexec import PodExecutor
+
+__all__ = ["ControlPlane", "KubectlError", "PodExecutor", "ensure_binaries"]
