@@ -67,7 +67,13 @@ def build_registry(
     delete = _measured("delete", reconciler.delete)
     on_pod = _measured("pod", reconciler.on_pod)
 
-    @kopf.on.startup(registry=registry)
+    @kopf.on.login(registry=registry, id="login")
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # An own registry gets no default login handler; use the kubernetes client's
+        # in-cluster / KUBECONFIG logic, the same that Kube.from_environment uses.
+        return kopf.login_via_client(**kwargs)
+
+    @kopf.on.startup(registry=registry, id="configure")
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         configure_kopf(settings, workers=reconciler.settings.workers)
 
@@ -103,7 +109,7 @@ def build_registry(
     def on_pod_event(body: kopf.Body, type: str | None, **_: Any) -> None:
         on_pod(dict(body), deleted=type == "DELETED")
 
-    @kopf.on.event(*RESOURCE, registry=registry)
+    @kopf.on.event(*RESOURCE, registry=registry, id="phase-gauge")
     def on_run_event(body: kopf.Body, type: str | None, **_: Any) -> None:
         phase = None if type == "DELETED" else _outcome.current_phase(body.get("status")).value
         _metrics.PHASES.observe(str(body["metadata"]["uid"]), phase)
