@@ -169,7 +169,10 @@ class _Rule:
         ):
             return False
         for name, pattern in self.arguments:
-            value = _argument_text(request.arguments.get(name))
+            if name == request.path_argument:
+                value = path  # normalised: 'src/../.git/x' must not pass as 'src/**'
+            else:
+                value = _argument_text(request.arguments.get(name))
             if value is None or not pattern.fullmatch(value):
                 return False
         if self.when is not None:

@@ -55,6 +55,8 @@ class Request:
     """For MCP tools, the server offering ``tool``, when the caller knows it."""
     arguments: Mapping[str, Any] = dataclasses.field(default_factory=lambda: _EMPTY)
     path: str | None = None
+    path_argument: str | None = None
+    """The argument ``path`` came from; argument matchers on it see the normalised path."""
     command: str | None = None
     argv: tuple[str, ...] = ()
     repository: str | None = None

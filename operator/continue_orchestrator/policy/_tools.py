@@ -85,7 +85,9 @@ def requests_for(
             value = "."
         if not isinstance(value, str):
             raise UnmappableError(f"{tool_name} needs a string argument {name!r}")
-        found.append(dataclasses.replace(call, action=action, path=value))
+        # The tool.call carries the path too, so a rule on tool.call matches it normalised.
+        found[0] = call = dataclasses.replace(call, path=value, path_argument=name)
+        found.append(dataclasses.replace(call, action=action))
     elif tool_name == "Bash":
         command = arguments.get("command")
         if not isinstance(command, str):

@@ -285,3 +285,16 @@ def test_index_hands_a_request_only_the_rules_for_its_action_and_tool() -> None:
                                                arguments={"command": "cmd7"}))
     assert found[0].rule == "p/bash-7"
     assert found[0].considered == 200
+
+
+def test_argument_matchers_on_a_path_argument_see_the_normalised_path() -> None:
+    policy_set = policy.compile(
+        [make([rule("edit-src", "Allow", "tool.call", "file.write", tools=["Edit"],
+                    arguments=[{"name": "file_path", "glob": "src/**"}])])]
+    )
+    ok = policy.decide_tool_call(policy_set, "Edit", {"file_path": "/workspace/src/a.py"},
+                                 run=RUN)
+    assert (ok.effect, ok.rule) == (ALLOW, "p/edit-src")
+    sneaky = policy.decide_tool_call(policy_set, "Edit", {"file_path": "src/../.git/config"},
+                                     run=RUN)
+    assert sneaky.effect is DENY

@@ -104,7 +104,7 @@ def actions(tool: str, arguments: dict[str, Any]) -> list[tuple[str, str | None]
 
 
 def test_built_in_tools_imply_their_actions() -> None:
-    assert actions("Read", {"filepath": "a"}) == [("tool.call", None), ("file.read", "a")]
+    assert actions("Read", {"filepath": "a"}) == [("tool.call", "a"), ("file.read", "a")]
     assert actions("Write", {"filepath": "a", "content": ""})[1] == ("file.write", "a")
     assert actions("Edit", {"file_path": "a"})[1] == ("file.write", "a")
     assert actions("MultiEdit", {"file_path": "a", "edits": []})[1] == ("file.write", "a")
