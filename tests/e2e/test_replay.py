@@ -149,19 +149,26 @@ class Project:
             return list(book.entries(run_uid=uid))
 
 
-@pytest.fixture(autouse=True)
-def _environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+@pytest.fixture(scope="module", autouse=True)
+def _environment() -> Iterator[None]:
     subprocess.run([str(ROOT / "hack" / "install-cn.sh")], capture_output=True, check=True)
-    monkeypatch.setenv("REPLAY_TEST_KEY", KEY)
-    # The runner image is the package source's digest. Engineers edit this working tree
-    # while tests run; pin it for the module so only the inputs a test changes can drift.
-    monkeypatch.setattr(_run, "runner_image", lambda: IMAGE)
-    yield
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("REPLAY_TEST_KEY", KEY)
+        # The runner image is the package source's digest. Engineers edit this working tree
+        # while tests run; pin it for the module so only the inputs a test changes can drift.
+        patch.setattr(_run, "runner_image", lambda: IMAGE)
+        yield
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
     return Project(tmp_path_factory.mktemp("replay"))
+
+
+@pytest.fixture(scope="module")
+def recorded(project: Project) -> local.Report:
+    """The module's one recording, which every test here may replay in any order."""
+    return project.record()
 
 
 def _statement(state: pathlib.Path, uid: str) -> dict[str, Any]:
@@ -173,8 +180,10 @@ def _statement(state: pathlib.Path, uid: str) -> dict[str, Any]:
     return statement
 
 
-def test_a_recorded_run_and_its_replay_replay_identically(project: Project) -> None:
-    original = project.record()
+def test_a_recorded_run_and_its_replay_replay_identically(
+    project: Project, recorded: local.Report
+) -> None:
+    original = recorded
     assert original.record_digest is not None
     first = project.replay(original.record_digest)
     assert first.identical, first.render()
@@ -212,11 +221,10 @@ def test_a_recorded_run_and_its_replay_replay_identically(project: Project) -> N
 
 
 def test_a_changed_policy_is_input_drift_and_nothing_runs(
-    project: Project, capsys: pytest.CaptureFixture[str]
+    project: Project, recorded: local.Report, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    manifests = sorted((project.state / "records" / "runs").glob("replayed-*/manifest"))
-    assert manifests, "needs the recording of the test before"
-    digest = manifests[0].read_text().strip()
+    digest = recorded.record_digest
+    assert digest is not None
     changed = project.root / "stricter.yaml"
     changed.write_text(project.policy.read_text().replace('"cat *", ', ""))
     runs_before = set((project.state / "runs").iterdir())
