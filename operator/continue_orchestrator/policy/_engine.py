@@ -8,13 +8,12 @@ rule, else its default effect); across policies the stricter effect wins.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import pathlib
 import re
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import rfc8785
 
@@ -311,8 +310,7 @@ def _steps(rules: tuple[_Rule, ...]) -> tuple[_Step, ...]:
     return tuple(steps)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):
     """What one policy alone decided."""
 
     policy: str
@@ -531,7 +529,7 @@ def decide_or_abstain(
 ) -> _request.Decision | None:
     """``decide``; with ``defaults=False`` a policy where no rule matched has no say, and
     None means no policy had one."""
-    paths, found = outcomes(policy_set, request, workspace=workspace)
+    paths = [None] if request.path is None else _paths_of(request, workspace)
     if isinstance(paths, str):
         return _request.Decision(
             _DENY, None, f"{request.describe()}: {paths}", policy_set.digest, "", request
@@ -541,16 +539,19 @@ def decide_or_abstain(
             _DENY, None, "no policy applies, so everything is denied", policy_set.digest, "",
             request,
         )
-    if not defaults:
-        found = [o for o in found if not o.by_default]
-        if not found:
-            return None
-    best = found[0]
-    for outcome in found[1:]:
-        if _STRICTNESS[outcome.effect] > _STRICTNESS[best.effect] or (
-            outcome.effect is best.effect and best.rule is None and outcome.rule is not None
-        ):
-            best = outcome
+    bound = _Bound()
+    best: Outcome | None = None
+    for path in paths:
+        for compiled in policy_set.compiled:
+            outcome = compiled.decide(request, path, bound)
+            if outcome.by_default and not defaults:
+                continue
+            if best is None or _STRICTNESS[outcome.effect] > _STRICTNESS[best.effect] or (
+                outcome.effect is best.effect and best.rule is None and outcome.rule is not None
+            ):
+                best = outcome
+    if best is None:
+        return None
     return _request.Decision(
         best.effect, best.rule, best.reason, policy_set.digest, best.policy, request
     )
