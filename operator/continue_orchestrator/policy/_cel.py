@@ -51,7 +51,14 @@ def compile_condition(source: str) -> Any:
     return expression
 
 
+_STRING = re.compile(r'"(?:\\.|[^"\\])*"|\'(?:\\.|[^\'\\])*\'')
 _REFERENCE = re.compile(r"(?<![\w.])request\b(?:\s*\.\s*([A-Za-z_]\w*)(?!\s*\())?")
+
+
+def _blank_strings(source: str) -> str:
+    """``source`` with string literals' contents blanked, positions kept."""
+    return _STRING.sub(lambda m: m.group(0)[0] + " " * (len(m.group(0)) - 2) + m.group(0)[-1],
+                       source)
 
 
 def referenced_keys(source: str, known: frozenset[str]) -> frozenset[str] | None:
@@ -61,12 +68,26 @@ def referenced_keys(source: str, known: frozenset[str]) -> frozenset[str] | None
     whole, indexed, a method on it) needs the whole map.
     """
     keys = set()
-    for found in _REFERENCE.finditer(source):
+    for found in _REFERENCE.finditer(_blank_strings(source)):
         key = found.group(1)
         if key is None or key not in known:
             return None
         keys.add(key)
     return frozenset(keys)
+
+
+def check_keys(source: str, known: frozenset[str]) -> None:
+    """Refuse ``request.KEY`` for a key the request never has: a typo would deny forever."""
+    for found in _REFERENCE.finditer(_blank_strings(source)):
+        key = found.group(1)
+        if key is not None and key not in known:
+            line = source.count("\n", 0, found.start(1)) + 1
+            column = found.start(1) - (source.rfind("\n", 0, found.start(1)) + 1) + 1
+            raise CompileError(
+                f"request has no key {key!r}; it has {', '.join(sorted(known))}",
+                line=line,
+                column=column,
+            )
 
 
 def activation(data: dict[str, Any]) -> Any:

@@ -117,6 +117,7 @@ class _Rule:
         if rule.when is not None:
             try:
                 self.when = _cel.compile_condition(rule.when)
+                _cel.check_keys(rule.when, CEL_KEYS)
             except _cel.CompileError as error:
                 raise errors.PolicyError(
                     f"when condition does not compile at line {error.line}, column "

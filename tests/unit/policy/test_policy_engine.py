@@ -173,7 +173,12 @@ def test_cel_missing_key_denies_even_when_rule_would_allow() -> None:
 
 @pytest.mark.parametrize(
     ("when", "column"),
-    [("request.run.namespace ==", 25), ("request.tool == 'x' && nope", 24), ("1 + 2", 1)],
+    [
+        ("request.run.namespace ==", 25),
+        ("request.tool == 'x' && nope", 24),
+        ("1 + 2", 1),
+        ('request.tool == "Bash" && request.comand == "ls"', 35),
+    ],
 )
 def test_cel_compile_error_names_policy_rule_and_column(when: str, column: int) -> None:
     resource = make([rule("first", "Deny", "file.read"), rule("cond", "Allow", "file.read",
@@ -298,3 +303,14 @@ def test_argument_matchers_on_a_path_argument_see_the_normalised_path() -> None:
     sneaky = policy.decide_tool_call(policy_set, "Edit", {"file_path": "src/../.git/config"},
                                      run=RUN)
     assert sneaky.effect is DENY
+
+
+def test_a_condition_gets_only_the_keys_it_reads_and_strings_are_not_keys() -> None:
+    policy_set = policy.compile(
+        [make([rule("labels", "Allow", "file.read",
+                    when='request.run.labels["request.nope"] == "x" && request.path != ""')])]
+    )
+    labelled = policy.RunContext(namespace="team", labels={"request.nope": "x"})
+    allowed = policy.Request(api.Action.FILE_READ, path="a", run=labelled)
+    assert policy.decide(policy_set, allowed).effect is ALLOW
+    assert policy.decide(policy_set, req("file.read", path="a")).effect is DENY
