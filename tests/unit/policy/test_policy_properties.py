@@ -56,7 +56,7 @@ def _scoped_allow_everything() -> policy.PolicySet:
 ALLOW_ALL = _scoped_allow_everything()
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(paths)
 def test_no_escaping_path_is_ever_allowed(path: str) -> None:
     for tool, argument in (("Read", "filepath"), ("Write", "filepath"), ("Edit", "file_path")):
@@ -67,7 +67,7 @@ def test_no_escaping_path_is_ever_allowed(path: str) -> None:
             assert not escapes(path)
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(paths)
 def test_normalised_paths_stay_inside(path: str) -> None:
     try:
