@@ -15,6 +15,7 @@ import json
 import os
 import pathlib
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -243,3 +244,36 @@ def test_without_runsc_the_message_says_how_to_get_it(tmp_path: pathlib.Path) ->
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-v"]))
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_stopping_while_waiting_stops_everything_and_records_it(
+    origin: str, cn: str, tmp_path: pathlib.Path, stop: signal.Signals
+) -> None:
+    # A background job inherits SIGINT ignored; a person's terminal delivers it.
+    process = subprocess.Popen(
+        _command(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=_env(), preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    assert process.stdout is not None
+    lines: list[str] = []
+    for line in process.stdout:
+        lines.append(line)
+        if "WAITING FOR APPROVAL" in line:
+            process.send_signal(stop)
+            break
+    rest, _ = process.communicate(timeout=60)
+    output = "".join(lines) + rest
+    assert process.returncode == 130, output[-3000:]
+    assert "phase: Cancelled (ManualStop)" in output
+    (run_dir,) = tmp_path.glob("runs/*")
+    with ledger.open(f"sqlite:///{tmp_path / 'ledger.db'}") as book:
+        finished = [e.payload for e in book.entries(run_uid=run_dir.name)
+                    if e.kind is ledger.Kind.RUN_FINISHED]  # fmt: skip
+    assert [(p["phase"], p["reason"]) for p in finished if p] == [("Cancelled", "ManualStop")]
+    # Nothing of the sandbox is left: no namespace of that process, no runsc under it.
+    netns = pathlib.Path("/var/run/netns")
+    left = [p.name for p in netns.iterdir()] if netns.is_dir() else []
+    assert not [name for name in left if name.startswith(f"cosbx-{process.pid}-")]
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert str(run_dir / "run") not in ps

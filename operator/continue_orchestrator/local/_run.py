@@ -12,12 +12,14 @@ attestation signed with a development key that says so.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import getpass
 import hashlib
 import json
 import os
 import pathlib
+import signal
 import sys
 import time
 import uuid
@@ -107,7 +109,10 @@ def runner_image() -> str:
 
 def run(inputs: _inputs.Inputs, options: Options, *, say: Say = print) -> _report.Report:
     """Run ``inputs`` end to end and return the report (also written as report.json)."""
-    return asyncio.run(_Pipeline(inputs, options, say).main())
+    try:
+        return asyncio.run(_Pipeline(inputs, options, say).main())
+    except asyncio.CancelledError:  # SIGTERM: stopped, recorded and cleaned up like Ctrl-C
+        raise KeyboardInterrupt from None
 
 
 def _sha(data: bytes) -> str:
@@ -138,6 +143,11 @@ class _Pipeline:
 
     async def main(self) -> _report.Report:
         inputs, options = self.inputs, self.options
+        # SIGTERM (kill, systemd) stops the run as Ctrl-C does: recorded, sandbox removed.
+        main_task = asyncio.current_task()
+        if main_task is not None:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
         policy_set = self._check_policy()
         cn = self._cn = self._find_cn()
         script = _scripted.Script.from_file(options.model_script) if options.model_script else None
@@ -186,7 +196,11 @@ class _Pipeline:
                     f"approvals: orchestrator approvals {self.uid} --gateway {base_url} "
                     f"--admin-token-file {token_file}"
                 )
-                completed = await self._execute(box, bundle, cn, server, book, token_file)
+                try:
+                    completed = await self._execute(box, bundle, cn, server, book, token_file)
+                except asyncio.CancelledError:
+                    await self._stopped(server, book, plan)
+                    raise
                 outcome = server.outcome(self.uid)
                 await self._drain_progress(server, book, token_file)
                 record_digest = await server.unregister_run(self.uid)
@@ -414,12 +428,20 @@ class _Pipeline:
             binds: list[_sandbox.Bind] = []
         else:
             pod_run_dir = str(pathlib.PurePosixPath(str(bundle.token_file)).parent)
-            env = {"PATH": _SANDBOX_PATH, runner.BUNDLE_FILE_ENV: f"{pod_run_dir}/bundle.json"}
+            python = _sandbox.python_binds()
+            pycache = await asyncio.to_thread(
+                _sandbox.bytecode_cache,
+                _sandbox.default_bytecode_cache(),
+                [bind.source for bind in python],
+            )
+            env = {"PATH": _SANDBOX_PATH, runner.BUNDLE_FILE_ENV: f"{pod_run_dir}/bundle.json",
+                   "PYTHONPYCACHEPREFIX": str(pycache)}  # fmt: skip
             binds = [
                 _sandbox.Bind(str(self.run_root / "workspace"), bundle.paths.workspace, True),
                 _sandbox.Bind(str(run_dir), pod_run_dir),
                 _sandbox.Bind(str(pathlib.Path(cn).parents[2])),
-                *_sandbox.python_binds(),
+                *python,
+                _sandbox.Bind(str(pycache)),
             ]
             origin = _local_origin(bundle.repository.url)
             if origin is not None:
@@ -431,9 +453,13 @@ class _Pipeline:
                 binds=binds, timeout=timeout,
             )
         )  # fmt: skip
-        while not task.done():
-            await self._progress(server, book, token_file)
-            await asyncio.wait({task}, timeout=0.25)
+        try:
+            while not task.done():
+                await self._progress(server, book, token_file)
+                await asyncio.wait({task}, timeout=0.25)
+        except asyncio.CancelledError:
+            _stop_children()
+            raise
         completed = task.result()
         self.say(f"sandbox: runner exited {completed.exit_code}")
         if completed.exit_code not in (0, None) and completed.stderr:
@@ -503,6 +529,26 @@ class _Pipeline:
             self.say(f"  [{entry.sequence}] refused {payload.get('tool')} by {payload.get('by')}")
         elif kind is ledger.Kind.RUN_FINISHED and entry.actor == "runner":
             self.say(f"  [{entry.sequence}] runner reported {payload.get('status')}")
+
+    async def _stopped(
+        self, server: gateway.Gateway, book: ledger.Ledger, plan: controller.Plan
+    ) -> None:
+        """Ctrl-C: held calls are refused, and the run ends Cancelled, as a manual stop."""
+        broker = server.broker
+        if isinstance(broker, gateway.LocalApprovalBroker):
+            for approval in broker.pending(self.uid):
+                broker.decide(self.uid, approval.id, approved=False, by=self.actor,
+                              reason="the run was stopped")  # fmt: skip
+        await asyncio.sleep(0.5)  # let the gateway record the refusals and answer
+        book.append(self.uid, ledger.Kind.RUN_FINISHED, self.actor, {
+            "name": self.inputs.name, "namespace": self.inputs.namespace,
+            "phase": api.Phase.CANCELLED.value, "reason": "ManualStop",
+            "message": "interrupted by the person running orchestrator run",
+            "startTime": self.started.isoformat(),
+            "completionTime": datetime.now(UTC).isoformat(),
+            "inputsDigest": plan.inputs_digest, "policyDigest": plan.snapshot.digest,
+        })  # fmt: skip
+        self.say("phase: Cancelled (ManualStop); the sandbox is being torn down")
 
     # -- after the sandbox --------------------------------------------------------------------
 
@@ -700,6 +746,25 @@ class _Pipeline:
             "reason": status.reason,
         })  # fmt: skip
         return summary
+
+
+def _stop_children() -> None:
+    """Kill the process groups of this process's own children (the sandboxed runner).
+
+    ``Sandbox.run`` blocks in a worker thread; on Ctrl-C nothing else would stop it
+    before the sandbox's network is torn down under it.
+    """
+    me = os.getpid()
+    for entry in pathlib.Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == me:
+            with contextlib.suppress(OSError):
+                os.killpg(int(entry.name), signal.SIGKILL)
 
 
 def _local_origin(url: str) -> str | None:
