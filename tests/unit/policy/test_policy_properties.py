@@ -80,7 +80,7 @@ def test_normalised_paths_stay_inside(path: str) -> None:
     assert policy.normalise(normal, root=ROOT) == normal
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.lists(st.sampled_from(["a", "..", ".", ".git", "x y", "$(id)", ";", ">"]), max_size=6))
 def test_no_escaping_redirection_is_allowed(parts: list[str]) -> None:
     target = "/".join(parts) or "."
@@ -175,7 +175,7 @@ def test_adding_a_deny_rule_never_loosens_a_decision(
 GLOBS = ["src/**", "*.py", "**/*.py", ".git/**", "**", "a/*/c", "[ab]*", "?", "**/x/**"]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(
     st.lists(
         st.tuples(st.lists(st.sampled_from(GLOBS), min_size=1, max_size=3),
