@@ -80,6 +80,8 @@ class Reconciler:
         status = body.get("status") or {}
         if _outcome.current_phase(status).terminal:
             self._ensure_finished_recorded(body)
+            if self.attestor is not None:  # catch up after a crash before attesting
+                self.attestor.attest_run(body)
             return
         if (body.get("spec") or {}).get("cancel"):
             self.cancel(body)
