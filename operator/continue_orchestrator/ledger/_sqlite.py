@@ -235,6 +235,10 @@ class SQLiteBackend:
             self.close()
             raise
 
+    @property
+    def path(self) -> pathlib.Path:
+        return self._path
+
     def _connection(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:

@@ -13,7 +13,7 @@ import dataclasses
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from typing import Any
 
 from continue_orchestrator import errors
@@ -92,21 +92,24 @@ def verify(
     *,
     public_key: _checkpoint.PublicKey | None = None,
     trusted_checkpoint: _checkpoint.Checkpoint | None = None,
+    workers: int | None = None,
 ) -> VerifyReport:
     """Verify a ledger, a ledger URL or a JSONL export file.
 
     ``public_key``: every checkpoint must be signed by it. ``trusted_checkpoint``: a
     checkpoint kept outside the ledger; the only defence against an attacker who truncates
-    the ledger and deletes its stored checkpoints too.
+    the ledger and deletes its stored checkpoints too. ``workers``: processes to verify a
+    SQLite ledger with (default: one per core from 100,000 entries on; 1: this process
+    only); the report is the same either way.
     """
     if isinstance(source, _ledger.Ledger):
-        return _verify_ledger(source, public_key, trusted_checkpoint)
+        return _verify_ledger(source, public_key, trusted_checkpoint, workers)
     text = os.fspath(source)
     if "://" in text:
         from continue_orchestrator.ledger import _open
 
         with _open.open(text, create=False) as opened:
-            return _verify_ledger(opened, public_key, trusted_checkpoint)
+            return _verify_ledger(opened, public_key, trusted_checkpoint, workers)
     with _export.read(text) as material:
         return check(
             text,
@@ -123,7 +126,23 @@ def _verify_ledger(
     ledger: _ledger.Ledger,
     public_key: _checkpoint.PublicKey | None,
     trusted_checkpoint: _checkpoint.Checkpoint | None,
+    workers: int | None,
 ) -> VerifyReport:
+    from continue_orchestrator.ledger import _parallel, _sqlite
+
+    backend = ledger._backend
+    if isinstance(backend, _sqlite.SQLiteBackend) and workers != 1:
+        count = _parallel.workers_for(len(ledger), workers)
+        if count > 1:
+            report = _parallel.verify(
+                backend.path,
+                _backend.redacted_url(ledger.url),
+                workers=count,
+                public_key=public_key,
+                trusted_checkpoint=trusted_checkpoint,
+            )
+            if report is not None:
+                return report
     with ledger._session() as session:
         return check(
             _backend.redacted_url(ledger.url),
@@ -146,35 +165,11 @@ def check(
     expected_size: int | None = None,
 ) -> VerifyReport:
     """Verify raw rows in sequence order against ``checkpoints`` (the core of ``verify``)."""
-    problems: list[Problem] = []
-    warnings: list[str] = []
-
-    def bad(sequence: int, what: str) -> None:
-        if len(problems) < _MAX_PROBLEMS:
-            problems.append(Problem(sequence, what))
-
-    stored = sorted(checkpoints, key=lambda c: c.size)
-    if trusted_checkpoint is not None:
-        stored.append(trusted_checkpoint)
-        stored.sort(key=lambda c: c.size)
-    signatures = 0
-    # The first sequence each checkpoint vouches for beyond the next smaller one.
-    sizes = sorted({checkpoint.size for checkpoint in stored})
-    range_start = dict(zip(sizes, [0, *sizes], strict=False))
-    first_new = {index: range_start[c.size] for index, c in enumerate(stored)}
-    wanted = _checkpoint.key_id(public_key) if public_key is not None else None
-    for index, checkpoint in enumerate(stored):
-        label = f"checkpoint at size {checkpoint.size}"
-        if checkpoint.origin != origin:
-            bad(first_new[index], f"{label} is for ledger {checkpoint.origin}, not {origin}")
-        if public_key is not None and checkpoint.key_id == wanted:
-            if checkpoint.verify(public_key):
-                signatures += 1
-            else:
-                bad(first_new[index], f"{label} claims the given key but its signature fails")
-    if public_key is not None and not signatures:
-        bad(0, "no checkpoint is signed by the given key (removed, or never signed with it?)")
-
+    problems = _Problems()
+    bad = problems.add
+    stored, first_new, signatures = _check_checkpoints(
+        origin, checkpoints, public_key, trusted_checkpoint, bad
+    )
     sha256 = hashlib.sha256
     kinds = _KINDS
     # The Merkle frontier, inlined: this loop is the ledger's hottest code.
@@ -204,6 +199,7 @@ def check(
         # No escaping: honest fields never need any (writes refuse quotes, backslashes and
         # control characters), and a field that would need it cannot reproduce an honest
         # header's bytes, since those hold a fixed number of quotes and no such characters.
+        # (scan_chunk repeats this loop body; keep the two identical.)
         try:
             leaf = sha256(
                 f'\x00{{"actor":"{actor}","kind":"{kind}","payload_digest":"{digest}",'
@@ -252,7 +248,88 @@ def check(
                 next_checkpoint = check_roots()
         previous_hash = entry_hash
         expected = sequence + 1
-    size = expected
+    return finish(
+        source,
+        origin,
+        expected,
+        stored,
+        first_new,
+        signatures,
+        problems,
+        missing,
+        redacted_by,
+        root_mismatches,
+        _merkle.Frontier(merkle_size, merkle_roots).root().hex() if not broken else "",
+        public_key=public_key,
+        expected_size=expected_size,
+    )
+
+
+class _Problems:
+    """Problems in the order they were found, at most ``_MAX_PROBLEMS`` of them."""
+
+    __slots__ = ("items",)
+
+    def __init__(self) -> None:
+        self.items: list[Problem] = []
+
+    def add(self, sequence: int, what: str) -> None:
+        if len(self.items) < _MAX_PROBLEMS:
+            self.items.append(Problem(sequence, what))
+
+
+def _check_checkpoints(
+    origin: str,
+    checkpoints: Iterable[_checkpoint.Checkpoint],
+    public_key: _checkpoint.PublicKey | None,
+    trusted_checkpoint: _checkpoint.Checkpoint | None,
+    bad: Callable[[int, str], None],
+) -> tuple[list[_checkpoint.Checkpoint], dict[int, int], int]:
+    """Check origins and signatures; return the checkpoints by size, the first sequence
+    each one vouches for beyond the next smaller one (by index), and the signature count."""
+    stored = sorted(checkpoints, key=lambda c: c.size)
+    if trusted_checkpoint is not None:
+        stored.append(trusted_checkpoint)
+        stored.sort(key=lambda c: c.size)
+    signatures = 0
+    sizes = sorted({checkpoint.size for checkpoint in stored})
+    range_start = dict(zip(sizes, [0, *sizes], strict=False))
+    first_new = {index: range_start[c.size] for index, c in enumerate(stored)}
+    wanted = _checkpoint.key_id(public_key) if public_key is not None else None
+    for index, checkpoint in enumerate(stored):
+        label = f"checkpoint at size {checkpoint.size}"
+        if checkpoint.origin != origin:
+            bad(first_new[index], f"{label} is for ledger {checkpoint.origin}, not {origin}")
+        if public_key is not None and checkpoint.key_id == wanted:
+            if checkpoint.verify(public_key):
+                signatures += 1
+            else:
+                bad(first_new[index], f"{label} claims the given key but its signature fails")
+    if public_key is not None and not signatures:
+        bad(0, "no checkpoint is signed by the given key (removed, or never signed with it?)")
+    return stored, first_new, signatures
+
+
+def finish(
+    source: str,
+    origin: str,
+    size: int,
+    stored: list[_checkpoint.Checkpoint],
+    first_new: dict[int, int],
+    signatures: int,
+    problems: _Problems,
+    missing: Iterable[int],
+    redacted: Container[int],
+    root_mismatches: Iterable[tuple[int, int]],
+    root_hash: str,
+    *,
+    public_key: _checkpoint.PublicKey | None,
+    expected_size: int | None = None,
+) -> VerifyReport:
+    """The checks after the pass over the entries, and the report."""
+    bad = problems.add
+    found = problems.items
+    warnings: list[str] = []
     if expected_size is not None and expected_size != size:
         bad(
             min(size, expected_size),
@@ -270,16 +347,16 @@ def check(
     for low, high in root_mismatches:
         # Reported only when no entry in the range explains it, at the range's start: the
         # chain was rewritten consistently, so only the signed root can tell.
-        if not any(low <= problem.sequence < high for problem in problems):
+        if not any(low <= problem.sequence < high for problem in found):
             bad(
                 low,
                 f"entries {low}..{high - 1} do not hash to the root of the checkpoint at "
                 f"size {high} (rewritten, or the checkpoint forged?)",
             )
-    redacted = 0
+    count = 0
     for sequence in missing:
-        if sequence in redacted_by:
-            redacted += 1
+        if sequence in redacted:
+            count += 1
         else:
             bad(sequence, "its payload is gone but no tombstone redacted it (deleted?)")
     if not stored:
@@ -289,16 +366,16 @@ def check(
         )
     elif public_key is None:
         warnings.append("checkpoint signatures were not checked: pass the public key")
-    problems.sort(key=lambda problem: problem.sequence)
+    found.sort(key=lambda problem: problem.sequence)
     return VerifyReport(
         source=source,
         origin=origin,
         size=size,
-        root_hash=_merkle.Frontier(merkle_size, merkle_roots).root().hex() if not broken else "",
+        root_hash=root_hash,
         checkpoints=len(stored),
         signatures_verified=signatures,
-        redacted=redacted,
-        problems=tuple(problems),
+        redacted=count,
+        problems=tuple(found),
         warnings=tuple(warnings),
     )
 
@@ -313,3 +390,218 @@ def _note_redactions(sequence: int, payload: str, redacted_by: dict[int, int], b
     for target in targets:
         if 0 <= target < sequence:
             redacted_by.setdefault(target, sequence)
+
+
+class ChunkAnomalyError(Exception):
+    """A chunk's rows are not exactly its sequence range: only the one-pass check can say
+    where, and exactly as it would, so the parallel path gives up."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Chunk:
+    """What one worker found in entries ``lo..hi-1``, for ``merge`` to stitch together."""
+
+    lo: int
+    hi: int
+    problems: list[tuple[int, str]]
+    # Where the first entry's link to entry lo-1 (unknown to the worker) would have been
+    # checked among ``problems``; -1 for the chunk at 0, which checks the genesis link.
+    link_at: int
+    first_prev_hash: str
+    first_intact: bool
+    last_hash: str
+    # The local Merkle frontier (over this chunk's leaves) at each checkpoint size inside
+    # the chunk, and at its end.
+    frontiers: dict[int, list[bytes]]
+    roots: list[bytes]
+    missing: list[int]
+    redacted: list[int]
+
+
+def scan_chunk(rows: Iterable[_backend.Row], lo: int, hi: int, marks: Iterable[int]) -> Chunk:
+    """``check``'s per-entry pass over entries ``lo..hi-1`` alone (``lo`` a multiple of
+    the chunk size, a power of two): the same checks, in the same order."""
+    problems: list[tuple[int, str]] = []
+
+    def bad(sequence: int, what: str) -> None:
+        if len(problems) < _MAX_PROBLEMS:
+            problems.append((sequence, what))
+
+    sha256 = hashlib.sha256
+    kinds = _KINDS
+    stops = sorted(size for size in set(marks) if lo < size <= hi)
+    stops.reverse()
+    next_stop = stops.pop() if stops else -1
+    frontiers: dict[int, list[bytes]] = {}
+    merkle_roots: list[bytes] = []
+    merkle_size = 0
+    expected = lo
+    previous_hash: str | None = _entry.GENESIS_HASH if lo == 0 else None
+    link_at = -1
+    first_prev_hash = ""
+    first_intact = False
+    missing: list[int] = []
+    redacted_by: dict[int, int] = {}
+    for row in rows:
+        sequence, run_uid, time, kind, actor, digest, prev_hash, entry_hash, payload = row
+        try:
+            leaf = sha256(
+                f'\x00{{"actor":"{actor}","kind":"{kind}","payload_digest":"{digest}",'
+                f'"prev_hash":"{prev_hash}","run_uid":"{run_uid}","sequence":{sequence:d},'
+                f'"time":"{time}","v":1}}'.encode()
+            ).digest()
+        except (UnicodeEncodeError, TypeError, ValueError):
+            leaf = b""
+        intact = leaf.hex() == entry_hash
+        if not intact:
+            bad(sequence, "its fields do not hash to its entry_hash (edited?)")
+        if sequence != expected:
+            raise ChunkAnomalyError(f"entry {sequence} where {expected} was expected")
+        if previous_hash is None:
+            link_at = len(problems)
+            first_prev_hash = prev_hash
+            first_intact = intact
+        elif prev_hash != previous_hash:
+            if not sequence:
+                bad(sequence, "the first entry does not start from the genesis hash")
+            elif intact:
+                bad(sequence - 1, f"entry {sequence} does not link to this entry (rewritten?)")
+            else:
+                bad(sequence, "it does not link to the entry before it (moved or replaced?)")
+        if kind not in kinds:
+            bad(sequence, f"unknown kind {kind!r}")
+        if payload is None:
+            missing.append(sequence)
+        elif sha256(payload.encode("utf-8", "surrogatepass")).hexdigest() != digest:
+            bad(sequence, "its payload does not match its payload_digest (edited?)")
+        elif kind == _TOMBSTONE:
+            _note_redactions(sequence, payload, redacted_by, bad)
+        node = leaf or _ZERO
+        carry = merkle_size
+        while carry & 1:
+            node = sha256(b"\x01" + merkle_roots.pop() + node).digest()
+            carry >>= 1
+        merkle_roots.append(node)
+        merkle_size += 1  # noqa: SIM113 (the Merkle step, as in check)
+        if sequence + 1 == next_stop:
+            frontiers[next_stop] = list(merkle_roots)
+            next_stop = stops.pop() if stops else -1
+        previous_hash = entry_hash
+        expected = sequence + 1
+    if expected != hi or previous_hash is None:
+        raise ChunkAnomalyError(f"entries {expected}..{hi - 1} are not there")
+    return Chunk(
+        lo,
+        hi,
+        problems,
+        link_at,
+        first_prev_hash,
+        first_intact,
+        previous_hash,
+        frontiers,
+        merkle_roots,
+        missing,
+        list(redacted_by),
+    )
+
+
+def merge(
+    source: str,
+    origin: str,
+    size: int,
+    checkpoints: Iterable[_checkpoint.Checkpoint],
+    chunks: Iterable[Chunk],
+    *,
+    public_key: _checkpoint.PublicKey | None = None,
+    trusted_checkpoint: _checkpoint.Checkpoint | None = None,
+) -> VerifyReport:
+    """The report ``check`` gives for entries ``0..size-1``, from the chunks covering them
+    in order (all of one power-of-two length but the last)."""
+    problems = _Problems()
+    bad = problems.add
+    stored, first_new, signatures = _check_checkpoints(
+        origin, checkpoints, public_key, trusted_checkpoint, bad
+    )
+    sha256 = hashlib.sha256
+    by_size: dict[int, list[int]] = {}
+    for index, checkpoint in enumerate(stored):
+        by_size.setdefault(checkpoint.size, []).append(index)
+    root_mismatches: list[tuple[int, int]] = []
+
+    def compare(tree_size: int, roots: list[bytes]) -> None:
+        # A right fold, as Frontier.root: also right when the chunk's own root completes
+        # a subtree with the roots before it (a checkpoint at the chunk's end).
+        root = _fold(roots)
+        for index in by_size.get(tree_size, ()):
+            if stored[index].root_hash != root.hex():
+                root_mismatches.append((first_new[index], tree_size))
+
+    merkle_roots: list[bytes] = []  # roots of whole chunks, merged as in check's frontier
+    whole = 0
+    previous_hash = _entry.GENESIS_HASH
+    missing: list[int] = []
+    redacted: set[int] = set()
+    end = 0
+    final: list[bytes] = []
+    compare(0, [])
+    length = 0
+    for chunk in chunks:
+        if chunk.lo != end:
+            raise ChunkAnomalyError(f"chunk at {chunk.lo} follows one that ends at {end}")
+        if chunk.hi < size:
+            length = length or chunk.hi - chunk.lo
+            if chunk.hi - chunk.lo != length or length & (length - 1):
+                raise ChunkAnomalyError(f"chunk {chunk.lo}..{chunk.hi - 1} is not {length} long")
+        for at, (sequence, what) in enumerate(chunk.problems):
+            if at == chunk.link_at:
+                _link(chunk, previous_hash, bad)
+            bad(sequence, what)
+        if chunk.link_at == len(chunk.problems):
+            _link(chunk, previous_hash, bad)
+        for tree_size in sorted(chunk.frontiers):
+            compare(tree_size, merkle_roots + chunk.frontiers[tree_size])
+        missing.extend(chunk.missing)
+        redacted.update(chunk.redacted)
+        previous_hash = chunk.last_hash
+        end = chunk.hi
+        final = merkle_roots + chunk.roots
+        if chunk.hi < size:
+            node = chunk.roots[0]
+            carry = whole
+            while carry & 1:
+                node = sha256(b"\x01" + merkle_roots.pop() + node).digest()
+                carry >>= 1
+            merkle_roots.append(node)
+            whole += 1
+    if end != size:
+        raise ChunkAnomalyError(f"the chunks end at {end}, not {size}")
+    return finish(
+        source,
+        origin,
+        size,
+        stored,
+        first_new,
+        signatures,
+        problems,
+        missing,
+        redacted,
+        root_mismatches,
+        _fold(final).hex(),
+        public_key=public_key,
+    )
+
+
+def _link(chunk: Chunk, previous_hash: str, bad: Callable[[int, str], None]) -> None:
+    lo = chunk.lo
+    if chunk.first_prev_hash != previous_hash:
+        if chunk.first_intact:
+            bad(lo - 1, f"entry {lo} does not link to this entry (rewritten?)")
+        else:
+            bad(lo, "it does not link to the entry before it (moved or replaced?)")
+
+
+def _fold(roots: list[bytes]) -> bytes:
+    root = roots[-1] if roots else _merkle.EMPTY_ROOT
+    for left in reversed(roots[:-1]):
+        root = _merkle.node_hash(left, root)
+    return root
