@@ -1,8 +1,10 @@
 """Approvals in a cluster: held tool calls on the AgentRun, decisions as RunApprovals.
 
 The gateway's ``ApprovalBroker`` for Kubernetes. A held call becomes an entry of the
-run's ``status.pendingApprovals`` (and phase AwaitingApproval while any is pending); a
-person decides by creating a RunApproval, whose ``spec.decidedBy`` the API server has
+run's ``status.pendingApprovals`` (and phase AwaitingApproval while any is pending),
+under an id of its own (the tool call id and a random suffix, so a decision never
+carries over to a repeated call id); a person decides by creating a RunApproval for
+that id, whose ``spec.decidedBy`` the API server has
 already checked against the requesting user (deploy/admission/runapproval-identity.yaml).
 The broker still counts a decision only if that user, or one of their groups, is an
 approver of the policy snapshot the run started with; any other decision is ignored
@@ -17,6 +19,7 @@ import dataclasses
 import datetime
 import hashlib
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -171,18 +174,21 @@ class KubeApprovalBroker:
         key = (run, approval.id)
         with self._lock:
             self._pending[key] = approval
+        # Each hold gets its own id: a model may send a tool call id again, and a decision
+        # on the earlier call (or on a deleted run of the same name) must not decide this one.
+        held = dataclasses.replace(approval, id=f"{approval.id[:110]}-{secrets.token_hex(4)}")
         stop = threading.Event()
         verdict: _Verdict | None = None
         try:
-            await asyncio.to_thread(self._hold, scope, run, approval)
-            verdict = await asyncio.to_thread(self._wait, scope, run, approval, approvers, stop)
+            await asyncio.to_thread(self._hold, scope, run, held)
+            verdict = await asyncio.to_thread(self._wait, scope, run, held, approvers, stop)
         finally:
             stop.set()
             with self._lock:
                 self._pending.pop(key, None)
             # Runs even when the gateway cancelled the wait (its timeout): a timeout is a
             # rejection, and the entry must leave the status either way.
-            await asyncio.shield(asyncio.to_thread(self._settle, scope, run, approval, verdict))
+            await asyncio.shield(asyncio.to_thread(self._settle, scope, run, held, verdict))
         if verdict is None:
             raise errors.GatewayError(
                 f"no decision within {approval.timeout:g} s",
@@ -444,5 +450,6 @@ def post_event(
         kube.create(_kube.core(scope.namespace, "events"), event)
     except _kube.ApiError as error:
         if error.status != 409:
-            log.warning("could not post event %s on %s/%s: %s", reason, scope.namespace,
-                        scope.name, error)
+            log.warning(
+                "could not post event %s on %s/%s: %s", reason, scope.namespace, scope.name, error
+            )

@@ -142,18 +142,19 @@ def test_an_approver_approves_with_the_cli(
     [entry] = _wait_for(
         "the held call in status", lambda: _pending(kube, namespace, "release-approved")
     )
-    assert entry["id"] == "call_release" and entry["tool"] == "Bash" and entry["rule"] == RULE
+    call = entry["id"]
+    assert call.startswith("call_release-") and entry["tool"] == "Bash" and entry["rule"] == RULE
     assert "make release" in entry["summary"]
     run = support.get_run(kube, namespace, "release-approved")
     assert run["status"]["phase"] == "AwaitingApproval"
-    assert "orchestrator approve|deny release-approved call_release" in run["status"]["message"]
+    assert f"orchestrator approve|deny release-approved {call}" in run["status"]["message"]
 
     assert _cli(configs["mallory"], "approvals", "release-approved", "-n", namespace) == 0
-    assert "call_release\tBash" in capsys.readouterr().out
+    assert f"{call}\tBash" in capsys.readouterr().out
 
     # mallory may create RunApprovals (RBAC) in her own name, but is no approver: ignored.
     assert (
-        _cli(configs["mallory"], "approve", "release-approved", "call_release", "-n", namespace)
+        _cli(configs["mallory"], "approve", "release-approved", call, "-n", namespace)
         == 0
     )
     assert "as mallory (groups: interns, system:authenticated)" in capsys.readouterr().out
@@ -166,7 +167,7 @@ def test_an_approver_approves_with_the_cli(
     assert _pending(kube, namespace, "release-approved")
 
     assert _cli(
-        configs["alice"], "approve", "release-approved", "call_release", "-n", namespace,
+        configs["alice"], "approve", "release-approved", call, "-n", namespace,
         "--reason", "release window is open",
     ) == 0  # fmt: skip
     outcome = held.result(30)
@@ -182,10 +183,12 @@ def test_a_group_approver_denies(kube: ControlPlane, cluster: dict[str, Any]) ->
     namespace, configs = cluster["namespace"], cluster["configs"]
     uid = _running_run(kube, namespace, "release-denied")
     held = _Held(kube, namespace, "release-denied", uid, timeout=60)
-    _wait_for("the held call in status", lambda: _pending(kube, namespace, "release-denied"))
+    [entry] = _wait_for(
+        "the held call in status", lambda: _pending(kube, namespace, "release-denied")
+    )
     # bob is an approver only through his group payments-leads.
     assert _cli(
-        configs["bob"], "deny", "release-denied", "call_release", "-n", namespace,
+        configs["bob"], "deny", "release-denied", entry["id"], "-n", namespace,
         "--reason", "not during the freeze",
     ) == 0  # fmt: skip
     outcome = held.result(30)
@@ -202,11 +205,13 @@ def test_only_a_non_approver_decides_so_the_call_times_out(
     namespace = cluster["namespace"]
     uid = _running_run(kube, namespace, "release-expired")
     held = _Held(kube, namespace, "release-expired", uid, timeout=4)
-    _wait_for("the held call in status", lambda: _pending(kube, namespace, "release-expired"))
+    [entry] = _wait_for(
+        "the held call in status", lambda: _pending(kube, namespace, "release-expired")
+    )
     kube.kubectl(
         "create", "-f", "-",
         input=json.dumps(support.run_approval(
-            namespace, "release-expired", "call_release", "Approve", "mallory",
+            namespace, "release-expired", entry["id"], "Approve", "mallory",
             ["interns", "system:authenticated"],
         )),
         as_user="mallory", as_groups=["interns"],
@@ -218,6 +223,35 @@ def test_only_a_non_approver_decides_so_the_call_times_out(
     assert status["interventions"]["rejections"] == 1
     assert status["interventions"].get("approvals", 0) == 0
     assert status["phase"] == "Running"
+
+
+def test_an_earlier_decision_does_not_decide_a_repeated_call_id(
+    kube: ControlPlane, cluster: dict[str, Any]
+) -> None:
+    """A model may send a tool call id again, with other arguments: the approval of the
+    first call, or one naming the bare call id, must not let the second one through."""
+    namespace, configs = cluster["namespace"], cluster["configs"]
+    uid = _running_run(kube, namespace, "release-repeated")
+    first = _Held(kube, namespace, "release-repeated", uid, timeout=60)
+    [entry] = _wait_for("the first hold", lambda: _pending(kube, namespace, "release-repeated"))
+    assert _cli(configs["alice"], "approve", "release-repeated", entry["id"], "-n", namespace) == 0
+    assert first.result(30).approved
+    kube.kubectl(
+        "create", "-f", "-",
+        input=json.dumps(support.run_approval(
+            namespace, "release-repeated", "call_release", "Approve", "alice",
+            ["payments-leads", "system:authenticated"],
+        )),
+        as_user="alice", as_groups=["payments-leads"],
+    )  # fmt: skip
+    second = _Held(kube, namespace, "release-repeated", uid, timeout=4)
+    [again] = _wait_for("the second hold", lambda: _pending(kube, namespace, "release-repeated"))
+    assert again["id"] != entry["id"]
+    with pytest.raises(errors.GatewayError, match="no decision within 4 s"):
+        second.result(30)
+    status = support.get_run(kube, namespace, "release-repeated")["status"]
+    assert status["interventions"]["approvals"] == 1
+    assert status["interventions"]["rejections"] == 1
 
 
 def test_a_finished_run_cannot_be_held(kube: ControlPlane, cluster: dict[str, Any]) -> None:
@@ -387,7 +421,7 @@ def test_the_agent_gets_the_call_only_after_an_approver_approves(
         # Whoever may read the AgentRun reads the summary: no secret value in it.
         assert DEPLOY_TOKEN not in json.dumps(support.get_run(kube, namespace, "gw-approved"))
         assert "TOKEN=[REDACTED:DEPLOY_TOKEN]" in held["summary"]
-        assert _cli(configs["alice"], "approve", "gw-approved", "call_release", "-n",
+        assert _cli(configs["alice"], "approve", "gw-approved", held["id"], "-n",
                     namespace, "--reason", "window open") == 0  # fmt: skip
 
     answer, entries = _through_gateway(kube, namespace, "gw-approved", alice, tmp_path, 60)
@@ -409,8 +443,8 @@ def test_a_non_approvers_decision_leaves_the_call_denied_at_the_timeout(
     namespace, configs = cluster["namespace"], cluster["configs"]
 
     def mallory() -> None:
-        _wait_for("the held call", lambda: _pending(kube, namespace, "gw-expired"))
-        assert _cli(configs["mallory"], "approve", "gw-expired", "call_release", "-n",
+        [held] = _wait_for("the held call", lambda: _pending(kube, namespace, "gw-expired"))
+        assert _cli(configs["mallory"], "approve", "gw-expired", held["id"], "-n",
                     namespace) == 0  # fmt: skip
 
     answer, entries = _through_gateway(kube, namespace, "gw-expired", mallory, tmp_path, 4)
