@@ -304,9 +304,7 @@ class Attestor:
         self.backoff_seconds = backoff_seconds
         self.sleep = sleep
         self._store = store or (
-            lambda namespace, uid, name: ConfigMapStore(
-                kube, namespace, run_uid=uid, run_name=name
-            )
+            lambda namespace, uid, name: ConfigMapStore(kube, namespace, run_uid=uid, run_name=name)
         )
 
     def attest_run(self, run: Mapping[str, Any]) -> JSON | None:
@@ -329,8 +327,10 @@ class Attestor:
             return self._publish(current)
         except Exception as error:  # an attestation failure must never fail the run
             log.exception("attesting AgentRun %s/%s", namespace, name)
-            reason = error.message if isinstance(error, errors.OrchestratorError) else (
-                f"{error.__class__.__name__}: {error}"
+            reason = (
+                error.message
+                if isinstance(error, errors.OrchestratorError)
+                else (f"{error.__class__.__name__}: {error}")
             )
             return self._write(namespace, name, uid, _failed(reason), None)
 
@@ -444,8 +444,9 @@ class Attestor:
         inputs = {
             "agentrun-spec": hashlib.sha256(rfc8785.dumps(spec)).hexdigest(),
             "prompt": hashlib.sha256(str(spec.get("prompt", "")).encode()).hexdigest(),
-            "repository": hashlib.sha256(f"{repository.get('url', '')}@{pinned}".encode())
-            .hexdigest(),
+            "repository": hashlib.sha256(
+                f"{repository.get('url', '')}@{pinned}".encode()
+            ).hexdigest(),
         }
         if isinstance(agent.get("config"), str):
             inputs["config.yaml"] = hashlib.sha256(agent["config"].encode()).hexdigest()
@@ -506,8 +507,10 @@ def tool_call_summary(entries: Iterable[ledger.Entry]) -> attest.ToolCallSummary
     totals = {"allowed": 0, "denied": 0, "approved": 0}
     by_tool: dict[str, dict[str, int]] = {}
     for _, tool, effect, delivered in calls:
-        kind = "allowed" if effect == "Allow" else (
-            "approved" if effect == "RequireApproval" and delivered else "denied"
+        kind = (
+            "allowed"
+            if effect == "Allow"
+            else ("approved" if effect == "RequireApproval" and delivered else "denied")
         )
         totals[kind] += 1
         slot = by_tool.setdefault(tool, {"allowed": 0, "denied": 0, "approved": 0})
