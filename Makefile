@@ -9,7 +9,8 @@ CACHE_DIR := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/continue-orchestrator
 PYTEST_ARGS ?=
 BENCH ?=
 
-.PHONY: help venv lint test test-deps sandbox-deps cn attest-tools demo bench crds
+.PHONY: help venv lint test test-deps sandbox-deps cn attest-tools demo bench crds \
+	k8s-tools cluster-up cluster-down
 
 help:
 	@echo "make demo   one real AgentRun end to end on this machine"
@@ -17,6 +18,7 @@ help:
 	@echo "make lint   ruff and mypy --strict on operator/"
 	@echo "make bench  benchmarks, one JSON object per line (BENCH=name for one)"
 	@echo "make crds   regenerate crds/ from the API models"
+	@echo "make cluster-up / cluster-down   a local test control plane (prints export KUBECONFIG=...)"
 
 $(BIN)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,7 +49,19 @@ attest-tools:
 	@hack/build-cosign.sh >/dev/null
 	@hack/install-sigstore-js.sh >/dev/null
 
-test: lint test-deps sandbox-deps cn attest-tools
+# The test control plane (etcd, kube-apiserver, kube-controller-manager, kubectl) and
+# helm, built from Go modules into $(CACHE_DIR)/bin (docs/testing.md); cluster-up/down
+# run it in the background for people.
+k8s-tools:
+	@hack/build-k8s.sh >/dev/null
+
+cluster-up: venv k8s-tools
+	@$(BIN)/python -m tests.kube up
+
+cluster-down: venv
+	@$(BIN)/python -m tests.kube down
+
+test: lint test-deps sandbox-deps cn attest-tools k8s-tools
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 crds: venv

@@ -10,6 +10,7 @@
 #
 # Safe to run again: a finished build leaves a stamp and is not redone.
 set -euo pipefail
+{ # bash parses this whole block before running it: editing the file mid-build is safe
 
 K8S_VERSION="${K8S_VERSION:-v1.37.2}"
 HELM_MODULE="${HELM_MODULE:-helm.sh/helm/v4}"
@@ -32,13 +33,17 @@ case "${1:-}" in
   *) die "usage: $0 [--print|--print-all]" ;;
 esac
 
-# --- toolchain check -------------------------------------------------------
-[[ -x "$GO" ]] || die "no Go toolchain found (set GO=/path/to/go); need go >= $GO_MIN"
-go_version="$("$GO" env GOVERSION)"            # e.g. go1.26.8
-go_mm="${go_version#go}"; go_mm="${go_mm%.*}"   # 1.26
-if [[ "$(printf '%s\n%s\n' "$GO_MIN" "$go_mm" | sort -V | head -1)" != "$GO_MIN" ]]; then
-  die "$go_version is too old for Kubernetes $K8S_VERSION (needs go >= $GO_MIN)"
-fi
+# --- toolchain check (only when something is to be built) -------------------
+go_version=""
+check_go() {
+  [[ -x "$GO" ]] || die "no Go toolchain found (set GO=/path/to/go); need go >= $GO_MIN"
+  go_version="$("$GO" env GOVERSION)"            # e.g. go1.26.8
+  local go_mm="${go_version#go}"; go_mm="${go_mm%.*}"   # 1.26
+  if [[ "$(printf '%s\n%s\n' "$GO_MIN" "$go_mm" | sort -V | head -1)" != "$GO_MIN" ]]; then
+    die "$go_version is too old for Kubernetes $K8S_VERSION (needs go >= $GO_MIN)"
+  fi
+  log "using $go_version ($GO)"
+}
 
 # Never fetch another toolchain; keep module and build caches (GOPATH,
 # GOCACHE) where Go keeps them so that warm builds are fast.
@@ -156,6 +161,7 @@ build_helm() {
 
 main() {
   local total=$SECONDS
+  (( k8s_done && helm_done )) || check_go
   (( k8s_done )) || build_k8s
   (( helm_done )) || build_helm
   if (( k8s_done && helm_done )); then
@@ -165,4 +171,6 @@ main() {
   fi
   echo "$K8S_DIR"
 }
-main "$@"; exit  # read to the end before running: safe to edit while a build runs
+main "$@"
+exit
+}

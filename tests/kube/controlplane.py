@@ -137,12 +137,16 @@ class ControlPlane:
 
     @property
     def rest(self) -> KubeREST:
-        """A small JSON client as admin (see `tests.kube.rest`)."""
+        """A shared small JSON client as admin (see `tests.kube.rest`)."""
         if self._rest is None:
-            self._rest = KubeREST(
-                self.server, self.pki / "ca.crt", self.pki / "admin.crt", self.pki / "admin.key"
-            )
+            self._rest = self.new_rest()
         return self._rest
+
+    def new_rest(self) -> KubeREST:
+        """A JSON client of its own (its `close()` ends only its own watches)."""
+        return KubeREST(
+            self.server, self.pki / "ca.crt", self.pki / "admin.crt", self.pki / "admin.key"
+        )
 
     # -- lifecycle ---------------------------------------------------------------
     def start(self, timeout: float = 90.0) -> None:
@@ -168,15 +172,19 @@ class ControlPlane:
         self._write_kubeconfig(kcm_kubeconfig, kcm, "system:kube-controller-manager")
         try:
             self._start_etcd(timeout)
-            self._start_apiserver(serving, sa, ca.pair, timeout)
-            self._start_controller_manager(kcm_kubeconfig, sa, ca.pair, timeout)
+            # In sequence: kube-controller-manager gives up if the API server is
+            # not healthy within 20 s, which a loaded 2-core machine can exceed.
+            api = self._spawn_apiserver(serving, sa, ca.pair)
+            self._wait_apiserver(api, timeout)
+            kcm = self._spawn_controller_manager(kcm_kubeconfig, sa, ca.pair)
+            self._wait_controller_manager(kcm, timeout)
         except BaseException:
             self.stop()
             raise
         self.startup_seconds = time.monotonic() - t0
         self._save_state()
 
-    def stop(self, grace: float = 5.0) -> None:
+    def stop(self, grace: float = 3.0) -> None:
         """Terminate the processes one by one, newest first (the API server needs etcd
         to shut down quickly), killing any that outlive `grace` seconds."""
         for proc in reversed(self.procs):
@@ -225,9 +233,9 @@ class ControlPlane:
         ])
         _wait("etcd", lambda: _http_ok(f"{client}/health", proc), timeout, self._tail_on_fail)
 
-    def _start_apiserver(self, serving: Pair, sa: Pair, ca: Pair, timeout: float) -> None:
+    def _spawn_apiserver(self, serving: Pair, sa: Pair, ca: Pair) -> _Proc:
         port = self.ports["apiserver"]
-        proc = self._spawn("kube-apiserver", [
+        return self._spawn("kube-apiserver", [
             "--advertise-address=127.0.0.1",
             "--endpoint-reconciler-type=none",  # 1.37 refuses loopback endpoints
             "--bind-address=127.0.0.1",
@@ -246,24 +254,14 @@ class ControlPlane:
             "--profiling=false",
             "--v=1",
         ])
-        ctx = self._ssl_context()
-        _wait(
-            "kube-apiserver",
-            lambda: _http_ok(f"{self.server}/readyz", proc, ctx),
-            timeout,
-            self._tail_on_fail,
-        )
 
-    def _start_controller_manager(
-        self, kubeconfig: Path, sa: Pair, ca: Pair, timeout: float
-    ) -> None:
-        port = self.ports["controller-manager"]
-        proc = self._spawn("kube-controller-manager", [
+    def _spawn_controller_manager(self, kubeconfig: Path, sa: Pair, ca: Pair) -> _Proc:
+        return self._spawn("kube-controller-manager", [
             f"--kubeconfig={kubeconfig}",
             f"--authentication-kubeconfig={kubeconfig}",
             f"--authorization-kubeconfig={kubeconfig}",
             "--bind-address=127.0.0.1",
-            f"--secure-port={port}",
+            f"--secure-port={self.ports['controller-manager']}",
             f"--cert-dir={self.pki / 'kcm'}",
             "--controllers=*",
             "--leader-elect=false",
@@ -276,12 +274,20 @@ class ControlPlane:
             "--profiling=false",
             "--v=1",
         ])
+
+    def _wait_apiserver(self, api: _Proc, timeout: float) -> None:
+        ctx = self._ssl_context()
+        _wait("kube-apiserver", lambda: _http_ok(f"{self.server}/readyz", api, ctx),
+              timeout, self._tail_on_fail)
+
+    def _wait_controller_manager(self, kcm: _Proc, timeout: float) -> None:
         insecure = ssl.create_default_context()
         insecure.check_hostname = False
         insecure.verify_mode = ssl.CERT_NONE  # its self-signed serving cert; loopback only
         _wait(
             "kube-controller-manager",
-            lambda: _http_ok(f"https://127.0.0.1:{port}/healthz", proc, insecure),
+            lambda: _http_ok(
+                f"https://127.0.0.1:{self.ports['controller-manager']}/healthz", kcm, insecure),
             timeout,
             self._tail_on_fail,
         )

@@ -159,6 +159,7 @@ class PodExecutor:
             r.request_kill("executor stopping")
         for r in runners:
             r.join(timeout=15)
+        self.rest.close()  # ends the watch; an open watch also delays API server shutdown
         for t in self._threads:
             t.join(timeout=2)
 

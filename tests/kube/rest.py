@@ -60,6 +60,7 @@ class KubeREST:
             cert_file=str(cert_file) if cert_file else None,
             key_file=str(key_file) if key_file else None,
         )
+        self._streams: set[urllib3.BaseHTTPResponse] = set()
 
     @classmethod
     def from_kubeconfig(cls, path: Path) -> KubeREST:
@@ -134,6 +135,7 @@ class KubeREST:
             timeout=urllib3.Timeout(connect=10.0, read=timeout_seconds + 30.0),
             retries=False,
         )
+        self._streams.add(resp)
         try:
             if resp.status >= 300:
                 raise ApiError(resp.status, resp.read().decode(), "WATCH", path)
@@ -145,7 +147,14 @@ class KubeREST:
                     if line.strip():
                         yield json.loads(line)
         finally:
+            self._streams.discard(resp)
             resp.release_conn()
+
+    def close(self) -> None:
+        """End open watches (from any thread) and drop pooled connections."""
+        for resp in list(self._streams):
+            resp.shutdown()
+        self._pool.clear()
 
 
 def _query(params: dict[str, str] | None) -> str:
