@@ -533,7 +533,8 @@ class _PodRunner(threading.Thread):
         sec = self._security(c)
         run_as = sec.get("runAsUser") if os.geteuid() == 0 else None
         return subprocess.Popen(
-            argv, cwd=cwd, env={**env, "PODEXEC_ROOT": str(rootfs)}, stdin=subprocess.DEVNULL,
+            argv, cwd=cwd, env={**env, "PODEXEC_ROOT": str(rootfs), "PWD": str(cwd)},
+            stdin=subprocess.DEVNULL,
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             user=run_as, group=sec.get("runAsGroup", run_as) if run_as is not None else None,
         )
@@ -560,8 +561,11 @@ class _PodRunner(threading.Thread):
             "root": {"path": "/", "readonly": read_only},
             "hostname": self.pod_name[:63],
             "mounts": mounts,
+            # A network namespace in the spec would give the pod no network at all, even
+            # with --network=host; leave it out so host networking really is the host's.
             "linux": {"namespaces": [{"type": t} for t in
-                                     ("pid", "mount", "ipc", "uts", "network")]},
+                                     ("pid", "mount", "ipc", "uts",
+                                      *(() if self.ex.network == "host" else ("network",)))]},
         }
         bundle = self.root / "bundles" / c.cid
         bundle.mkdir(parents=True, exist_ok=True)
@@ -696,11 +700,16 @@ class _PodRunner(threading.Thread):
             if target.exists():
                 shutil.rmtree(target)
             target.mkdir(parents=True)
+            # The kubelet gives volume files to the pod's fsGroup, so a non-root pod reads them.
+            fs_group = (self.pod["spec"].get("securityContext") or {}).get("fsGroup")
             for rel, data in files.items():
                 path = target / rel
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(data)
                 path.chmod(mode)
+                if fs_group is not None and os.geteuid() == 0:
+                    for owned in [path, *path.relative_to(target).parents]:
+                        os.chown(target / owned, -1, int(fs_group))
             self.volumes[name] = target
 
     def _downward(self, items: list[JSON]) -> dict[str, bytes]:
