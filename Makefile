@@ -66,6 +66,7 @@ test: lint test-deps sandbox-deps cn attest-tools k8s-tools
 
 crds: venv
 	$(BIN)/orchestrator crds --write crds --reference docs/crd-reference.md
+	cp crds/*.yaml charts/continue-orchestrator/crds/  # Helm reads only the chart's own files
 
 # One real AgentRun end to end on this machine (examples/demo): the runner in gVisor behind
 # the gateway, a SQLite ledger, the record store, a development-key attestation; then the
