@@ -108,6 +108,9 @@ def prepare(
         )
     destination.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="clone-home-") as home:
+        # For a file:// origin, git runs upload-pack as a separate process that gets no
+        # -c options; safe.directory reaches it only through the (throwaway) global config.
+        pathlib.Path(home, ".gitconfig").write_text("[safe]\n\tdirectory = *\n")
         extra: dict[str, str] = {}
         if credentials is not None:
             basic = base64.b64encode(
