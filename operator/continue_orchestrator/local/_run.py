@@ -20,6 +20,7 @@ import json
 import os
 import pathlib
 import signal
+import stat
 import sys
 import time
 import uuid
@@ -671,7 +672,8 @@ class _Pipeline:
                 "stopped" if report.phase == api.Phase.DENIED.value else "failed"),
             record_digest=_hex(report.record_digest) or _sha(b""),
             diff_digest=_hex(report.diff_digest) or _sha(b""),
-            workspace_tree_digest=_tree_digest(workspace),
+            workspace_tree_digest=_hex((outcome or {}).get("workspaceTreeDigest"))
+            or _tree_digest(workspace),
             ledger=attest.LedgerRange(
                 first=report.ledger.first, last=report.ledger.last,
                 merkle_root=report.ledger.merkle_root,
@@ -685,7 +687,7 @@ class _Pipeline:
             },
             policy_digest=_hex(plan.snapshot.digest),
             runner_image=settings.runner_image,
-            cli_version=CN_VERSION,
+            cli_version=str((outcome or {}).get("cliVersion") or CN_VERSION),
             models=tuple(
                 attest.ModelUse(provider=providers.get(name, "openai"), model=name, requests=n)
                 for name, n in sorted(requests.items())
@@ -777,17 +779,27 @@ def _local_origin(url: str) -> str | None:
 
 
 def _tree_digest(workspace: pathlib.Path) -> str:
-    """SHA-256 over every file's path, mode and content, git internals excluded."""
+    """Fallback when the runner did not report one: SHA-256 over every entry's path, kind
+    and content, git internals excluded. Links are hashed by target, never followed."""
     digest = hashlib.sha256()
-    files = (p for p in workspace.rglob("*") if ".git" not in p.relative_to(workspace).parts)
-    for path in sorted(files):
-        if path.is_symlink():
-            digest.update(b"l " + str(path.relative_to(workspace)).encode() + b"\0")
-            digest.update(os.readlink(path).encode() + b"\0")
-        elif path.is_file():
-            mode = b"x " if os.access(path, os.X_OK) else b"f "
-            digest.update(mode + str(path.relative_to(workspace)).encode() + b"\0")
-            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    found: list[tuple[str, bytes]] = []
+    for directory, subdirectories, files in os.walk(workspace, followlinks=False):
+        relative = pathlib.Path(directory).relative_to(workspace)
+        if relative == pathlib.Path("."):
+            subdirectories[:] = [d for d in subdirectories if d != ".git"]
+        for name in [*files, *(d for d in subdirectories if os.path.islink(f"{directory}/{d}"))]:
+            path = pathlib.Path(directory, name)
+            info = path.lstat()
+            if stat.S_ISLNK(info.st_mode):
+                record = b"link " + os.readlink(path).encode()
+            elif stat.S_ISREG(info.st_mode):
+                kind = b"exec " if info.st_mode & stat.S_IXUSR else b"file "
+                record = kind + hashlib.sha256(path.read_bytes()).hexdigest().encode()
+            else:
+                record = b"other"
+            found.append((str(relative / name), record))
+    for name, record in sorted(found):
+        digest.update(record + b" " + name.encode() + b"\0")
     return digest.hexdigest()
 
 
