@@ -120,24 +120,39 @@ class RunRecorder:
     ) -> records.Exchange:
         """Store ``blobs`` and append one exchange plus its ledger entries, in order."""
         async with self._lock:
+            # One worker-thread hop for all of it: each hop costs the event loop a wake-up.
+            return await asyncio.to_thread(
+                self._write, kind, blobs, request_hash, facts or {}, entries
+            )
 
-            def write() -> tuple[records.Exchange, dict[str, str]]:
-                digests = {role: self.put(data) for role, data in blobs.items()}
-                exchange = self.record.append(
-                    kind,
-                    blobs=digests,
-                    request_hash=request_hash() if callable(request_hash) else request_hash,
-                    facts=self.redact.json(dict(facts or {})),
-                )
-                return exchange, digests
-
-            exchange, digests = await asyncio.to_thread(write)
-            filled = [
-                (entry_kind, actor, {"step": exchange.step, **_fill(payload, digests, exchange)})
-                for entry_kind, actor, payload in entries
-            ]
-            await self.ledger_entries(filled)
-            return exchange
+    def _write(
+        self,
+        kind: str,
+        blobs: Mapping[str, bytes],
+        request_hash: str | Callable[[], str] | None,
+        facts: Mapping[str, Any],
+        entries: Sequence[tuple[str, str, dict[str, Any]]],
+    ) -> records.Exchange:
+        digests = {role: self.put(data) for role, data in blobs.items()}
+        hashed = request_hash() if callable(request_hash) else request_hash  # may add a fact
+        exchange = self.record.append(
+            kind, blobs=digests, request_hash=hashed, facts=self.redact.json(dict(facts))
+        )
+        if self.ledger is not None and entries:
+            self.ledger.append_many(
+                [
+                    (
+                        self.run,
+                        entry_kind,
+                        actor,
+                        self.redact.json(
+                            {"step": exchange.step, **_fill(payload, digests, exchange)}
+                        ),
+                    )
+                    for entry_kind, actor, payload in entries
+                ]
+            )
+        return exchange
 
 
 def _fill(

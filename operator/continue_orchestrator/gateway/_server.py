@@ -745,8 +745,14 @@ class _Exchange:
         replacements = {registration.workspace: "<WORKSPACE>"} if registration.workspace else {}
         body = self.body
 
-        def request_hash() -> str:  # pure-Python RFC 8785: keep it off the response path
-            return records.normalised_request_hash(body, replacements=replacements)
+        def request_hash() -> str:  # milliseconds for a long request: off the response path
+            try:
+                return records.normalised_request_hash(body, replacements=replacements)
+            except errors.OrchestratorError:
+                # Not canonical JSON (a lone surrogate, say): hash the bytes as sent rather
+                # than let one odd request keep the exchange out of the record.
+                facts["requestHashOf"] = "raw agent request"
+                return records.digest_of(self.raw)
 
         facts = {
             "model": self.body.get("model"),
