@@ -85,7 +85,8 @@ DEMO_RUN = $(BIN)/orchestrator run examples/demo/agentrun.yaml \
 demo: venv cn $(if $(filter none,$(DEMO_SANDBOX)),,sandbox-deps)
 	@hack/demo-origin.sh >/dev/null
 	DEMO_OPENAI_API_KEY=sk-demo-placeholder-not-a-real-key $(DEMO_RUN)
-	$(BIN)/orchestrator ledger verify sqlite:///$(abspath $(DEMO_STATE))/ledger.db
+	$(BIN)/orchestrator ledger verify sqlite:///$(abspath $(DEMO_STATE))/ledger.db \
+		--public-key $(DEMO_STATE)/keys/DEVELOPMENT-ONLY-attestation.pub
 	$(BIN)/orchestrator verify "$$(ls -t $(DEMO_STATE)/attestations/*.sigstore.json | head -1)" \
 		--key $(DEMO_STATE)/keys/DEVELOPMENT-ONLY-attestation.pub
 

@@ -155,13 +155,15 @@ def test_ledger_and_attestation_verify_with_the_cli(
 ) -> None:
     state, done = demo
     report = _report(state)
+    key = state / "keys" / "DEVELOPMENT-ONLY-attestation.pub"
     checked = subprocess.run(
-        [ORCHESTRATOR, "ledger", "verify", f"sqlite:///{state / 'ledger.db'}"],
+        [ORCHESTRATOR, "ledger", "verify", f"sqlite:///{state / 'ledger.db'}",
+         "--public-key", str(key)],
         capture_output=True, text=True,
     )  # fmt: skip
     assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "(1 signatures verified)" in checked.stdout
     bundle = report["attestation"]["location"]
-    key = state / "keys" / "DEVELOPMENT-ONLY-attestation.pub"
     verified = subprocess.run(
         [ORCHESTRATOR, "verify", bundle, "--key", str(key)], capture_output=True, text=True
     )

@@ -585,7 +585,12 @@ class _Pipeline:
         entries = list(book.entries(run_uid=self.uid))
         calls = _report.tool_calls(entries)
         allowed, denied, approved = _report.counts(calls)
-        checkpoint = book.checkpoint()
+        # The checkpoint the attestation cites is signed with the same development key.
+        dev_key = attest.ensure_dev_key(self.state / "keys")
+        signing_key = attest.load_private_key(
+            dev_key.private_key_path.read_bytes(), where=str(dev_key.private_key_path)
+        )
+        checkpoint = book.checkpoint(ledger.KeySigner(signing_key))
         first, last = entries[0], entries[-1]
         summary = _report.LedgerSummary(
             url=self.ledger_url, first=first.sequence, last=last.sequence,
@@ -616,7 +621,7 @@ class _Pipeline:
         head = list(book.entries(run_uid=self.uid, start=last.sequence + 1))
         if head:
             summary.head_sequence, summary.head_hash = head[-1].sequence, head[-1].entry_hash
-        checked = ledger.verify(book)
+        checked = ledger.verify(book, public_key=signing_key.public_key())
         summary.verified = checked.ok
         summary.problems = [f"entry {p.sequence}: {p.what}" for p in checked.problems]
         return report
