@@ -279,3 +279,25 @@ def test_stopping_while_waiting_stops_everything_and_records_it(
     assert not [name for name in left if name.startswith(f"cosbx-{process.pid}-")]
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert str(run_dir / "run") not in ps
+
+
+def test_no_sandbox_is_loud_and_deny_all_refuses_the_held_call(
+    origin: str, cn: str, tmp_path: pathlib.Path
+) -> None:
+    done = subprocess.run(
+        _command(tmp_path, "--sandbox", "none", "--deny-all"), capture_output=True, text=True,
+        env=_env(), timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert "WARNING: --sandbox none" in done.stderr
+    assert "NO ISOLATION (--sandbox none)" in done.stdout
+    assert "phase: Running (NO SANDBOX)" in done.stdout
+    report = _report(tmp_path)
+    assert report["sandbox"] == "none"
+    (held,) = [c for c in report["toolCalls"] if c["effect"] == "RequireApproval"]
+    assert not held["delivered"] and "(--deny-all)" in held["decidedBy"]
+    assert (report["allowed"], report["denied"], report["approved"]) == (5, 3, 0)
+    assert [f["path"] for f in report["diffFiles"]] == ["src/shop/pricing.py"]
+    with ledger.open(f"sqlite:///{tmp_path / 'ledger.db'}") as book:
+        created = next(book.entries(run_uid=report["uid"]))
+    assert created.payload is not None and created.payload["sandbox"] == "none"
