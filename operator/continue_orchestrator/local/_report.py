@@ -45,6 +45,7 @@ class VerifyLine(_Model):
     command: str
     exit_code: int | None
     passed: bool
+    duration_seconds: float = 0.0
 
 
 class ChangedFile(_Model):

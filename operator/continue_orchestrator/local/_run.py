@@ -603,6 +603,7 @@ class _Pipeline:
                 name=str(v["name"]), command=str(v["command"]),
                 exit_code=v["result"].get("exitCode"),
                 passed=v["result"].get("exitCode") == 0 and not v["result"].get("timedOut"),
+                duration_seconds=float(v["result"].get("durationSeconds") or 0.0),
             )
             for v in (outcome or {}).get("verify") or []
         ]  # fmt: skip
@@ -704,7 +705,7 @@ class _Pipeline:
             verify_results=tuple(
                 attest.VerifyResult(
                     command=v.command, exit_code=v.exit_code if v.exit_code is not None else -1,
-                    duration_seconds=0.0,
+                    duration_seconds=v.duration_seconds,
                 )
                 for v in report.verify
             ),
