@@ -3,7 +3,9 @@
 ``RunFacts`` is the single input of the statement builder: whoever finishes a run
 (the controller, ``orchestrator run`` in local mode) fills it from the record, the
 ledger and the runner's report. It is also the predicate itself, so a verifier gets
-the same typed object back with ``RunFacts.from_predicate``.
+the same typed object back with ``RunFacts.from_predicate``. A fact nobody measured is
+``None`` and is stated as JSON ``null``, never as a digest of nothing: the SHA-256 of
+empty content is a real value (an agent that changed nothing has an empty diff).
 """
 
 from __future__ import annotations
@@ -69,7 +71,9 @@ class LedgerRange(_Model):
 class ModelUse(_Model):
     """One model the run talked to through the gateway."""
 
-    provider: str = Field(min_length=1)
+    provider: str | None = Field(
+        min_length=1, description="the wire API the gateway spoke; null if not recorded"
+    )
     model: str = Field(min_length=1)
     requests: int = Field(ge=0)
 
@@ -113,16 +117,18 @@ class RunFacts(_Model):
 
     run: RunRef
     outcome: Literal["succeeded", "failed", "stopped"]
-    record_digest: Sha256
-    diff_digest: Sha256
-    workspace_tree_digest: Sha256
+    record_digest: Sha256 | None = Field(description="null: no record was kept")
+    diff_digest: Sha256 | None = Field(description="null: the run took no diff")
+    workspace_tree_digest: Sha256 | None = Field(
+        description="null: the agent never ran, or its workspace could not be read"
+    )
     ledger: LedgerRange
     inputs: dict[str, Sha256] = Field(
         description="input name (config.yaml, prompt, repository, ...) to its digest"
     )
     policy_digest: Sha256
     runner_image: str = Field(pattern=r"^[^\s@]+@sha256:[0-9a-f]{64}$")
-    cli_version: str = Field(min_length=1)
+    cli_version: str | None = Field(min_length=1, description="null: not reported")
     models: tuple[ModelUse, ...] = ()
     tool_calls: ToolCallSummary = ToolCallSummary()
     verify_results: tuple[VerifyResult, ...] = ()
@@ -139,8 +145,14 @@ class RunFacts(_Model):
         return self
 
     def to_predicate(self) -> dict[str, Any]:
-        """The predicate JSON object (camelCase, times as RFC 3339 UTC)."""
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        """The predicate JSON object (camelCase, times as RFC 3339 UTC).
+
+        Unmeasured facts stay as explicit ``null``; only an absent ``replayOf`` is left out.
+        """
+        predicate = self.model_dump(mode="json", by_alias=True)
+        if predicate.get("replayOf") is None:
+            predicate.pop("replayOf", None)
+        return predicate
 
     @classmethod
     def from_predicate(cls, predicate: dict[str, Any]) -> RunFacts:

@@ -17,7 +17,7 @@ from continue_orchestrator import errors
 from continue_orchestrator.attest import _facts
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
-PREDICATE_TYPE = "https://orchestrator.continue.dev/agent-run/v1"
+PREDICATE_TYPE = "https://orchestrator.continue.dev/agent-run/v2"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 
 # Subject names; the ledger subject's digest is the Merkle root of the run's range.
@@ -71,16 +71,16 @@ class Statement(BaseModel):
 
 
 def build_statement(facts: _facts.RunFacts) -> Statement:
-    """The in-toto statement attesting ``facts``."""
+    """The in-toto statement attesting ``facts``; an unmeasured digest has no subject."""
     ledger = facts.ledger
-    subjects = (
-        Subject(name=SUBJECT_RECORD, digest={"sha256": facts.record_digest}),
-        Subject(name=SUBJECT_DIFF, digest={"sha256": facts.diff_digest}),
-        Subject(
-            name=f"{SUBJECT_LEDGER}/{ledger.first}-{ledger.last}",
-            digest={"sha256": ledger.merkle_root},
-        ),
-        Subject(name=SUBJECT_TREE, digest={"sha256": facts.workspace_tree_digest}),
+    named = (
+        (SUBJECT_RECORD, facts.record_digest),
+        (SUBJECT_DIFF, facts.diff_digest),
+        (f"{SUBJECT_LEDGER}/{ledger.first}-{ledger.last}", ledger.merkle_root),
+        (SUBJECT_TREE, facts.workspace_tree_digest),
+    )
+    subjects = tuple(
+        Subject(name=name, digest={"sha256": digest}) for name, digest in named if digest
     )
     return Statement(
         type=STATEMENT_TYPE,

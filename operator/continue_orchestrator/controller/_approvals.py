@@ -195,7 +195,9 @@ class KubeApprovalBroker:
                 where=f"AgentRun {scope.namespace}/{scope.name}, tool call {approval.id}",
                 fix="a held call is denied when nobody decides in time",
             )
-        return gateway.ApprovalOutcome(verdict.approved, verdict.username, verdict.reason)
+        return gateway.ApprovalOutcome(
+            verdict.approved, verdict.username, verdict.reason, groups=verdict.groups
+        )
 
     # -- status ------------------------------------------------------------------------
 

@@ -34,8 +34,6 @@ JSON = dict[str, Any]
 BUNDLE_KEY = "bundle.sigstore.json"
 LOCATION_SCHEME = "configmap:"
 ATTESTATION_COMPONENT = "attestation"
-DEFAULT_CLI_VERSION = "1.5.47"
-_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _CAS_ATTEMPTS = 10
 
 
@@ -173,8 +171,8 @@ def _hex(digest: str | None) -> str | None:
 class RunEvidence:
     """What the gateway and runner know of a run that its AgentRun does not say.
 
-    A digest left None is attested as the SHA-256 of the empty string: the run produced
-    no such thing (no record, no diff) or nobody kept it.
+    A digest or version left None is attested as ``null`` (and a digest gets no
+    subject): the run produced no such thing, nobody measured it, or nobody kept it.
     """
 
     record_digest: str | None = None
@@ -191,8 +189,9 @@ EvidenceSource = Callable[[str], RunEvidence | None]
 
 def evidence_from_records(root: str | pathlib.Path) -> EvidenceSource:
     """Evidence from the gateway's record store (a volume the operator also mounts):
-    the sealed record's digest, and from the runner's outcome the diff digest and verify
-    results; models from the recorded model exchanges."""
+    the sealed record's digest; from the runner's outcome the diff and workspace tree
+    digests, the CLI version and verify results; models and their providers from the
+    recorded model exchanges."""
     store = records.BlobStore(root)
 
     def evidence(uid: str) -> RunEvidence | None:
@@ -202,12 +201,13 @@ def evidence_from_records(root: str | pathlib.Path) -> EvidenceSource:
             return None
         manifest = record.directory / "manifest"
         sealed = manifest.read_text(encoding="utf-8").strip() if manifest.exists() else None
-        requests: dict[str, int] = {}
+        requests: dict[tuple[str, str | None], int] = {}
         outcome: Mapping[str, Any] = {}
         for exchange in record.exchanges:
             if exchange.kind == "model" and exchange.facts.get("model"):
-                model = str(exchange.facts["model"])
-                requests[model] = requests.get(model, 0) + 1
+                provider = exchange.facts.get("provider")
+                key = (str(exchange.facts["model"]), str(provider) if provider else None)
+                requests[key] = requests.get(key, 0) + 1
             elif exchange.kind == "run.outcome" and "outcome" in exchange.blobs:
                 try:
                     loaded = json.loads(store.get(exchange.blobs["outcome"]))
@@ -225,14 +225,20 @@ def evidence_from_records(root: str | pathlib.Path) -> EvidenceSource:
                     duration_seconds=max(0.0, float(result.get("durationSeconds") or 0.0)),
                 )
             )
+        cli = outcome.get("cliVersion")
+        tree = outcome.get("workspaceTreeDigest")
         return RunEvidence(
             record_digest=sealed,
             diff_digest=(outcome.get("diff") or {}).get("digest"),
+            workspace_tree_digest=tree if isinstance(tree, str) else None,
             verify_results=tuple(verify),
             models=tuple(
-                attest.ModelUse(provider="openai-compatible", model=name, requests=count)
-                for name, count in sorted(requests.items())
+                attest.ModelUse(provider=provider, model=name, requests=count)
+                for (name, provider), count in sorted(
+                    requests.items(), key=lambda item: (item[0][0], item[0][1] or "")
+                )
             ),
+            cli_version=cli if isinstance(cli, str) and cli else None,
         )
 
     return evidence
@@ -462,9 +468,9 @@ class Attestor:
                     namespace=str(metadata["namespace"]), name=str(metadata["name"]), uid=uid
                 ),
                 outcome=_run_outcome(status),
-                record_digest=record or _EMPTY_SHA256,
-                diff_digest=_hex(evidence.diff_digest) or _EMPTY_SHA256,
-                workspace_tree_digest=_hex(evidence.workspace_tree_digest) or _EMPTY_SHA256,
+                record_digest=record,
+                diff_digest=_hex(evidence.diff_digest),
+                workspace_tree_digest=_hex(evidence.workspace_tree_digest),
                 ledger=attest.LedgerRange(
                     first=entries[0].sequence,
                     last=entries[-1].sequence,
@@ -473,7 +479,7 @@ class Attestor:
                 inputs=inputs,
                 policy_digest=policy_digest,
                 runner_image=str(status.get("runnerImage") or ""),
-                cli_version=evidence.cli_version or DEFAULT_CLI_VERSION,
+                cli_version=evidence.cli_version,
                 models=evidence.models,
                 tool_calls=tool_call_summary(entries),
                 verify_results=evidence.verify_results,

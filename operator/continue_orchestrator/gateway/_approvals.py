@@ -52,6 +52,8 @@ class ApprovalOutcome:
     approved: bool
     decided_by: str
     reason: str = ""
+    groups: tuple[str, ...] | None = None
+    """The decider's groups as an authenticator vouched for them; None when no one did."""
 
 
 @runtime_checkable

@@ -392,7 +392,12 @@ class Gateway:
         exchange = await state.recorder.exchange(
             "run.outcome",
             blobs={"outcome": raw},
-            facts={"exitCode": outcome.get("exitCode"), "status": outcome.get("status")},
+            facts={
+                "exitCode": outcome.get("exitCode"),
+                "status": outcome.get("status"),
+                "workspaceTreeDigest": outcome.get("workspaceTreeDigest"),
+                "cliVersion": outcome.get("cliVersion"),
+            },
             entries=[
                 (
                     "run.finished",
@@ -655,12 +660,14 @@ class Gateway:
                 waiting.cancel()
         if waiting.done() and not waiting.cancelled() and waiting.exception() is None:
             outcome = waiting.result()
-            payload = {
+            payload: dict[str, Any] = {
                 "callId": call_id,
                 "tool": tool,
                 "by": outcome.decided_by,
                 "reason": outcome.reason,
             }
+            if outcome.groups is not None:
+                payload["groups"] = list(outcome.groups)
             if outcome.approved:
                 return "Allow", approval.reason, [("approval.granted", outcome.decided_by, payload)]
             why = f"a person ({outcome.decided_by}) denied it" + (
@@ -756,6 +763,7 @@ class _Exchange:
 
         facts = {
             "model": self.body.get("model"),
+            "provider": self.upstream.provider,
             "stream": bool(self.body.get("stream")),
             "status": status,
             "upstreamRounds": len(self.rounds),

@@ -40,8 +40,14 @@ from continue_orchestrator.runner._outcome import (
     VerifyResult,
     redact,
 )
-from continue_orchestrator.runner._run import agent_environment, run
-from continue_orchestrator.runner._workspace import Diff, diff, split_credentials
+from continue_orchestrator.runner._run import agent_environment, cli_version, run
+from continue_orchestrator.runner._workspace import (
+    TREE_MAX_DEPTH,
+    Diff,
+    diff,
+    split_credentials,
+    tree_digest,
+)
 
 __all__ = [
     "BUNDLE_ENV",
@@ -51,6 +57,7 @@ __all__ = [
     "GIT_USERNAME_ENV",
     "SECRET_ENV_PREFIX",
     "TOKEN_ENV",
+    "TREE_MAX_DEPTH",
     "AgentResult",
     "ChangedFile",
     "Credentials",
@@ -68,6 +75,7 @@ __all__ = [
     "Status",
     "VerifyResult",
     "agent_environment",
+    "cli_version",
     "diff",
     "load_bundle",
     "main",
@@ -77,4 +85,5 @@ __all__ = [
     "run",
     "secret_references",
     "split_credentials",
+    "tree_digest",
 ]

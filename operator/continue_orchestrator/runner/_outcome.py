@@ -132,6 +132,11 @@ class Outcome(_Wire):
     agent: AgentResult | None = None
     verify: list[VerifyResult] = pydantic.Field(default_factory=list)
     diff: DiffReport | None = None
+    workspace_tree_digest: str | None = None
+    """``sha256:`` digest of the workspace after the agent (``runner.tree_digest``); None
+    when the agent never ran or the tree could not be read."""
+    cli_version: str | None = None
+    """Version of the Continue CLI that ran, from its package.json; None if unknown."""
     redacted: list[str] = pydantic.Field(default_factory=list)
     """Names of secrets whose values were found and removed from this report."""
     started_at: str

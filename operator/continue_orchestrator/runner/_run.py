@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import datetime
+import json
 import os
 import pathlib
 import sys
@@ -50,6 +51,8 @@ class _Progress:
     config: _config.RewrittenConfig | None = None
     agent: tuple[list[str], _process.Completed] | None = None
     diff: _workspace.Diff | None = None
+    tree: str | None = None
+    cli_version: str | None = None
     verify: list[tuple[api.VerifyCommand, _process.Completed]] = dataclasses.field(
         default_factory=list
     )
@@ -185,6 +188,7 @@ def run(
             f"the Continue CLI is not at {bundle.paths.cn} (set paths.cn in the bundle; "
             "hack/install-cn.sh installs the pinned version)",
         )
+    state.cli_version = cli_version(bundle.paths.cn)
     argv = [bundle.paths.cn, "-p", "--config", str(config_path), bundle.prompt]
     log(f"starting the agent ({len(rewritten.models)} model(s) through {bundle.api_base})")
     agent = _process.run(
@@ -197,6 +201,10 @@ def run(
     state.agent = (argv, agent)
     log(f"agent exited {agent.exit_code} after {agent.duration_seconds}s")
 
+    try:
+        state.tree = _workspace.tree_digest(workspace)
+    except errors.OrchestratorError as error:
+        log(f"no workspace tree digest: {error.message}")
     try:
         state.diff = _workspace.diff(workspace, base, limit=bundle.diff_limit_bytes)
     except errors.OrchestratorError as error:
@@ -228,6 +236,35 @@ def run(
     if failed:
         return finish(_outcome.Status.VERIFY_FAILED, f"verify failed: {', '.join(failed)}")
     return finish(_outcome.Status.SUCCEEDED)
+
+
+def cli_version(cn: str) -> str | None:
+    """The version in the package.json of the npm package whose ``bin`` is ``cn``.
+
+    Reading it costs a file read; ``cn --version`` would start node (seconds). A
+    package.json that does not declare ``cn`` as its binary is not believed.
+    """
+    executable = os.path.realpath(cn)
+    for parent in pathlib.Path(executable).parents:
+        manifest = parent / "package.json"
+        if not manifest.is_file():
+            continue
+        try:
+            data = json.loads(manifest.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(data, dict) or not isinstance(data.get("version"), str):
+            return None
+        bins = data.get("bin")
+        targets = bins.values() if isinstance(bins, dict) else [bins]
+        if not any(
+            isinstance(target, str) and os.path.realpath(parent / target) == executable
+            for target in targets
+        ):
+            return None
+        name, version = str(data.get("name") or ""), str(data["version"])
+        return version if name == "@continuedev/cli" else f"{name}@{version}"
+    return None
 
 
 def _workspace_head(workspace: pathlib.Path) -> str:
@@ -312,6 +349,8 @@ def _build_outcome(
         agent=agent,
         verify=verify,
         diff=diff,
+        workspace_tree_digest=state.tree,
+        cli_version=state.cli_version,
         redacted=sorted(found),
         started_at=started,
         finished_at=_now(),

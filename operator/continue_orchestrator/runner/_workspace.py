@@ -6,6 +6,9 @@ a remote URL or a config entry, and the clone is checked for them before the age
 starts. The diff is taken with a private index against the pinned commit, with every
 repository-controlled command hook (fsmonitor, hooks, external diff, textconv) off,
 so a file the agent planted cannot run code in, or hide changes from, the diff.
+``tree_digest`` names the final workspace for the attestation (docs/attestation.md,
+"Workspace tree digest"); it reads through directory descriptors and never follows a
+symbolic link, so a link the agent planted cannot point it outside the workspace.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import dataclasses
 import hashlib
 import os
 import pathlib
+import stat
 import subprocess
 import tempfile
 import urllib.parse
@@ -173,6 +177,113 @@ def diff(workspace: pathlib.Path, base: str, *, limit: int) -> Diff:
         size=len(patch),
         truncated=len(patch) > limit,
     )
+
+
+TREE_MAX_DEPTH = 512
+"""Deeper workspaces get no tree digest rather than one file descriptor per level."""
+_CHUNK = 1 << 20
+_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+
+
+def tree_digest(workspace: pathlib.Path) -> str:
+    """``sha256:`` + SHA-256 of the workspace's canonical listing, ``.git`` excluded.
+
+    One record per non-directory entry, sorted by path bytes: ``KIND SP HEX SP PATH NUL``.
+    KIND is ``file``, ``exec`` (owner execute bit set), ``link`` (HEX hashes the link's
+    target, which is never followed) or ``other`` (fifo, socket, device: HEX hashes
+    nothing). PATH is the raw bytes relative to the workspace, ``/``-separated. Raises
+    ``errors.RunnerError`` when an entry cannot be read.
+    """
+    where = f"workspace {workspace}"
+    records: list[tuple[bytes, bytes]] = []
+    try:
+        root = os.open(workspace, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as error:
+        raise errors.RunnerError(
+            f"cannot open the workspace: {error.strerror}", where=where
+        ) from error
+    # Depth-first with one open descriptor per level: (dir fd, path prefix, names left).
+    stack: list[tuple[int, bytes, list[bytes]]] = []
+    try:
+        stack.append((root, b"", _names(root, b"", where)))
+        while stack:
+            directory, prefix, names = stack[-1]
+            if not names:
+                os.close(directory)
+                stack.pop()
+                continue
+            name = names.pop()
+            path = prefix + name
+            if not prefix and name == b".git":
+                continue
+            try:
+                info = os.stat(name, dir_fd=directory, follow_symlinks=False)
+                if stat.S_ISDIR(info.st_mode):
+                    if len(stack) >= TREE_MAX_DEPTH:
+                        raise errors.RunnerError(
+                            f"the workspace is nested deeper than {TREE_MAX_DEPTH} directories",
+                            where=f"{where}: {os.fsdecode(path)}",
+                        )
+                    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+                    child = os.open(name, flags, dir_fd=directory)
+                    try:
+                        listed = _names(child, path, where)
+                    except BaseException:
+                        os.close(child)
+                        raise
+                    stack.append((child, path + b"/", listed))
+                    continue
+                if stat.S_ISLNK(info.st_mode):
+                    target = os.readlink(name, dir_fd=directory)
+                    records.append((path, b"link " + _hex(target)))
+                elif stat.S_ISREG(info.st_mode):
+                    records.append((path, _file_record(directory, name)))
+                else:
+                    records.append((path, b"other " + _EMPTY_SHA256.encode()))
+            except OSError as error:
+                raise errors.RunnerError(
+                    f"cannot read {os.fsdecode(path)!r} for the tree digest: {error.strerror}",
+                    where=where,
+                ) from error
+    finally:
+        for directory, _, _ in stack:
+            os.close(directory)
+    listing = hashlib.sha256()
+    for path, record in sorted(records):
+        listing.update(record + b" " + path + b"\0")
+    return "sha256:" + listing.hexdigest()
+
+
+def _names(directory: int, path: bytes, where: str) -> list[bytes]:
+    try:
+        return [os.fsencode(name) for name in os.listdir(directory)]
+    except OSError as error:
+        raise errors.RunnerError(
+            f"cannot list {os.fsdecode(path) or '.'!r} for the tree digest: {error.strerror}",
+            where=where,
+        ) from error
+
+
+def _hex(data: bytes) -> bytes:
+    return hashlib.sha256(data).hexdigest().encode()
+
+
+def _file_record(directory: int, name: bytes) -> bytes:
+    # O_NOFOLLOW and O_NONBLOCK: a file swapped for a link or a fifo is neither followed
+    # nor waited on; fstat then says what was really opened.
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    descriptor = os.open(name, flags, dir_fd=directory)
+    try:
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode):
+            return b"other " + _EMPTY_SHA256.encode()
+        content = hashlib.sha256()
+        while chunk := os.read(descriptor, _CHUNK):
+            content.update(chunk)
+    finally:
+        os.close(descriptor)
+    kind = b"exec " if info.st_mode & stat.S_IXUSR else b"file "
+    return kind + content.hexdigest().encode()
 
 
 def _check_scrubbed(git_dir: pathlib.Path, credentials: _bundle.Credentials) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import pytest
 from tests.runner_support import CONFIG, Origin, StandInGateway, bundle_for
+from tests.tree_digest_reference import reference_tree_digest
 
 from continue_orchestrator import runner
 
@@ -86,10 +87,16 @@ def test_agent_calls_gateway_with_run_token_and_its_files_land_in_the_diff(
         ["git", "-C", str(check), "apply", "--binary", "-"], input=patch.encode(), check=True
     )
     assert (check / "src" / "answer.py").read_text() == "ANSWER = 42\n"
+    # The tree digest names the same workspace, recomputed from its documented definition
+    # on that independent checkout; the CLI version is the installed package's.
+    assert outcome.workspace_tree_digest == reference_tree_digest(check)
+    assert outcome.cli_version == "1.5.47"
 
     # The outcome reached the gateway, and the run token is nowhere in it.
     assert len(gateway.outcomes) == 1
     assert gateway.outcomes[0]["status"] == "VerifyFailed"
+    assert gateway.outcomes[0]["workspaceTreeDigest"] == outcome.workspace_tree_digest
+    assert gateway.outcomes[0]["cliVersion"] == "1.5.47"
     assert gateway.token not in json.dumps(gateway.outcomes[0])
 
 

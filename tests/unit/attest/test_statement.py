@@ -16,7 +16,7 @@ def test_subjects_name_every_artefact_by_sha256() -> None:
     facts = sample_facts()
     statement = attest.build_statement(facts)
     assert statement.type == "https://in-toto.io/Statement/v1"
-    assert statement.predicate_type == "https://orchestrator.continue.dev/agent-run/v1"
+    assert statement.predicate_type == "https://orchestrator.continue.dev/agent-run/v2"
     assert [(s.name, s.digest) for s in statement.subject] == [
         ("run-record", {"sha256": facts.record_digest}),
         ("workspace-diff", {"sha256": facts.diff_digest}),
@@ -34,6 +34,26 @@ def test_predicate_round_trips_to_the_same_facts() -> None:
     assert predicate["toolCalls"]["byTool"]["Bash"] == {"allowed": 2, "denied": 1, "approved": 1}
     assert predicate["startedAt"] == "2026-11-23T10:00:00.000000Z"
     assert "replayOf" not in predicate
+
+
+def test_an_unmeasured_fact_is_null_and_its_subject_absent() -> None:
+    facts = sample_facts().model_copy(
+        update={"workspace_tree_digest": None, "diff_digest": None, "cli_version": None}
+    )
+    statement = attest.parse_statement(attest.build_statement(facts).to_bytes())
+    assert [s.name for s in statement.subject] == ["run-record", "ledger-range/120-187"]
+    for key in ("workspaceTreeDigest", "diffDigest", "cliVersion"):
+        assert key in statement.predicate and statement.predicate[key] is None
+    assert statement.run_facts() == facts
+    with pytest.raises(errors.AttestationError, match="no subject 'workspace-tree'"):
+        statement.subject_digest("workspace-tree")
+
+
+def test_unmeasured_facts_must_be_stated_not_left_out() -> None:
+    document = sample_facts().to_predicate()
+    del document["workspaceTreeDigest"]
+    with pytest.raises(errors.AttestationError, match="workspaceTreeDigest"):
+        attest.RunFacts.from_predicate(document)
 
 
 def test_replay_of_is_stated_when_given() -> None:
