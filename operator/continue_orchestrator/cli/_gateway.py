@@ -43,7 +43,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--record-root",
-        type=pathlib.Path,
         default=env("ORCHESTRATOR_RECORD_ROOT", ""),
         help="record store directory ($ORCHESTRATOR_RECORD_ROOT)",
     )
@@ -54,7 +53,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--admin-token-file",
-        type=pathlib.Path,
         default=env("ORCHESTRATOR_ADMIN_TOKEN_FILE", ""),
         help="file holding the admin token ($ORCHESTRATOR_ADMIN_TOKEN_FILE; "
         "or the token itself in $ORCHESTRATOR_ADMIN_TOKEN)",
@@ -87,8 +85,8 @@ def _address(text: str, flag: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _admin_token(path: pathlib.Path | str) -> str:
-    if str(path):
+def _admin_token(path: str) -> str:
+    if path:
         where = f"orchestrator gateway --admin-token-file {path}"
         try:
             token = pathlib.Path(path).read_text(encoding="utf-8").strip()
@@ -117,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     )
     listen = _address(args.listen, "--listen")
     admin = _address(args.admin_listen, "--admin-listen") if args.admin_listen else None
-    if not str(args.record_root):
+    if not args.record_root:
         raise errors.GatewayError(
             "no record store", where="orchestrator gateway", fix="pass --record-root DIR"
         )
@@ -143,7 +141,7 @@ async def _serve(
     book: ledger.Ledger,
 ) -> int:
     server = gateway.Gateway(
-        record_root=str(args.record_root),
+        record_root=args.record_root,
         ledger=book,
         admin_token=token,
         shutdown_timeout=args.grace_seconds,

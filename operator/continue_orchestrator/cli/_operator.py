@@ -8,7 +8,7 @@ import os
 import pathlib
 import shlex
 
-from continue_orchestrator import controller
+from continue_orchestrator import controller, errors, gateway
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -57,6 +57,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--gateway-port", type=int, default=int(env("ORCHESTRATOR_GATEWAY_PORT", "8080"))
     )
     parser.add_argument("--gateway-url", default=env("ORCHESTRATOR_GATEWAY_URL", ""))
+    parser.add_argument(
+        "--gateway-admin-url",
+        default=env("ORCHESTRATOR_GATEWAY_ADMIN_URL", ""),
+        help="the gateway's admin API, where runs are registered "
+        "($ORCHESTRATOR_GATEWAY_ADMIN_URL; without it runs are only kept in memory)",
+    )
+    parser.add_argument(
+        "--gateway-admin-token-file",
+        type=pathlib.Path,
+        default=env("ORCHESTRATOR_GATEWAY_ADMIN_TOKEN_FILE") or None,
+        help="file holding the gateway's admin token ($ORCHESTRATOR_GATEWAY_ADMIN_TOKEN_FILE)",
+    )
     parser.add_argument(
         "--runtime-class",
         default=env("ORCHESTRATOR_RUNTIME_CLASS", "gvisor"),
@@ -157,8 +169,10 @@ def run(args: argparse.Namespace) -> int:
         if args.signing_key_dir is not None or args.keyless_trust_config is not None
         else None
     )
+    client = _gateway_client(args)
     controller.run(
         settings,
+        gateway=client,
         signer=signer,
         builder_id=args.builder_id,
         evidence=(
@@ -172,3 +186,26 @@ def run(args: argparse.Namespace) -> int:
         liveness_endpoint=args.liveness,
     )
     return 0
+
+
+def _gateway_client(args: argparse.Namespace) -> gateway.BlockingClient | None:
+    if not args.gateway_admin_url:
+        logging.getLogger(__name__).warning(
+            "no --gateway-admin-url: runs are registered in this process only, so no "
+            "gateway will serve them"
+        )
+        return None
+    where = "orchestrator operator --gateway-admin-token-file"
+    if args.gateway_admin_token_file is None:
+        raise errors.GatewayError(
+            "the gateway admin URL is set but no admin token file", where=where
+        )
+    try:
+        token = args.gateway_admin_token_file.read_text(encoding="utf-8").strip()
+    except OSError as error:
+        raise errors.GatewayError(
+            f"cannot read the gateway admin token: {error.strerror}",
+            where=f"{where} {args.gateway_admin_token_file}",
+            fix="mount the gateway admin token Secret there",
+        ) from None
+    return gateway.BlockingClient(args.gateway_admin_url, token)

@@ -87,6 +87,7 @@ class Reconciler:
             self.cancel(body)
             return
         if _outcome.condition(status, "SandboxReady") is not None:
+            self._register_again(body)
             self.resync(body)
             return
         uid, namespace = _uid(body), _namespace(body)
@@ -469,6 +470,20 @@ class Reconciler:
             inputs_digest=inputs,
             token=token,
         )
+
+    def _register_again(self, body: Mapping[str, Any]) -> None:
+        """On resume: the gateway may have restarted too (it keeps runs in memory only).
+        Registering the same run again is a no-op for a gateway that still has it."""
+        uid, namespace = _uid(body), _namespace(body)
+        name = _names.object_name(_name(body), uid)
+        found = self.kube.get(_kube.core(namespace, "secrets", name))
+        if found is None or _labels(found).get(_names.RUN_UID_LABEL) != uid:
+            return  # resync sees what is missing and ends the run
+        try:
+            plan = self._plan_from_secret(body, found)
+        except _validate.Rejection:
+            return
+        self.gateway.register(self._registration(plan))
 
     def _registration(self, plan: _manifests.Plan) -> _gateway.Registration:
         return _gateway.Registration(
