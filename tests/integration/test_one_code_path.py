@@ -146,6 +146,19 @@ def _calls(entries: list[ledger.Entry]) -> list[tuple[str, Any, str]]:
 
 
 @pytest.fixture
+def demo_baseline(kube: ControlPlane) -> Iterator[None]:
+    """The demo's ClusterRunPolicy, removed afterwards: it applies to every namespace."""
+    harness.setup_cluster(kube)
+    document = yaml.safe_load((DEMO / "clusterrunpolicy.yaml").read_text())
+    path = f"{harness.GROUP_PATH}/clusterrunpolicies"
+    with contextlib.suppress(ApiError):  # left by an interrupted earlier run
+        kube.rest.request("DELETE", f"{path}/{document['metadata']['name']}")
+    kube.rest.request("POST", path, document)
+    yield
+    kube.rest.request("DELETE", f"{path}/{document['metadata']['name']}")
+
+
+@pytest.fixture
 def gateway_thread(tmp_path: pathlib.Path) -> Iterator[_GatewayThread]:
     started = _GatewayThread(tmp_path)
     try:
@@ -159,6 +172,7 @@ def test_operator_and_orchestrator_run_take_the_same_path(
     pod_executor: PodExecutor,
     namespace: str,
     host_ready: str,
+    demo_baseline: None,
     gateway_thread: _GatewayThread,
     tmp_path: pathlib.Path,
 ) -> None:
@@ -180,18 +194,13 @@ def test_operator_and_orchestrator_run_take_the_same_path(
         local_calls = _calls(list(book.entries(run_uid=local_report.uid)))
 
     # The operator, with the same manifests in a namespace of the control plane.
-    harness.setup_cluster(kube)
     cluster = harness.Cluster(kube)
     documents = {
         name: yaml.safe_load((DEMO / name).read_text())
-        for name in ("agentrun.yaml", "runpolicy.yaml", "clusterrunpolicy.yaml")
+        for name in ("agentrun.yaml", "runpolicy.yaml")
     }
     for document in documents.values():
-        if document["kind"] != "ClusterRunPolicy":
-            document["metadata"]["namespace"] = namespace
-    with contextlib.suppress(ApiError):  # already there from an earlier run
-        kube.rest.request("POST", f"{harness.GROUP_PATH}/clusterrunpolicies",
-                          documents["clusterrunpolicy.yaml"])  # fmt: skip
+        document["metadata"]["namespace"] = namespace
     cluster.create(documents["runpolicy.yaml"])
     cluster.create(
         {
