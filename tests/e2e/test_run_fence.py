@@ -3,8 +3,10 @@
 The scripted agent writes a probe and runs it with the Bash tool, inside the same
 sandbox ``make demo`` uses: it finds the gateway in its own config, then tries the
 gateway, another port on the gateway's address, its loopback, another address of this
-machine and the internet. Only the gateway may answer. The result is read from the run's
-record (the tool result the gateway saw), not from anything the agent claims.
+machine and the internet. Only the gateway may answer, and the run token the agent holds
+does not open the gateway's admin API (where approvals are decided). The result is read
+from the run's record (the tool result the gateway saw), not from anything the agent
+claims.
 """
 
 from __future__ import annotations
@@ -47,6 +49,18 @@ PROBE = textwrap.dedent("""\
             found[name] = "connected"
         except OSError as error:
             found[name] = type(error).__name__
+    # With the run token it holds, may the agent decide approvals on the admin API?
+    import urllib.error, urllib.request
+    run = re.search(r"/runs/([^/]+)/v1", config).group(1)
+    key = re.search(r"apiKey:\\s*\\S*?([A-Za-z0-9_-]{{20,}})", config).group(1)
+    request = urllib.request.Request(
+        f"http://{{host}}:{{port}}/admin/runs/{{run}}/approvals/call_any", method="POST",
+        data=b'{{"decision": "approve", "by": "agent"}}',
+        headers={{"Authorization": "Bearer " + key, "Content-Type": "application/json"}})
+    try:
+        found["admin-with-run-token"] = str(urllib.request.urlopen(request, timeout=5).status)
+    except urllib.error.HTTPError as error:
+        found["admin-with-run-token"] = str(error.code)
     print("PROBE " + json.dumps(found, sort_keys=True))
 """)
 
@@ -122,6 +136,7 @@ def test_only_the_gateway_answers_the_agent(
     line = next(w for w in str(results[0]["content"]).splitlines() if "PROBE " in w)
     found = json.loads(line.split("PROBE ", 1)[1])
     assert found.pop("gateway") == "connected"
+    assert found.pop("admin-with-run-token") == "401"
     assert set(found) == {"gateway-host-other-port", "loopback", "other-host-address", "internet"}
     assert all(outcome != "connected" for outcome in found.values()), found
     with ledger.open(f"sqlite:///{tmp_path / 'state' / 'ledger.db'}") as book:
