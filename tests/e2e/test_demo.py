@@ -11,6 +11,7 @@ be what lets the held test change through.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pathlib
@@ -178,6 +179,19 @@ def test_ledger_and_attestation_verify_with_the_cli(
     assert (facts.tool_calls.allowed, facts.tool_calls.denied, facts.tool_calls.approved) == (
         5, 2, 1,
     )  # fmt: skip
+    # The runner's own measurements, not placeholders: the tree digest it reported in its
+    # outcome (and the record), and the version of the cn it started.
+    store = records.BlobStore(str(state / "records"))
+    [outcome] = [
+        json.loads(store.get(e.blobs["outcome"]))
+        for e in records.load(store, report["uid"]).exchanges
+        if e.kind == "run.outcome"
+    ]
+    tree = outcome["workspaceTreeDigest"].removeprefix("sha256:")
+    assert facts.workspace_tree_digest == tree != hashlib.sha256(b"").hexdigest()
+    assert statement.subject_digest("workspace-tree") == tree
+    assert facts.cli_version == outcome["cliVersion"] == "1.5.47"
+    assert {m.provider for m in facts.models} == {"openai"}
     assert "DEVELOPMENT KEY" in done.stdout
     # A tampered bundle does not verify.
     tampered = pathlib.Path(bundle).read_text().replace('"payload": "', '"payload": "A', 1)

@@ -20,7 +20,6 @@ import json
 import os
 import pathlib
 import signal
-import stat
 import sys
 import time
 import uuid
@@ -638,7 +637,6 @@ class _Pipeline:
         calls: list[_report.ToolCall],
     ) -> attest.RunFacts:
         spec = self.inputs.run.spec
-        workspace = self.run_root / "workspace"
         by_tool: dict[str, dict[str, int]] = {}
         for call in calls:
             slot = by_tool.setdefault(call.tool, {"allowed": 0, "denied": 0, "approved": 0})
@@ -646,19 +644,21 @@ class _Pipeline:
             slot["allowed"] += allowed
             slot["denied"] += denied
             slot["approved"] += approved
-        requests: dict[str, int] = {}
+        providers = {
+            str(m.get("model") or m.get("name")): str(m.get("provider") or "openai")
+            for m in (yaml.safe_load(self.inputs.config) or {}).get("models") or []
+        }
+        requests: dict[tuple[str, str], int] = {}
         store = records.BlobStore(str(self.state / "records"))
         try:
             for exchange in records.load(store, self.uid).exchanges:
                 if exchange.kind == "model":
                     name = str(exchange.facts.get("model"))
-                    requests[name] = requests.get(name, 0) + 1
+                    # The gateway notes the wire API it spoke; config.yaml says the same.
+                    provider = str(exchange.facts.get("provider") or providers.get(name, "openai"))
+                    requests[name, provider] = requests.get((name, provider), 0) + 1
         except errors.RecordError:
             pass
-        providers = {
-            str(m.get("model") or m.get("name")): str(m.get("provider") or "openai")
-            for m in (yaml.safe_load(self.inputs.config) or {}).get("models") or []
-        }
         interventions = [
             attest.Intervention(
                 kind="approval" if e.kind is ledger.Kind.APPROVAL_GRANTED else "denial",
@@ -676,10 +676,10 @@ class _Pipeline:
             run=attest.RunRef(namespace=self.inputs.namespace, name=self.inputs.name, uid=self.uid),
             outcome="succeeded" if report.phase == api.Phase.SUCCEEDED.value else (
                 "stopped" if report.phase == api.Phase.DENIED.value else "failed"),
-            record_digest=_hex(report.record_digest) or _sha(b""),
-            diff_digest=_hex(report.diff_digest) or _sha(b""),
-            workspace_tree_digest=_hex((outcome or {}).get("workspaceTreeDigest"))
-            or _tree_digest(workspace),
+            # Unmeasured is null, never a digest of nothing (docs/attestation.md).
+            record_digest=_hex(report.record_digest) or None,
+            diff_digest=_hex(report.diff_digest) or None,
+            workspace_tree_digest=_hex((outcome or {}).get("workspaceTreeDigest")) or None,
             ledger=attest.LedgerRange(
                 first=report.ledger.first, last=report.ledger.last,
                 merkle_root=report.ledger.merkle_root,
@@ -693,10 +693,10 @@ class _Pipeline:
             },
             policy_digest=_hex(plan.snapshot.digest),
             runner_image=settings.runner_image,
-            cli_version=str((outcome or {}).get("cliVersion") or CN_VERSION),
+            cli_version=(outcome or {}).get("cliVersion") or None,
             models=tuple(
-                attest.ModelUse(provider=providers.get(name, "openai"), model=name, requests=n)
-                for name, n in sorted(requests.items())
+                attest.ModelUse(provider=provider, model=name, requests=n)
+                for (name, provider), n in sorted(requests.items())
             ),
             tool_calls=attest.ToolCallSummary(
                 allowed=report.allowed, denied=report.denied, approved=report.approved,
@@ -782,31 +782,6 @@ def _local_origin(url: str) -> str | None:
     if url.startswith("/"):
         return url
     return None
-
-
-def _tree_digest(workspace: pathlib.Path) -> str:
-    """Fallback when the runner did not report one: SHA-256 over every entry's path, kind
-    and content, git internals excluded. Links are hashed by target, never followed."""
-    digest = hashlib.sha256()
-    found: list[tuple[str, bytes]] = []
-    for directory, subdirectories, files in os.walk(workspace, followlinks=False):
-        relative = pathlib.Path(directory).relative_to(workspace)
-        if relative == pathlib.Path("."):
-            subdirectories[:] = [d for d in subdirectories if d != ".git"]
-        for name in [*files, *(d for d in subdirectories if os.path.islink(f"{directory}/{d}"))]:
-            path = pathlib.Path(directory, name)
-            info = path.lstat()
-            if stat.S_ISLNK(info.st_mode):
-                record = b"link " + os.readlink(path).encode()
-            elif stat.S_ISREG(info.st_mode):
-                kind = b"exec " if info.st_mode & stat.S_IXUSR else b"file "
-                record = kind + hashlib.sha256(path.read_bytes()).hexdigest().encode()
-            else:
-                record = b"other"
-            found.append((str(relative / name), record))
-    for name, record in sorted(found):
-        digest.update(record + b" " + name.encode() + b"\0")
-    return digest.hexdigest()
 
 
 def _brief_json(value: Any, limit: int = 90) -> str:
