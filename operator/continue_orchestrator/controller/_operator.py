@@ -105,7 +105,9 @@ def build_registry(
     def on_timer(body: kopf.Body, **_: Any) -> None:
         resync(dict(body))
 
-    @kopf.on.event("", "v1", "pods", registry=registry, labels={_names.RUN_UID_LABEL: kopf.PRESENT})
+    @kopf.on.event(
+        "", "v1", "pods", registry=registry, id="pod", labels={_names.RUN_UID_LABEL: kopf.PRESENT}
+    )
     def on_pod_event(body: kopf.Body, type: str | None, **_: Any) -> None:
         on_pod(dict(body), deleted=type == "DELETED")
 

@@ -166,6 +166,7 @@ class Reconciler:
 
         if self._transition(body, sandbox_created) is not None:
             self._event(body, "SandboxCreated", f"pod {plan.name} created", "Normal")
+        # Pod events that came before SandboxReady was written were ignored: catch up.
         self.resync(body)
 
     def resync(self, body: Mapping[str, Any]) -> None:
@@ -551,8 +552,12 @@ class Reconciler:
     ) -> tuple[JSON, JSON] | None:
         """Compare-and-swap the status: (old, new) if this call moved it, else None."""
         namespace, name = _namespace(body), _name(body)
+        # The first try swaps against the body in hand: if it is stale the API server
+        # answers 409 and the next try reads the current object.
+        current: JSON | None = dict(body) if body["metadata"].get("resourceVersion") else None
         for _ in range(_CAS_ATTEMPTS):
-            current = self._get_run(body)
+            if current is None:
+                current = self._get_run(body)
             if current is None:
                 return None
             new = compute(current)
@@ -566,6 +571,7 @@ class Reconciler:
                 self.kube.merge_patch(_kube.agentruns(namespace, name, status=True), patch)
             except _kube.ApiError as error:
                 if error.status == 409:
+                    current = None
                     continue
                 if error.status == 404:
                     return None

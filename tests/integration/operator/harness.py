@@ -52,6 +52,7 @@ class Operator:
         peering: str | None = None,
         priority: int | None = None,
         extra: tuple[str, ...] = (),
+        resync_seconds: float = 2,
     ) -> None:
         self.kube = kube
         self.workdir = workdir
@@ -63,6 +64,7 @@ class Operator:
         self.peering = peering
         self.priority = priority
         self.extra = extra
+        self.resync_seconds = resync_seconds
         self.process: subprocess.Popen[bytes] | None = None
         self.metrics_port = 0
         self.starts = 0
