@@ -22,10 +22,35 @@ from tests.integration import cluster_support as support
 from tests.kube import ControlPlane
 from tests.kube.rest import ApiError
 
-from continue_orchestrator import api, attest, cli, controller, ledger
+from continue_orchestrator import api, attest, cli, controller, ledger, records, runner
 
 pytestmark = pytest.mark.cluster
 DIFF = hashlib.sha256(b"diff --git a/src/x.py b/src/x.py").hexdigest()
+
+
+def _recorded_evidence(root: Any, tree: str) -> controller.EvidenceSource:
+    """Evidence read by ``evidence_from_records`` from a record holding, per run, one model
+    exchange as the gateway notes it and the runner's outcome with its measurements."""
+    store = records.BlobStore(root)
+    read = controller.evidence_from_records(root)
+
+    def evidence(uid: str) -> controller.RunEvidence | None:
+        record = records.RunRecord(store, uid)
+        if not record.exchanges:
+            record.append("model", facts={"model": "claude-test", "provider": "anthropic"})
+            outcome = runner.Outcome(
+                run=uid, status=runner.Status.SUCCEEDED, exit_code=0,
+                diff=runner.DiffReport(base="0" * 40, files=[], digest=f"sha256:{DIFF}",
+                                       size=1, truncated=False, patch_base64=""),
+                workspace_tree_digest=tree, cli_version="1.5.47",
+                started_at="2026-11-23T10:00:00Z", finished_at="2026-11-23T10:09:00Z",
+            ).wire()  # fmt: skip
+            blob = store.put(json.dumps(outcome).encode())
+            record.append("run.outcome", blobs={"outcome": blob})
+            record.seal()
+        return read(uid)
+
+    return evidence
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +74,11 @@ def setup(kube: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Itera
         [support.user("limited-operator")],
     )
     book = ledger.open(f"sqlite:///{work / 'ledger.db'}")
+    workspace = work / "workspace"
+    (workspace / "src").mkdir(parents=True)
+    (workspace / "src" / "x.py").write_text("ANSWER = 42\n")
     yield {
+        "tree": runner.tree_digest(workspace),
         "namespace": namespace,
         "work": work,
         "signer": signer,
@@ -110,7 +139,7 @@ def _attestor(
         setup["book"],
         setup["signer"],
         builder_id="https://orchestrator.continue.dev/operator/test-cluster",
-        evidence=lambda uid: controller.RunEvidence(diff_digest=DIFF),
+        evidence=_recorded_evidence(setup["work"] / "records", setup["tree"]),
         attempts=2,
         backoff_seconds=0.05,
         **kwargs,
@@ -161,7 +190,17 @@ def test_a_finished_run_is_signed_stored_and_verifiable(
     facts = attest.verify_bundle(stored, public_key=setup["public"].read_bytes()).run_facts()
     assert facts.run.uid == uid
     assert facts.diff_digest == DIFF
-    assert facts.record_digest == "5" * 64
+    # The runner's measurements as recorded, never stand-ins.
+    sealed = (setup["work"] / "records" / "runs" / uid / "manifest").read_text().strip()
+    assert facts.record_digest == sealed.removeprefix("sha256:")
+    assert facts.workspace_tree_digest == setup["tree"].removeprefix("sha256:")
+    assert facts.workspace_tree_digest != hashlib.sha256(b"").hexdigest()
+    statement = attest.verify_bundle(stored, public_key=setup["public"].read_bytes())
+    assert statement.subject_digest("workspace-tree") == facts.workspace_tree_digest
+    assert facts.cli_version == "1.5.47"
+    assert [(m.provider, m.model, m.requests) for m in facts.models] == [
+        ("anthropic", "claude-test", 1)
+    ]
     assert facts.policy_digest == "4" * 64
     assert (facts.tool_calls.allowed, facts.tool_calls.approved, facts.tool_calls.denied) == (
         1,

@@ -99,3 +99,10 @@ def test_each_finished_run_is_attested(
     ).run_facts()
     assert facts.run.uid == uid and facts.builder_id == "https://example.test/op"
     assert facts.runner_image == harness.IMAGE
+    # This operator has no --record-root: what only the runner measures is stated as
+    # unmeasured (null, no subject), never as a digest of nothing or a made-up version.
+    assert (facts.workspace_tree_digest, facts.diff_digest, facts.cli_version) == (None,) * 3
+    statement = attest.verify_bundle(
+        bundle.read_bytes(), public_key=(keys / "cosign.pub").read_bytes()
+    )
+    assert "workspace-tree" not in {s.name for s in statement.subject}
