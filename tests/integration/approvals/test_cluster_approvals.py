@@ -171,7 +171,10 @@ def test_an_approver_approves_with_the_cli(
         "--reason", "release window is open",
     ) == 0  # fmt: skip
     outcome = held.result(30)
-    assert outcome == gateway.ApprovalOutcome(True, "alice", "release window is open")
+    # The groups are the ones the API server vouched for on the RunApproval.
+    assert outcome == gateway.ApprovalOutcome(
+        True, "alice", "release window is open", groups=("payments-leads", "system:authenticated")
+    )
     status = support.get_run(kube, namespace, "release-approved")["status"]
     assert status["pendingApprovals"] == []
     assert status["phase"] == "Running"
@@ -192,7 +195,10 @@ def test_a_group_approver_denies(kube: ControlPlane, cluster: dict[str, Any]) ->
         "--reason", "not during the freeze",
     ) == 0  # fmt: skip
     outcome = held.result(30)
-    assert outcome == gateway.ApprovalOutcome(False, "bob", "not during the freeze")
+    # The group that made bob an approver is the one that reaches the ledger entry.
+    assert outcome == gateway.ApprovalOutcome(
+        False, "bob", "not during the freeze", groups=("payments-leads", "system:authenticated")
+    )
     status = support.get_run(kube, namespace, "release-denied")["status"]
     assert status["pendingApprovals"] == []
     assert status["interventions"]["rejections"] == 1
@@ -432,6 +438,7 @@ def test_the_agent_gets_the_call_only_after_an_approver_approves(
     [granted] = [e for e in entries if e.kind is ledger.Kind.APPROVAL_GRANTED]
     assert granted.actor == "alice" and granted.payload is not None
     assert granted.payload["by"] == "alice" and granted.payload["reason"] == "window open"
+    assert granted.payload["groups"] == ["payments-leads", "system:authenticated"]
     assert any(e.kind is ledger.Kind.TOOL_CALL for e in entries)
     status = support.get_run(kube, namespace, "gw-approved")["status"]
     assert status["pendingApprovals"] == [] and status["interventions"]["approvals"] == 1
