@@ -1,7 +1,8 @@
 """The ``orchestrator`` command.
 
-Each command group lives in its own private module exposing ``register(subparsers)``;
-the handler it sets returns the process exit code. Errors from the project
+Each command group lives in its own private module exposing ``register(subparsers)``,
+named in ``COMMANDS``; the handler it sets returns the process exit code. Errors from
+the project
 (``errors.OrchestratorError``) are printed as one clear line and exit 1; anything else
 is a bug and keeps its traceback.
 """
@@ -9,61 +10,58 @@ is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable, Sequence
 
 from continue_orchestrator import __version__, errors
-from continue_orchestrator.cli import (
-    _approve,
-    _attestation,
-    _crds,
-    _gateway,
-    _ledger,
-    _operator,
-    _policy,
-    _replay,
-    _run,
-    _runner,
-    _scripted_model,
-    _validate,
-    _verify,
-)
 
-Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
-
-# One line per command group; order is the order of `orchestrator --help`.
-COMMAND_GROUPS: tuple[Register, ...] = (
-    _validate.register,
-    _crds.register,
-    _policy.register,
-    _verify.register,
-    _attestation.register,
-    _ledger.register,
-    _run.register,
-    _replay.register,
-    _approve.register,
-    _scripted_model.register,
-    _gateway.register,
-    _operator.register,
-    _runner.register,
-)
+# Command name -> the private module that registers it, in `orchestrator --help` order.
+# Modules are imported only for the command being run: some pull in kopf, kubernetes
+# and sigstore, which would otherwise slow every invocation by seconds.
+COMMANDS: dict[str, str] = {
+    "validate": "_validate",
+    "crds": "_crds",
+    "policy": "_policy",
+    "verify": "_verify",
+    "attestation": "_attestation",
+    "ledger": "_ledger",
+    "run": "_run",
+    "replay": "_replay",
+    "approve": "_approve",
+    "deny": "_approve",
+    "approvals": "_approve",
+    "scripted-model": "_scripted_model",
+    "gateway": "_gateway",
+    "operator": "_operator",
+    "runner": "_runner",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser for ``command`` alone, or for every command when it is None."""
     parser = argparse.ArgumentParser(
         prog="orchestrator",
         description="Run Continue agents under policy, with records, a ledger and attestations.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for register in COMMAND_GROUPS:
-        register(subparsers)
+    modules = [COMMANDS[command]] if command in COMMANDS else list(dict.fromkeys(COMMANDS.values()))
+    for module in modules:
+        importlib.import_module(f"{__name__}.{module}").register(subparsers)
     return parser
 
 
+def _command_of(argv: Sequence[str]) -> str | None:
+    for word in argv:
+        if not word.startswith("-"):
+            return word
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(_command_of(words)).parse_args(words)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
