@@ -2,9 +2,8 @@
 
 Each command group lives in its own private module exposing ``register(subparsers)``,
 named in ``COMMANDS``; the handler it sets returns the process exit code. Errors from
-the project
-(``errors.OrchestratorError``) are printed as one clear line and exit 1; anything else
-is a bug and keeps its traceback.
+the project (``errors.OrchestratorError``) are printed as one clear line and exit 1;
+anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
