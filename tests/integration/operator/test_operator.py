@@ -95,6 +95,10 @@ def test_happy_path(
     finished = next(e for e in entries if e.kind.value == "run.finished")
     assert finished.payload is not None and finished.payload["phase"] == "Succeeded"
     harness.exactly_once(cluster, operator, namespace, ["happy"])
+    metrics = operator.metrics()
+    assert 'orchestrator_agentruns_finished_total{phase="Succeeded",reason="Completed"}' in metrics
+    assert 'orchestrator_reconcile_duration_seconds_count{handler="start"}' in metrics
+    assert 'orchestrator_agentruns{phase="Succeeded"}' in metrics
     reasons = [e["reason"] for e in cluster.events(namespace, uid)]
     assert "SandboxCreated" in reasons and reasons.count("Succeeded") == 1
 
