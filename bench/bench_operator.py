@@ -38,7 +38,9 @@ def _pods(cluster: harness.Cluster, namespace: str) -> set[str]:
 
 def _apply_to_pod(cluster: harness.Cluster, namespace: str) -> list[float]:
     samples = []
-    for index in range(SEQUENTIAL):
+    # Run 0 warms up: kopf's watches may still be retrying while the new CRDs' storage
+    # initialises; it is not counted.
+    for index in range(SEQUENTIAL + 1):
         created = cluster.create(harness.agent_run(namespace, f"seq-{index:03d}"))
         begun = time.perf_counter()
         uid = created["metadata"]["uid"]
@@ -48,7 +50,7 @@ def _apply_to_pod(cluster: harness.Cluster, namespace: str) -> list[float]:
                 raise TimeoutError(f"no pod for seq-{index:03d} after 60s")
             time.sleep(0.005)
         samples.append(time.perf_counter() - begun)
-    return samples
+    return samples[1:]
 
 
 def _burst(cluster: harness.Cluster, namespace: str) -> float:
