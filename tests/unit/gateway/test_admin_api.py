@@ -253,6 +253,9 @@ def test_register_serve_status_unregister(tmp_path: pathlib.Path) -> None:
         assert answer["created"] is True
         assert answer["apiBase"] == f"{server.base_url}/runs/run-1/v1"
         assert answer["policyDigest"] == document["policy"]["digest"]
+        registered = server.registry.get("run-1")
+        # The sandbox's tree is not on the gateway's disk: no symlink checks against it.
+        assert registered is not None and registered.workspace_visible is False
         # Registering the same run again (an operator resuming) keeps it as it is.
         status, again = await _json(session, "POST", "/admin/runs", document)
         assert (status, again["created"]) == (200, False)
