@@ -487,6 +487,7 @@ class Attestor:
                 started_at=started,
                 finished_at=finished,
                 builder_id=self.builder_id,
+                replay_of=replay_of(entries),
             )
         except ValueError as error:  # pydantic's ValidationError is a ValueError
             raise errors.AttestationError(
@@ -494,6 +495,19 @@ class Attestor:
                 where=where,
                 fix="a runner image must be pinned by digest (name@sha256:...) to be attested",
             ) from error
+
+
+def replay_of(entries: Iterable[ledger.Entry]) -> attest.RunRef | None:
+    """The run a replay replayed, from its ``replay.started`` entry."""
+    for entry in entries:
+        if entry.kind is ledger.Kind.REPLAY_STARTED and entry.payload:
+            found = entry.payload.get("replayOf") or {}
+            return attest.RunRef(
+                namespace=str(found.get("namespace") or ""),
+                name=str(found.get("name") or found.get("uid") or ""),
+                uid=str(found.get("uid") or ""),
+            )
+    return None
 
 
 def tool_call_summary(entries: Iterable[ledger.Entry]) -> attest.ToolCallSummary:

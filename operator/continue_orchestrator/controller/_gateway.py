@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -32,12 +32,17 @@ class Registration:
     config: str
     secrets: Mapping[str, str] = dataclasses.field(default_factory=dict)
     """Granted secret values, so the gateway can redact them from records."""
+    replay_of: str = ""
+    """For a ``spec.replayOf`` run: the record digest whose answers the gateway serves."""
 
 
 class GatewayClient(Protocol):
     def register(self, registration: Registration) -> None: ...
 
-    def unregister(self, uid: str) -> None: ...
+    def unregister(self, uid: str) -> Mapping[str, Any] | None:
+        """Stop serving ``uid``; the gateway's answer (``recordDigest``, and ``replay``,
+        the replay report's summary, for a replay) if it has one."""
+        ...
 
 
 class InMemoryGateway:

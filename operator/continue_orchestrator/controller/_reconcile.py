@@ -27,6 +27,7 @@ from continue_orchestrator.controller import (
     _metrics,
     _names,
     _outcome,
+    _replay,
     _settings,
     _validate,
 )
@@ -100,6 +101,7 @@ class Reconciler:
             else:
                 plan = _validate.plan(self.kube, body, self.settings)
                 self._record_created(plan)
+                _replay.check(self.kube, self.book, plan, self.settings)
                 created = self._ensure(
                     _kube.core(namespace, "secrets"),
                     _manifests.secret(plan, self.settings),
@@ -315,6 +317,7 @@ class Reconciler:
     def _finished(
         self, body: Mapping[str, Any], status: Mapping[str, Any], outcome: _outcome.Outcome
     ) -> None:
+        sealed = self._unregister(body)
         self._record(
             body,
             ledger.Kind.RUN_FINISHED,
@@ -326,14 +329,46 @@ class Reconciler:
                 "completionTime": status.get("completionTime"),
                 "inputsDigest": status.get("inputsDigest"),
                 "policyDigest": status.get("policyDigest"),
+                "recordDigest": (sealed or {}).get("recordDigest"),
             },
         )
         _metrics.RUNS_FINISHED.labels(outcome.phase.value, outcome.reason).inc()
         kind = "Normal" if outcome.phase is api.Phase.SUCCEEDED else "Warning"
         self._event(body, outcome.phase.value, f"{outcome.reason}: {outcome.message}", kind)
-        self.gateway.unregister(_uid(body))
         if self.attestor is not None:
             self.attestor.attest_run(body)  # never raises; writes status.attestation
+
+    def _unregister(self, body: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        """Unregister from the gateway; note its record digest and, for a replay, the
+        ``Replayed`` condition in the status. The gateway's answer, or None."""
+        try:
+            sealed = self.gateway.unregister(_uid(body))
+        except errors.GatewayError as error:
+            log.error("could not unregister run %s from the gateway: %s", _uid(body), error)
+            return None
+        digest = (sealed or {}).get("recordDigest")
+        if not digest:
+            return sealed
+        report = (sealed or {}).get("replay")
+
+        def recorded(current: JSON) -> JSON | None:
+            new = dict(current.get("status") or {})
+            new["record"] = {"digest": digest, "location": f"gateway records: runs/{_uid(body)}"}
+            if isinstance(report, Mapping):
+                state, reason, message = _replay.condition(report)
+                new["conditions"] = _outcome.set_condition(
+                    list(new.get("conditions") or []),
+                    "Replayed",
+                    state,
+                    reason,
+                    message,
+                    at=_outcome.now(),
+                    generation=current["metadata"].get("generation"),
+                )
+            return new
+
+        self._transition(body, recorded)
+        return sealed
 
     def _ensure_finished_recorded(self, body: Mapping[str, Any]) -> None:
         """After a restart: a terminal run whose run.finished did not make it is completed."""
@@ -369,6 +404,16 @@ class Reconciler:
                 at=new.get("completionTime") or _outcome.now(),
                 generation=generation,
             )
+            if rejection.reason in _replay.REASONS:
+                new["conditions"] = _outcome.set_condition(
+                    new["conditions"],
+                    "Replayed",
+                    "False",
+                    rejection.reason,
+                    rejection.message,
+                    at=new.get("completionTime") or _outcome.now(),
+                    generation=generation,
+                )
             return new
 
         won = self._transition(body, rejected)
@@ -424,6 +469,7 @@ class Reconciler:
                 runnerImage=self.settings.runner_image,
                 runtimeClassName=plan.snapshot.runtime_class,
                 secrets=sorted(plan.secret_values),
+                replayInputs=_replay.input_digests(plan, self.settings),
             )
         return payload
 
@@ -500,6 +546,7 @@ class Reconciler:
             secrets={
                 name: value.decode("utf-8", "replace") for name, value in plan.secret_values.items()
             },
+            replay_of=str((_replay.started(self.book, plan.uid) or {}).get("record") or ""),
         )
 
     def _ensure(self, collection: str, manifest: JSON, uid: str) -> JSON | None:

@@ -36,6 +36,7 @@ _KNOWN = frozenset(
         "workspace",
         "approvalTimeoutSeconds",
         "maxDeniedRounds",
+        "replayOf",
     }
 )
 WHERE = "POST /admin/runs"
@@ -191,6 +192,12 @@ def registration(body: Any, *, now: float | None = None) -> _registry.RunRegistr
     rounds = body.get("maxDeniedRounds", 8)
     if isinstance(rounds, bool) or not isinstance(rounds, int) or not 0 <= rounds <= 64:
         raise _bad("maxDeniedRounds", "must be an integer from 0 to 64")
+    replay_of = body.get("replayOf")
+    if replay_of is not None:
+        if not isinstance(replay_of, dict) or set(replay_of) != {"record"}:
+            raise _bad("replayOf", 'must be {"record": "sha256:..."}')
+        if not isinstance(replay_of["record"], str) or not _DIGEST.fullmatch(replay_of["record"]):
+            raise _bad("replayOf.record", "must be sha256: and 64 lower-case hex digits")
     try:
         return _registry.RunRegistration(
             uid=uid,
@@ -208,6 +215,7 @@ def registration(body: Any, *, now: float | None = None) -> _registry.RunRegistr
             workspace_visible=False,
             approval_timeout=approval_timeout,
             max_denied_rounds=rounds,
+            replay_of=replay_of["record"] if replay_of else "",
         )
     except errors.GatewayError as error:
         raise errors.GatewayError(error.what, where=f"{WHERE}: models", fix=error.fix) from None

@@ -135,6 +135,9 @@ def registration_body(
         body["workspace"] = workspace
     if approval_timeout is not None:
         body["approvalTimeoutSeconds"] = approval_timeout
+    replay_of = getattr(run, "replay_of", None)  # optional in RunSource
+    if replay_of:
+        body["replayOf"] = {"record": str(replay_of)}
     return body
 
 
@@ -216,8 +219,14 @@ class Client:
 
     async def unregister(self, uid: str) -> str | None:
         """Seal the run's record; its digest, or None if the gateway does not serve it."""
+        answer = await self.unregister_run(uid)
+        return None if answer is None else str(answer["recordDigest"])
+
+    async def unregister_run(self, uid: str) -> dict[str, Any] | None:
+        """Seal the run's record: ``recordDigest``, ``outcome`` and, for a replay,
+        ``replay`` (the report's summary and ``report``); None if not served."""
         status, answer = await self._call("DELETE", f"/admin/runs/{_quote(uid)}")
-        return None if status == 404 else str(answer["recordDigest"])
+        return None if status == 404 else dict(answer)
 
     async def status(self, uid: str) -> dict[str, Any] | None:
         """``registered``, ``steps``, ``outcome``, ``recordDigest`` once sealed; None if unknown."""
@@ -269,10 +278,11 @@ class BlockingClient:
         with self._lock:
             self._bodies[registration.uid] = body
 
-    def unregister(self, uid: str) -> None:
+    def unregister(self, uid: str) -> dict[str, Any] | None:
         with self._lock:
             self._bodies.pop(uid, None)
-        self._run(self.client.unregister(uid))
+        answer: dict[str, Any] | None = self._run(self.client.unregister_run(uid))
+        return answer
 
     def status(self, uid: str) -> dict[str, Any] | None:
         result: dict[str, Any] | None = self._run(self.client.status(uid))

@@ -78,6 +78,8 @@ class RunRegistration:
     max_denied_rounds: int = 8
     token_sha256: str = ""
     policy_digest: str = ""
+    replay_of: str = ""
+    """A record digest: serve that recorded run's answers instead of ``models``."""
     workspace_visible: bool = True
     """Whether ``workspace`` is also a directory here, holding the agent's tree (local
     mode), so paths can be checked through its symlinks; a cluster gateway cannot see

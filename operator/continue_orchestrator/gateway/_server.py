@@ -35,6 +35,7 @@ from continue_orchestrator.gateway import (
     _metrics,
     _recorder,
     _registry,
+    _replay,
 )
 
 Message = dict[str, Any]
@@ -99,6 +100,7 @@ class _RunState:
     results_seen: set[str] = field(default_factory=set)
     outcome: dict[str, Any] | None = None
     outcome_event: asyncio.Event = field(default_factory=asyncio.Event)
+    replay: _replay.Replay | None = None
 
 
 @dataclass
@@ -229,6 +231,8 @@ class Gateway:
         for uid, state in list(self._runs.items()):
             await state.recorder.drain()
             sealed[uid] = await asyncio.to_thread(state.recorder.record.seal)
+            if state.replay is not None:
+                await state.replay.model.stop()
         return sealed
 
     async def _open_client(self, app: web.Application) -> None:
@@ -262,6 +266,10 @@ class Gateway:
         await state.recorder.drain()
         digest = await asyncio.to_thread(state.recorder.record.seal)
         self._sealed[uid] = {"recordDigest": digest, "outcome": state.outcome}
+        if state.replay is not None:
+            self._sealed[uid]["replay"] = await _replay.finish(
+                state.replay, self.store, uid, digest, self.ledger
+            )
         while len(self._sealed) > _SEALED_KEPT:
             self._sealed.popitem(last=False)
         return digest
@@ -454,12 +462,22 @@ class Gateway:
                     "conflict",
                 )
             # The same run again (an operator resuming): keep its state and record.
+            if current.replay is not None:
+                registration = _replay.keep_upstreams(old, registration)
             current.registration = registration
             current.recorder.redact = _recorder.Redactor(registration.redactions())
             self.registry.add(registration)
             created = False
         else:
+            replay = None
+            if registration.replay_of:
+                try:
+                    registration, replay = await _replay.start(self.store, registration)
+                except errors.GatewayError as error:
+                    _metrics.REGISTRATIONS.labels("refused").inc()
+                    return _error(400, error.message)
             self.register_run(registration)
+            self._runs[registration.uid].replay = replay
             created = True
         _metrics.REGISTRATIONS.labels("created" if created else "repeated").inc()
         return web.json_response(
@@ -518,7 +536,10 @@ class Gateway:
             return _error(404, f"run {uid} is not registered here", "not_found")
         outcome = state.outcome
         digest = await self.unregister_run(uid)
-        return web.json_response({"uid": uid, "recordDigest": digest, "outcome": outcome})
+        replay = self._sealed.get(uid, {}).get("replay")
+        return web.json_response(
+            {"uid": uid, "recordDigest": digest, "outcome": outcome, "replay": replay}
+        )
 
     async def _list_approvals(self, request: web.Request) -> web.Response:
         refused = self._admin(request)

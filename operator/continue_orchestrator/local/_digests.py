@@ -9,7 +9,6 @@ they cannot disagree on how.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pathlib
@@ -21,16 +20,10 @@ import rfc8785
 from continue_orchestrator import api, controller, errors, records
 from continue_orchestrator.local import _inputs
 
-REPLAY_FIELDS = ("replayOf", "trigger", "cancel")
-"""Spec fields a replay may change without changing what the run does."""
-
 
 def spec_digest(run: api.AgentRun) -> str:
-    """SHA-256 of the canonical spec, without the fields in ``REPLAY_FIELDS``."""
-    spec = run.spec.wire()
-    for name in REPLAY_FIELDS:
-        spec.pop(name, None)
-    return "sha256:" + hashlib.sha256(rfc8785.dumps(spec)).hexdigest()
+    """SHA-256 of the canonical spec, without the fields a replay may change."""
+    return records.spec_digest(run.spec.wire())
 
 
 def cli_version(cn: str, fallback: str) -> str:
@@ -52,19 +45,15 @@ def cli_version(cn: str, fallback: str) -> str:
 def input_digests(
     run: api.AgentRun, *, config: str, policy_digest: str, runner_image: str, cli: str
 ) -> dict[str, str | None]:
-    """Named digests of everything a replay must share with its recording.
-
-    ``commit`` is the pinned commit, or None when the run follows a branch: the commit
-    it resolves to is only known once cloned, and the replay report compares it then.
-    """
-    return {
-        "spec": spec_digest(run),
-        "commit": run.spec.repository.commit,
-        "config": "sha256:" + hashlib.sha256(config.encode("utf-8")).hexdigest(),
-        "policy": policy_digest,
-        "image": runner_image,
-        "cli": cli,
-    }
+    """Named digests of everything a replay must share with its recording
+    (``records.input_digests``, which the operator calls too)."""
+    return records.input_digests(
+        run.spec.wire(),
+        config=config,
+        policy_digest=policy_digest,
+        runner_image=runner_image,
+        cli=cli,
+    )
 
 
 def policy_digest(inputs: _inputs.Inputs) -> str:

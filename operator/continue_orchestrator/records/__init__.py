@@ -32,7 +32,9 @@ from continue_orchestrator.records._replay_report import (
     InputDrift,
     ReplayReport,
     RunSummary,
+    input_digests,
     input_drift,
+    spec_digest,
     summarise,
 )
 from continue_orchestrator.records._replay_report import build as build_replay_report
@@ -52,6 +54,7 @@ __all__ = [
     "build_replay_report",
     "compare",
     "digest_of",
+    "input_digests",
     "input_drift",
     "load",
     "normalise",
@@ -60,6 +63,7 @@ __all__ = [
     "recorded_turns",
     "replay_model",
     "request_digest",
+    "spec_digest",
     "summarise",
     "working_directory",
 ]

@@ -9,16 +9,50 @@ tool-call sequence and the workspace diff all matched.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import rfc8785
 
 from continue_orchestrator import errors
 from continue_orchestrator.records import _record, _replay
 
 INPUT_NAMES = ("spec", "commit", "config", "policy", "image", "cli")
 """The inputs compared before a replay runs, in the order a report lists them."""
+
+REPLAY_FIELDS = ("replayOf", "trigger", "cancel")
+"""Spec fields a replay may change without changing what the run does."""
+
+
+def spec_digest(spec: Mapping[str, Any]) -> str:
+    """SHA-256 of the canonical wire spec, without the fields in ``REPLAY_FIELDS``."""
+    kept = {key: value for key, value in spec.items() if key not in REPLAY_FIELDS}
+    return "sha256:" + hashlib.sha256(rfc8785.dumps(kept)).hexdigest()
+
+
+def input_digests(
+    spec: Mapping[str, Any], *, config: str, policy_digest: str, runner_image: str, cli: str | None
+) -> dict[str, str | None]:
+    """Named digests of everything a replay must share with its recording; ``spec`` is
+    the AgentRun's wire spec (``run.spec.wire()``). ``orchestrator run`` and the operator
+    both note these in ``run.created`` (``replayInputs``), so both compare alike.
+
+    ``commit`` is the pinned commit, or None when the run follows a branch: the commit
+    it resolves to is only known once cloned, and the replay report compares it then.
+    ``cli`` is None where the runner image pins the CLI (the cluster).
+    """
+    repository = spec.get("repository") or {}
+    return {
+        "spec": spec_digest(spec),
+        "commit": repository.get("commit"),
+        "config": "sha256:" + hashlib.sha256(config.encode("utf-8")).hexdigest(),
+        "policy": policy_digest,
+        "image": runner_image,
+        "cli": cli,
+    }
 
 
 @dataclass(frozen=True)
