@@ -70,6 +70,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="on SIGTERM, how long calls in flight may take to finish (default 25; keep it "
         "below the pod's terminationGracePeriodSeconds)",
     )
+    parser.add_argument(
+        "--approvals",
+        choices=("local", "kubernetes"),
+        default=env("ORCHESTRATOR_GATEWAY_APPROVALS", "local"),
+        help="where held calls wait for a person: 'kubernetes' holds them in the AgentRun's "
+        "status.pendingApprovals and takes RunApprovals (in a cluster); 'local' takes "
+        "decisions on the admin API ($ORCHESTRATOR_GATEWAY_APPROVALS, default local)",
+    )
     parser.add_argument("--verbose", action="store_true")
     parser.set_defaults(handler=run)
 
@@ -146,6 +154,11 @@ async def _serve(
         admin_token=token,
         shutdown_timeout=args.grace_seconds,
     )
+    if args.approvals == "kubernetes":
+        # Imported here: only the cluster flavour needs the Kubernetes client.
+        from continue_orchestrator import controller
+
+        controller.KubeApprovalBroker.for_gateway(controller.Kube.from_environment(), server)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for number in (signal.SIGTERM, signal.SIGINT):
@@ -154,6 +167,7 @@ async def _serve(
     if args.metrics_port:
         _metrics.serve(args.metrics_port)
     print(f"gateway serving agents at {server.base_url}, admin at {server.admin_url}", flush=True)
+    log.info("held calls wait for approvals: %s", args.approvals)
     await stop.wait()
     log.info("stopping: finishing calls in flight (up to %gs)", args.grace_seconds)
     sealed = await server.stop()

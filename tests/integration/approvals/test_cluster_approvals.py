@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -465,3 +469,94 @@ def test_a_non_approvers_decision_leaves_the_call_denied_at_the_timeout(
     assert support.events(kube, namespace, "ApprovalIgnored")
     status = support.get_run(kube, namespace, "gw-expired")["status"]
     assert status["pendingApprovals"] == [] and status["interventions"]["rejections"] == 1
+
+
+# -- the deployed gateway: `orchestrator gateway --approvals kubernetes` --------------------
+
+
+ADMIN_TOKEN = "cluster-approvals-admin-token-0123456789"
+
+
+def _policy_resource(namespace: str) -> api.RunPolicy:
+    [resource] = _policy_set(namespace).policies
+    assert isinstance(resource, api.RunPolicy)
+    return resource
+
+
+def test_the_standalone_gateway_holds_calls_on_the_agentrun(
+    kube: ControlPlane, cluster: dict[str, Any], tmp_path: Path
+) -> None:
+    """The gateway as its Deployment runs it: the held call shows in the AgentRun's
+    status, and an approver's RunApproval (made with the CLI) releases it to the agent."""
+    namespace, configs, name = cluster["namespace"], cluster["configs"], "gw-standalone"
+    uid = _running_run(kube, namespace, name)
+    (tmp_path / "admin-token").write_text(ADMIN_TOKEN + "\n")
+    turns = [
+        {"tool_calls": [{"name": "Bash", "id": "call_release",
+                         "arguments": {"command": "make release"}}]},
+    ]  # fmt: skip
+    model = local.ScriptedModel(local.Script.from_data({"turns": turns}))
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    model_base = asyncio.run_coroutine_threadsafe(model.start(), loop).result(30)
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "continue_orchestrator", "gateway", "--approvals", "kubernetes",
+            "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
+            "--record-root", str(tmp_path / "records"),
+            "--ledger", f"sqlite:///{tmp_path / 'ledger.db'}",
+            "--admin-token-file", str(tmp_path / "admin-token"),
+        ],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR_")},
+             "KUBECONFIG": str(kube.kubeconfig)},
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline().decode()
+        assert line.startswith("gateway serving agents at "), line
+        agents, admin = line.removeprefix("gateway serving agents at ").strip().split(", admin at ")
+        resource = _policy_resource(namespace)
+        client = gateway.BlockingClient(admin, ADMIN_TOKEN)
+        client.register(
+            controller.Registration(
+                uid=uid, name=name, namespace=namespace, token=TOKEN,
+                expires_at=time.time() + 600,
+                policy=json.dumps(controller.snapshot_document([resource])).encode(),
+                policy_digest=policy.compile([resource]).digest,
+                allowed_egress=("127.0.0.1",),
+                config=("name: a\nversion: 1.0.0\nschema: v1\nmodels:\n  - name: m\n"
+                        f"    provider: openai\n    model: m\n    apiBase: {model_base}\n"
+                        "    apiKey: ${{ secrets.KEY }}\n"),
+                secrets={"KEY": "sk-upstream-for-standalone-approvals"},
+            )
+        )  # fmt: skip
+
+        def alice() -> None:
+            [held] = _wait_for("the held call", lambda: _pending(kube, namespace, name), 60)
+            assert support.get_run(kube, namespace, name)["status"]["phase"] == "AwaitingApproval"
+            assert _cli(configs["alice"], "approve", name, held["id"], "-n", namespace) == 0
+
+        person = threading.Thread(target=alice)
+        person.start()
+        request = urllib.request.Request(
+            f"{agents}/runs/{uid}/v1/chat/completions",
+            data=json.dumps(
+                {"model": "m", "messages": [{"role": "user", "content": "release"}]}
+            ).encode(),
+            headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=120) as response:
+            answer = json.loads(response.read())
+        person.join(30)
+        [call] = answer["choices"][0]["message"]["tool_calls"]
+        assert json.loads(call["function"]["arguments"]) == {"command": "make release"}
+        status = support.get_run(kube, namespace, name)["status"]
+        assert status["pendingApprovals"] == [] and status["interventions"]["approvals"] == 1
+        assert status["phase"] == "Running"
+        client.close()
+    finally:
+        process.terminate()
+        process.wait(30)
+        asyncio.run_coroutine_threadsafe(model.stop(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)

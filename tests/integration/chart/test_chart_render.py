@@ -187,6 +187,8 @@ def test_gateway_is_what_the_runs_network_policy_lets_sandboxes_reach(
     ports = {p["name"]: p["containerPort"] for p in _container(gateway)["ports"]}
     assert port == {"protocol": "TCP", "port": ports["agents"]}
     assert _flags(_container(gateway))["listen"] == f"0.0.0.0:{ports['agents']}"
+    # Held calls wait on the AgentRun for a RunApproval, not on the local admin API.
+    assert _flags(_container(gateway))["approvals"] == "kubernetes"
     # The admin API is on another port: the run's NetworkPolicy never opens it.
     assert ports["admin"] != ports["agents"]
 
