@@ -126,6 +126,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="projected ServiceAccount token (audience sigstore) for keyless signing",
     )
     parser.add_argument(
+        "--actor",
+        default=env("ORCHESTRATOR_ACTOR", controller.DEFAULT_ACTOR),
+        help="who the operator is in the ledger: its ServiceAccount's user name, e.g. "
+        "system:serviceaccount:NAMESPACE:NAME ($ORCHESTRATOR_ACTOR; the chart sets it)",
+    )
+    parser.add_argument(
         "--builder-id",
         default=env("ORCHESTRATOR_BUILDER_ID", "https://orchestrator.continue.dev/operator"),
         help="URI naming this operator instance in attestations ($ORCHESTRATOR_BUILDER_ID)",
@@ -159,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
         resync_seconds=args.resync_seconds,
         timeout_grace_seconds=args.timeout_grace_seconds,
         workers=args.workers,
+        actor=args.actor,
     ).validate()
     signer = (
         controller.load_signer(

@@ -50,10 +50,11 @@ from continue_orchestrator.controller._names import (
 from continue_orchestrator.controller._operator import FINALIZER, build_registry, run
 from continue_orchestrator.controller._outcome import RUNNER_EXIT_CODES, Outcome, advance, from_pod
 from continue_orchestrator.controller._reconcile import Reconciler
-from continue_orchestrator.controller._settings import Settings
+from continue_orchestrator.controller._settings import DEFAULT_ACTOR, Settings
 from continue_orchestrator.controller._validate import Rejection, plan, snapshot, snapshot_document
 
 __all__ = [
+    "DEFAULT_ACTOR",
     "FINALIZER",
     "INPUTS_DIGEST_ANNOTATION",
     "METRICS_REGISTRY",

@@ -26,7 +26,7 @@ from typing import Any, Literal
 import rfc8785
 
 from continue_orchestrator import api, attest, errors, ledger, records
-from continue_orchestrator.controller import _kube, _names, _outcome
+from continue_orchestrator.controller import _kube, _names, _outcome, _settings
 
 log = logging.getLogger(__name__)
 JSON = dict[str, Any]
@@ -293,7 +293,7 @@ class Attestor:
         signer: attest.Signer,
         *,
         builder_id: str,
-        actor: str = "system:serviceaccount:continue-orchestrator:operator",
+        actor: str = _settings.DEFAULT_ACTOR,
         evidence: EvidenceSource | None = None,
         attempts: int = 4,
         backoff_seconds: float = 0.5,

@@ -14,6 +14,9 @@ from continue_orchestrator import errors
 _PINNED = re.compile(r"^[^@\s]+@sha256:[0-9a-f]{64}$")
 
 
+# The chart passes the real ServiceAccount as --actor; this matches its default install.
+DEFAULT_ACTOR = "system:serviceaccount:continue-orchestrator:continue-orchestrator-operator"
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Settings:
     """Operator configuration. ``validate()`` before use."""
@@ -43,7 +46,7 @@ class Settings:
     """How long past the deadline the backstop timer waits for the kubelet to act."""
     workers: int = 16
     """Threads for handlers (each does blocking API and ledger calls)."""
-    actor: str = "system:serviceaccount:continue-orchestrator:operator"
+    actor: str = DEFAULT_ACTOR
     """Actor written into the ledger entries the operator appends."""
     default_cpu: str = "1"
     default_memory: str = "2Gi"

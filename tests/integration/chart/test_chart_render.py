@@ -161,6 +161,9 @@ def test_operator_runs_two_peered_replicas_probed_on_kopfs_health_endpoint(
     assert int(env["ORCHESTRATOR_METRICS_PORT"]) == ports["metrics"]
     assert env["ORCHESTRATOR_RUNNER_IMAGE"] == chart.RUNNER
     assert env["ORCHESTRATOR_NAMESPACE"] == NS
+    # The ledger names the operator by the ServiceAccount it really runs as.
+    account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
+    assert env["ORCHESTRATOR_ACTOR"] == f"system:serviceaccount:{NS}:{account}"
 
 
 @pytest.mark.parametrize("docs_fixture", ["default_docs", "full_docs"])
