@@ -10,9 +10,12 @@ import threading
 
 import prometheus_client
 
-from continue_orchestrator import api
+from continue_orchestrator import api, attest
 
 REGISTRY = prometheus_client.CollectorRegistry()
+# The operator signs attestations in its own process: serve attest's counters with ours.
+REGISTRY.register(attest.SIGNING_FAILURES)
+REGISTRY.register(attest.PUBLISHED)
 
 RUNS_FINISHED = prometheus_client.Counter(
     "orchestrator_agentruns_finished",

@@ -323,7 +323,11 @@ def test_alerts_only_use_metrics_the_code_exports(full_docs: list[dict[str, Any]
             exported.update(f"{family.name}{s}" for s in ("_total", "_bucket", "_count", "_sum"))
     rule = chart.find(full_docs, "PrometheusRule")
     alerts = {r["alert"]: r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]}
-    assert {"OrchestratorReconcileErrors", "OrchestratorInterventionRateHigh"} <= set(alerts)
+    assert {
+        "OrchestratorReconcileErrors",
+        "OrchestratorInterventionRateHigh",
+        "OrchestratorAttestationSigningFailing",
+    } <= set(alerts)
     dashboard = json.loads(
         chart.find(full_docs, "ConfigMap", "continue-orchestrator-dashboard")["data"][
             "continue-orchestrator.json"
