@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from continue_orchestrator import api, errors, gateway, policy
+from continue_orchestrator import api, errors, gateway, policy, records
 from continue_orchestrator.controller import _kube, _metrics, _names
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ class KubeApprovalBroker:
             if registration is None or not registration.namespace or not registration.name:
                 return None
             policy_set = registration.policy_set
-            redactor = gateway.Redactor(registration.redactions())
+            redactor = records.Redactor(registration.redactions())
             return RunScope(
                 registration.namespace,
                 registration.name,

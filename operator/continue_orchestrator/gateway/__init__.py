@@ -21,7 +21,7 @@ from continue_orchestrator.gateway._client import (
     registration_body,
     upstreams_from_config,
 )
-from continue_orchestrator.gateway._recorder import LedgerSink, Redactor
+from continue_orchestrator.gateway._recorder import LedgerSink
 from continue_orchestrator.gateway._registry import (
     RunRegistration,
     Upstream,
@@ -40,7 +40,6 @@ __all__ = [
     "Gateway",
     "LedgerSink",
     "LocalApprovalBroker",
-    "Redactor",
     "RunRegistration",
     "RunSource",
     "ToolDecider",

@@ -9,7 +9,6 @@ worker thread so the event loop keeps streaming other runs meanwhile.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -26,31 +25,6 @@ class LedgerSink(Protocol):
     def append_many(self, items: Iterable[LedgerItem]) -> Sequence[Any]: ...
 
 
-class Redactor:
-    def __init__(self, values: Mapping[str, str]) -> None:
-        pairs: list[tuple[bytes, bytes]] = []
-        for value, name in values.items():
-            placeholder = f"[REDACTED:{name}]".encode()
-            pairs.append((value.encode(), placeholder))
-            escaped = json.dumps(value)[1:-1].encode()
-            if escaped != value.encode():
-                pairs.append((escaped, placeholder))
-            ascii_escaped = json.dumps(value, ensure_ascii=True)[1:-1].encode()
-            if ascii_escaped not in (value.encode(), escaped):
-                pairs.append((ascii_escaped, placeholder))
-        # Longest first, so a secret containing another is replaced whole.
-        self._pairs = sorted(pairs, key=lambda pair: -len(pair[0]))
-
-    def __call__(self, data: bytes) -> bytes:
-        for value, placeholder in self._pairs:
-            if value in data:
-                data = data.replace(value, placeholder)
-        return data
-
-    def json(self, value: Any) -> Any:
-        return json.loads(self(json.dumps(value).encode()))
-
-
 class RunRecorder:
     """Records one run: blobs and exchanges in the store, entries in the ledger."""
 
@@ -59,7 +33,7 @@ class RunRecorder:
         run: str,
         store: records.BlobStore,
         ledger: LedgerSink | None,
-        redactor: Redactor,
+        redactor: records.Redactor,
     ) -> None:
         self.run = run
         self.store = store

@@ -249,7 +249,7 @@ class Gateway:
 
     def register_run(self, registration: _registry.RunRegistration) -> str:
         """Serve ``registration``; returns the ``apiBase`` its agent must use."""
-        redactor = _recorder.Redactor(registration.redactions())
+        redactor = records.Redactor(registration.redactions())
         recorder = _recorder.RunRecorder(registration.uid, self.store, self.ledger, redactor)
         self._runs[registration.uid] = _RunState(registration, recorder)
         self.registry.add(registration)
@@ -465,7 +465,7 @@ class Gateway:
             if current.replay is not None:
                 registration = _replay.keep_upstreams(old, registration)
             current.registration = registration
-            current.recorder.redact = _recorder.Redactor(registration.redactions())
+            current.recorder.redact = records.Redactor(registration.redactions())
             self.registry.add(registration)
             created = False
         else:

@@ -14,6 +14,7 @@ from continue_orchestrator.records._record import (
     load,
     normalised_request_hash,
 )
+from continue_orchestrator.records._redact import Redactor
 from continue_orchestrator.records._replay import (
     NORMALISATION_VERSION,
     Divergence,
@@ -47,6 +48,7 @@ __all__ = [
     "Exchange",
     "InputDrift",
     "RecordedTurn",
+    "Redactor",
     "ReplayModel",
     "ReplayReport",
     "RunRecord",

@@ -24,7 +24,7 @@ import rfc8785
 from aiohttp import web
 
 from continue_orchestrator import errors
-from continue_orchestrator.records import _blobs, _record
+from continue_orchestrator.records import _blobs, _record, _redact
 
 NORMALISATION_VERSION = 1
 """Bump whenever a rule below changes: reports name the version they compared with."""
@@ -522,8 +522,6 @@ def replay_model(
     upstream for every model of its config, let the run go; then ``model.finish()`` and
     ``build_replay_report`` say whether it matched. See docs/replay.md.
     """
-    from continue_orchestrator import gateway  # the gateway's own redaction, exactly
-
     record = record_by_digest(store, record_digest)
-    redactor = gateway.Redactor({value: name for name, value in (secrets or {}).items() if value})
+    redactor = _redact.Redactor({value: name for name, value in (secrets or {}).items() if value})
     return ReplayModel.from_record(record, redact=redactor)
