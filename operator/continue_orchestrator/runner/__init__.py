@@ -24,6 +24,7 @@ from continue_orchestrator.runner._config import (
     GATEWAY_PROVIDERS,
     RewrittenConfig,
     SecretReference,
+    brokered_secrets,
     rewrite_config,
     secret_references,
 )
@@ -75,6 +76,7 @@ __all__ = [
     "Status",
     "VerifyResult",
     "agent_environment",
+    "brokered_secrets",
     "cli_version",
     "diff",
     "load_bundle",

@@ -73,7 +73,8 @@ class RunBundle(_Wire):
     gateway_url: str = pydantic.Field(pattern=r"^https?://")
     """Base URL of the gateway; models get ``{gatewayUrl}/runs/{run}/v1``."""
     allowed_secrets: tuple[str, ...] = ()
-    """Secret names the policy grants. Values come from the environment or secretsDir."""
+    """Secret names the policy grants. Values come from the environment or secretsDir,
+    except for brokered model credentials, whose values never reach the sandbox."""
     secrets_dir: str | None = None
     """A directory with one file per granted secret (a mounted Kubernetes Secret)."""
     token_file: str | None = None

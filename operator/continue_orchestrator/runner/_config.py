@@ -2,7 +2,10 @@
 
 Each model's ``apiBase`` becomes the gateway URL of this run and its ``apiKey`` the run
 token; the real credential stays with the gateway. ``${{ secrets.NAME }}`` references
-are checked against the secrets the policy grants before anything runs. The text is
+are checked against the secrets the policy grants before anything runs. A secret used
+only as models' ``apiKey`` is *brokered*: the gateway holds its value and the sandbox
+never gets it (``brokered_secrets`` tells the operator which ones); every other granted
+reference is *delivered*, its value written into the agent's config. The text is
 edited in place at the nodes that change, so comments, order and quoting of everything
 else survive byte for byte; the result is re-parsed and compared with the intended
 document, and only if an edit cannot be made in place is the document re-serialised.
@@ -70,6 +73,126 @@ def secret_references(
     return found
 
 
+_MAX_VISITS = 100_000
+"""Nodes visited through aliases before a config counts as an alias bomb."""
+_KEY = object()
+"""Path element of a mapping key (a key is never a model's apiKey)."""
+
+
+def brokered_secrets(text: str, *, where: str = "config.yaml") -> frozenset[str]:
+    """Secrets ``text`` uses only as models' ``apiKey``: the gateway's, never the sandbox's.
+
+    Raises ``errors.ManifestError`` for text that is not a YAML mapping, and for a model
+    credential that is also used anywhere else (another field, through a YAML alias or
+    merge key, or a comment), which would hand its value to the sandbox.
+    """
+    root = _compose(text, where)
+    references = _classify(text, root, where)
+    _check_reuse(references, where)
+    return frozenset(r.name for r in references if r.brokered)
+
+
+def _classify(text: str, root: yaml.MappingNode, where: str) -> list[SecretReference]:
+    """Every reference in ``text``, brokered when it sits in a node used only as a model
+    apiKey. A key node also reached another way (alias, merge) is refused here."""
+    uses: dict[int, tuple[yaml.ScalarNode, list[tuple[object, ...]]]] = {}
+    for node, path in _walk(root, where):
+        uses.setdefault(id(node), (node, []))[1].append(path)
+    spans: list[tuple[int, int]] = []
+    for node, paths in uses.values():
+        if not any(_is_model_key(path) for path in paths):
+            continue
+        other = [path for path in paths if not _is_model_key(path)]
+        names = SECRET_REFERENCE.findall(node.value)
+        if other and names:
+            raise errors.ManifestError(
+                f"secret {names[0]!r} is a model credential (brokered by the gateway) and "
+                f"is also used at {_describe(other[0])} through a YAML alias or merge key, "
+                "which would hand it to the sandbox",
+                where=f"{where}: line {node.start_mark.line + 1}",
+                fix="use a separate secret for the other use",
+            )
+        spans.append((node.start_mark.index, node.end_mark.index))
+    return secret_references(text, brokered_spans=spans)
+
+
+def _check_reuse(references: Collection[SecretReference], where: str) -> None:
+    brokered = {r.name for r in references if r.brokered}
+    for reference in references:
+        if not reference.brokered and reference.name in brokered:
+            raise errors.ManifestError(
+                f"secret {reference.name!r} is a model credential (brokered by the gateway) "
+                "and is also used elsewhere, which would hand it to the sandbox",
+                where=f"{where}: line {reference.line}",
+                fix="use a separate secret for the other use",
+            )
+
+
+def _is_model_key(path: tuple[object, ...]) -> bool:
+    return (
+        len(path) == 3
+        and path[0] == "models"
+        and isinstance(path[1], int)
+        and (path[2] == "apiKey")
+    )
+
+
+def _describe(path: tuple[object, ...]) -> str:
+    text = ""
+    for part in path:
+        if part is _KEY:
+            text += " (a key)"
+        elif isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text or "the top level"
+
+
+def _walk(root: yaml.Node, where: str) -> list[tuple[yaml.ScalarNode, tuple[object, ...]]]:
+    """Every scalar with the path it is reached by, once per path: aliases and merge keys
+    are followed, so a node shared by two places is seen at both."""
+    found: list[tuple[yaml.ScalarNode, tuple[object, ...]]] = []
+    visits = 0
+
+    def entries(node: yaml.MappingNode, seen: frozenset[int]) -> list[tuple[Any, Any]]:
+        out: list[tuple[Any, Any]] = []
+        for key_node, value_node in node.value:
+            if key_node.tag != "tag:yaml.org,2002:merge":
+                out.append((key_node, value_node))
+                continue
+            merged = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+            for mapping in merged:
+                if isinstance(mapping, yaml.MappingNode) and id(mapping) not in seen:
+                    out.extend(entries(mapping, seen | {id(mapping)}))
+        return out
+
+    def visit(node: yaml.Node, path: tuple[object, ...], seen: frozenset[int]) -> None:
+        nonlocal visits
+        visits += 1
+        if visits > _MAX_VISITS:
+            raise errors.ManifestError(
+                f"config.yaml expands to more than {_MAX_VISITS} nodes through aliases",
+                where=where,
+                fix="write the config without nested aliases",
+            )
+        if isinstance(node, yaml.ScalarNode):
+            found.append((node, path))
+        elif id(node) in seen:
+            return  # a recursive alias
+        elif isinstance(node, yaml.SequenceNode):
+            for index, child in enumerate(node.value):
+                visit(child, (*path, index), seen | {id(node)})
+        elif isinstance(node, yaml.MappingNode):
+            for key_node, value_node in entries(node, seen | {id(node)}):
+                visit(key_node, (*path, _KEY), seen | {id(node)})
+                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else _KEY
+                visit(value_node, (*path, key), seen | {id(node)})
+
+    visit(root, (), frozenset())
+    return found
+
+
 def rewrite_config(
     text: str,
     *,
@@ -101,8 +224,6 @@ def rewrite_config(
     data_models = yaml.safe_load(text)["models"]
     model_nodes: list[yaml.MappingNode] = []
     names: list[str] = []
-    key_spans: list[tuple[int, int]] = []
-    brokered: set[str] = set()
     for index, (node, model) in enumerate(zip(models_node.value, data_models, strict=True)):
         place = f"{where}: models[{index}] (line {node.start_mark.line + 1})"
         if not isinstance(node, yaml.MappingNode) or not isinstance(model, dict):
@@ -121,14 +242,10 @@ def rewrite_config(
                 fix=f"use one of {', '.join(sorted(GATEWAY_PROVIDERS))} "
                 "(any OpenAI-compatible server works as provider openai with its apiBase)",
             )
-        brokered.update(SECRET_REFERENCE.findall(str(model.get("apiKey", ""))))
-        key_node = _mapping_get(node, "apiKey")
-        if key_node is not None:
-            key_spans.append((key_node.start_mark.index, key_node.end_mark.index))
         model_nodes.append(node)
         names.append(str(model.get("name") or f"models[{index}]"))
 
-    references = secret_references(text, brokered_spans=key_spans)
+    references = _classify(text, root, where)
     allowed = frozenset(allowed_secrets)
     for reference in references:
         if reference.name not in allowed:
@@ -138,14 +255,7 @@ def rewrite_config(
                 where=f"{where}: line {reference.line}",
                 fix="add it to the RunPolicy's allowedSecrets, or remove the reference",
             )
-    for reference in references:
-        if not reference.brokered and reference.name in brokered:
-            raise errors.ManifestError(
-                f"secret {reference.name!r} is a model credential (brokered by the gateway) "
-                "and is also used elsewhere, which would hand it to the sandbox",
-                where=f"{where}: line {reference.line}",
-                fix="use a separate secret for the other use",
-            )
+    _check_reuse(references, where)
     to_resolve = {r.name for r in references if not r.brokered}
     missing = sorted(to_resolve - secret_values.keys())
     if missing:
@@ -158,7 +268,9 @@ def rewrite_config(
     edits: list[tuple[int, int, str]] = []
     for node in model_nodes:
         for key, value in (("apiBase", api_base), ("apiKey", api_key)):
-            edits.append(_set_key(text, node, key, value))
+            edit = _set_key(text, node, key, value)
+            if edit not in edits:  # one key node shared by two models
+                edits.append(edit)
     for node in _scalars(root):
         if SECRET_REFERENCE.search(node.value) and not _inside(node, edits):
             value = _resolve(node.value, secret_values)
