@@ -39,6 +39,7 @@ from continue_orchestrator.controller._manifests import (
     network_policy,
     pod,
     secret,
+    secret_purpose,
 )
 from continue_orchestrator.controller._metrics import REGISTRY as METRICS_REGISTRY
 from continue_orchestrator.controller._names import (
@@ -95,6 +96,7 @@ __all__ = [
     "pod",
     "run",
     "secret",
+    "secret_purpose",
     "snapshot",
     "snapshot_document",
 ]

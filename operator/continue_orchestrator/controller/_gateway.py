@@ -31,7 +31,8 @@ class Registration:
     allowed_egress: tuple[str, ...]
     config: str
     secrets: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    """Granted secret values, so the gateway can redact them from records."""
+    """Granted secret values, delivered and brokered: models' upstream keys are read from
+    them, and the gateway redacts all of them from records."""
     replay_of: str = ""
     """For a ``spec.replayOf`` run: the record digest whose answers the gateway serves."""
 

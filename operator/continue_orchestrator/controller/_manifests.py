@@ -12,7 +12,7 @@ import base64
 import dataclasses
 import hashlib
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import rfc8785
@@ -51,11 +51,15 @@ class Plan:
     snapshot: Snapshot
     config: str
     secret_values: Mapping[str, bytes]
+    """Values delivered to the sandbox: granted, mapped, used other than as a model key."""
     inputs_digest: str
     token: str
     git_token: bytes | None = None
     permissions_yaml: str = ""
     """Continue's permissions.yaml rendered from the policy set (an extra fence only)."""
+    brokered_values: Mapping[str, bytes] = dataclasses.field(default_factory=dict)
+    """Model credentials (``runner.brokered_secrets``): for the gateway's registration
+    only, never in the run's Secret, the pod or the bundle."""
 
     @property
     def owner(self) -> JSON:
@@ -121,6 +125,13 @@ def secret_key(continue_name: str) -> str:
     return f"secret.{continue_name}"
 
 
+def secret_purpose(index: int, name: str, brokered: Collection[str]) -> str:
+    """What a read secret is for, as the ledger's secret.read entry says."""
+    if name in brokered:
+        return f"spec.secrets[{index}] {name} for the gateway (model credential, not the sandbox)"
+    return f"spec.secrets[{index}] {name} for the run's sandbox"
+
+
 def bundle(plan: Plan, settings: _settings.Settings) -> runner.RunBundle:
     """What the runner in the pod reads: no secret value, only where to find them."""
     spec = plan.run.spec
@@ -134,7 +145,7 @@ def bundle(plan: Plan, settings: _settings.Settings) -> runner.RunBundle:
         prompt=spec.prompt,
         verify=tuple(spec.verify),
         gateway_url=settings.effective_gateway_url,
-        allowed_secrets=tuple(sorted(plan.secret_values)),
+        allowed_secrets=tuple(sorted({*plan.secret_values, *plan.brokered_values})),
         secrets_dir=f"{_names.RUN_DIR}/secrets",
         token_file=f"{_names.RUN_DIR}/token",
         permissions_yaml=plan.permissions_yaml,
@@ -143,7 +154,8 @@ def bundle(plan: Plan, settings: _settings.Settings) -> runner.RunBundle:
 
 
 def secret(plan: Plan, settings: _settings.Settings) -> JSON:
-    """The run's Secret: token, policy snapshot, runner bundle, and granted values only."""
+    """The run's Secret: token, policy snapshot, runner bundle, and delivered values only
+    (brokered model credentials go to the gateway and are never written here)."""
     data: dict[str, bytes] = {
         "token": plan.token.encode("ascii"),
         "policy.json": plan.snapshot.content,

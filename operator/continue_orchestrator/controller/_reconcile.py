@@ -446,7 +446,9 @@ class Reconciler:
                         "name": mapping.secret_key_ref.name,
                         "namespace": plan.namespace,
                         "key": mapping.secret_key_ref.key,
-                        "purpose": f"spec.secrets[{index}] {mapping.name} for the run's sandbox",
+                        "purpose": _manifests.secret_purpose(
+                            index, mapping.name, plan.brokered_values
+                        ),
                     },
                 )
             )
@@ -468,7 +470,7 @@ class Reconciler:
                 policies=list(plan.snapshot.sources),
                 runnerImage=self.settings.runner_image,
                 runtimeClassName=plan.snapshot.runtime_class,
-                secrets=sorted(plan.secret_values),
+                secrets=sorted({*plan.secret_values, *plan.brokered_values}),
                 replayInputs=_replay.input_digests(plan, self.settings),
             )
         return payload
@@ -504,6 +506,9 @@ class Reconciler:
             for key, value in data.items()
             if key.startswith("secret.")
         }
+        brokered = _validate.brokered_values(
+            self.kube, run, _validate.brokered_secrets(run, bundle.config)
+        )
         return _manifests.Plan(
             run=run,
             uid=_uid(body),
@@ -512,6 +517,7 @@ class Reconciler:
             snapshot=snapshot,
             config=bundle.config,
             secret_values=values,
+            brokered_values=brokered,
             git_token=data.get("git-token"),
             permissions_yaml=bundle.permissions_yaml,
             inputs_digest=inputs,
@@ -544,7 +550,8 @@ class Reconciler:
             allowed_egress=plan.snapshot.allowed_egress,
             config=plan.config,
             secrets={
-                name: value.decode("utf-8", "replace") for name, value in plan.secret_values.items()
+                name: value.decode("utf-8", "replace")
+                for name, value in {**plan.secret_values, **plan.brokered_values}.items()
             },
             replay_of=str((_replay.started(self.book, plan.uid) or {}).get("record") or ""),
         )

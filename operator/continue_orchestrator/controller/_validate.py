@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from continue_orchestrator import api, errors, policy
+from continue_orchestrator import api, errors, policy, runner
 from continue_orchestrator.controller import _kube, _manifests, _names, _settings
 
 JSON = dict[str, Any]
@@ -183,11 +183,13 @@ def plan(
             raise _denied("SecretNotAllowed", f"spec.secrets[{index}].name: {detail}")
 
     config = _config(kube, run, namespace)
+    brokered = brokered_secrets(run, config)
     values: dict[str, bytes] = {}
     for index, mapping in enumerate(spec.secrets):
-        values[mapping.name] = _secret_value(
-            kube, namespace, mapping.secret_key_ref, f"spec.secrets[{index}].secretKeyRef"
-        )
+        if mapping.name not in brokered:
+            values[mapping.name] = _secret_value(
+                kube, namespace, mapping.secret_key_ref, f"spec.secrets[{index}].secretKeyRef"
+            )
     git_token: bytes | None = None
     if spec.repository.credentials_secret_ref is not None:
         git_token = _secret_value(
@@ -213,6 +215,7 @@ def plan(
         snapshot=snap,
         config=config,
         secret_values=values,
+        brokered_values=brokered_values(kube, run, brokered),
         git_token=git_token,
         permissions_yaml=policy.to_permissions_yaml(compiled),
         inputs_digest=_manifests.inputs_digest(
@@ -220,6 +223,39 @@ def plan(
         ),
         token=secrets.token_urlsafe(32),
     )
+
+
+def brokered_secrets(run: api.AgentRun, config: str) -> frozenset[str]:
+    """The run's model credentials: used only as models' apiKey, each one mapped in
+    spec.secrets (its grant is checked with the others)."""
+    where = "spec.agent config.yaml"
+    try:
+        names = runner.brokered_secrets(config, where=where)
+    except errors.ManifestError as error:
+        raise _failed("ConfigInvalid", error.message) from None
+    unmapped = sorted(names - {mapping.name for mapping in run.spec.secrets})
+    if unmapped:
+        raise _failed(
+            "SecretNotMapped",
+            f"{where}: a model's apiKey uses secret {unmapped[0]!r}, which spec.secrets does "
+            "not map; add it there (from a Secret the policy's allowedSecrets grants)",
+        )
+    return names
+
+
+def brokered_values(kube: _kube.Kube, run: api.AgentRun, names: frozenset[str]) -> dict[str, bytes]:
+    """Values of the model credentials ``names``, read from their Secrets for the gateway.
+
+    Read again whenever the run is registered (they are kept in no object of the run),
+    so a rotated key is the one registered after an operator restart."""
+    namespace = str(run.metadata.namespace)
+    return {
+        mapping.name: _secret_value(
+            kube, namespace, mapping.secret_key_ref, f"spec.secrets[{index}].secretKeyRef"
+        )
+        for index, mapping in enumerate(run.spec.secrets)
+        if mapping.name in names
+    }
 
 
 def _parse_policy(raw: Mapping[str, Any], kind: str) -> api.ClusterRunPolicy | api.RunPolicy:

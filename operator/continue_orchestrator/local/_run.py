@@ -49,7 +49,6 @@ Say = Callable[[str], None]
 CN_VERSION = "1.5.47"
 RUNNER_IMAGE_NAME = "local/continue-orchestrator-runner"
 _SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
-_KEYLESS_UPSTREAM_KEY = "scripted-model-has-no-key"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,6 +137,7 @@ class _Pipeline:
         self._seen = 0
         self._decided: set[str] = set()
         self._announced: set[str] = set()
+        self._brokered: frozenset[str] = frozenset()
 
     # -- the whole run --------------------------------------------------------------------
 
@@ -242,6 +242,14 @@ class _Pipeline:
                 action=api.Action.SECRET_READ, secret=m.name, run=context
             )) for i, m in enumerate(spec.secrets)),
         ]  # fmt: skip
+        self._brokered = runner.brokered_secrets(inputs.config, where=f"{where}: config.yaml")
+        unmapped = sorted(self._brokered - {m.name for m in spec.secrets})
+        if unmapped:
+            raise errors.ManifestError(
+                f"a model's apiKey uses secret {unmapped[0]!r}, which spec.secrets does not map",
+                where=where,
+                fix="add it to spec.secrets and pass --secret NAME=env:VARIABLE",
+            )
         for field, request in requests:
             decision = policy.decide(policy_set, request)
             if decision.effect is not api.Effect.ALLOW:
@@ -283,14 +291,18 @@ class _Pipeline:
             policy_digest=plan.snapshot.digest,
             allowed_egress=plan.snapshot.allowed_egress,
             config=plan.config,
-            secrets={name: value.decode() for name, value in plan.secret_values.items()},
+            secrets={
+                name: value.decode()
+                for name, value in {**plan.secret_values, **plan.brokered_values}.items()
+            },
         )
         models = None
         if model is not None:
-            # A local model stands in for every upstream; it holds no real credential.
+            # A local model stands in for every upstream, and is handed the credential the
+            # real one would get (the gateway's Authorization header), as a provider is.
             real = gateway.upstreams_from_config(plan.config, source.secrets)
             models = {
-                name: gateway.Upstream(model_base, _KEYLESS_UPSTREAM_KEY, upstream.provider)
+                name: gateway.Upstream(model_base, upstream.api_key, upstream.provider)
                 for name, upstream in real.items()
             }
         body = gateway.registration_body(
@@ -330,7 +342,16 @@ class _Pipeline:
             name=self.uid,
             snapshot=snapshot,
             config=self.inputs.config,
-            secret_values={m.name: self.inputs.secrets[m.name].encode() for m in run.spec.secrets},
+            secret_values={
+                m.name: self.inputs.secrets[m.name].encode()
+                for m in run.spec.secrets
+                if m.name not in self._brokered
+            },
+            brokered_values={
+                m.name: self.inputs.secrets[m.name].encode()
+                for m in run.spec.secrets
+                if m.name in self._brokered
+            },
             inputs_digest=controller.inputs_digest(
                 run, config=self.inputs.config, snapshot=snapshot, settings=settings
             ),
@@ -363,13 +384,16 @@ class _Pipeline:
         return bundle.model_copy(update=update)
 
     def _write_run_dir(self, bundle: runner.RunBundle, token: str) -> None:
-        """The pod's run directory: token, bundle and granted secrets, one file each."""
+        """The pod's run directory: token, bundle and delivered secrets, one file each (the
+        brokered model credentials stay with the gateway, as the operator keeps them)."""
         run_dir = self.run_root / "run"
         _write_private(run_dir / "token", token)
         _write_private(run_dir / "bundle.json", bundle.model_dump_json(by_alias=True))
         (run_dir / "secrets").mkdir(exist_ok=True)
         for mapping in self.inputs.run.spec.secrets:
-            _write_private(run_dir / "secrets" / mapping.name, self.inputs.secrets[mapping.name])
+            if mapping.name not in self._brokered:
+                secret = run_dir / "secrets" / mapping.name
+                _write_private(secret, self.inputs.secrets[mapping.name])
 
     def _record_start(
         self, book: ledger.Ledger, plan: controller.Plan, settings: controller.Settings
@@ -386,7 +410,7 @@ class _Pipeline:
                 "policies": list(plan.snapshot.sources),
                 "runnerImage": settings.runner_image,
                 "sandbox": self.options.sandbox,
-                "secrets": sorted(plan.secret_values),
+                "secrets": sorted({*plan.secret_values, *plan.brokered_values}),
                 "mode": "local",
                 **_digests.run_created_fields(
                     self.inputs, records.BlobStore(str(self.state / "records")),
@@ -397,7 +421,7 @@ class _Pipeline:
             *(ledger.Append(self.uid, ledger.Kind.SECRET_READ, self.actor, {
                 "name": m.name,
                 "namespace": self.inputs.namespace,
-                "purpose": f"spec.secrets[{i}] {m.name} for the run's sandbox",
+                "purpose": controller.secret_purpose(i, m.name, self._brokered),
             }) for i, m in enumerate(spec.secrets)),
             ledger.Append(self.uid, ledger.Kind.RUN_STARTED, self.actor, {
                 **base, "startTime": self.started.isoformat(), "sandbox": self.options.sandbox,
