@@ -506,9 +506,12 @@ class Reconciler:
             for key, value in data.items()
             if key.startswith("secret.")
         }
-        brokered = _validate.brokered_values(
-            self.kube, run, _validate.brokered_secrets(run, bundle.config)
-        )
+        brokered = {
+            **_validate.brokered_values(
+                self.kube, run, _validate.brokered_secrets(run, bundle.config)
+            ),
+            **_validate.resumed_literal_keys(self.kube, run, bundle.config),
+        }
         return _manifests.Plan(
             run=run,
             uid=_uid(body),

@@ -182,7 +182,8 @@ def plan(
             )
             raise _denied("SecretNotAllowed", f"spec.secrets[{index}].name: {detail}")
 
-    config = _config(kube, run, namespace)
+    literals = literal_keys(_config(kube, run, namespace))
+    config = literals.text
     brokered = brokered_secrets(run, config)
     values: dict[str, bytes] = {}
     for index, mapping in enumerate(spec.secrets):
@@ -215,7 +216,10 @@ def plan(
         snapshot=snap,
         config=config,
         secret_values=values,
-        brokered_values=brokered_values(kube, run, brokered),
+        brokered_values={
+            **brokered_values(kube, run, brokered),
+            **{name: value.encode("utf-8") for name, value in literals.values.items()},
+        },
         git_token=git_token,
         permissions_yaml=policy.to_permissions_yaml(compiled),
         inputs_digest=_manifests.inputs_digest(
@@ -223,6 +227,33 @@ def plan(
         ),
         token=secrets.token_urlsafe(32),
     )
+
+
+def literal_keys(config: str) -> runner.LiteralKeys:
+    """The config with models' literal apiKeys taken out (``runner.broker_literal_keys``):
+    the text is what the bundle carries, the values go to the gateway only."""
+    try:
+        return runner.broker_literal_keys(config, where="spec.agent config.yaml")
+    except errors.ManifestError as error:
+        raise _failed("ConfigInvalid", error.message) from None
+
+
+def resumed_literal_keys(kube: _kube.Kube, run: api.AgentRun, bundled: str) -> dict[str, bytes]:
+    """On resume, the literal model keys of a run whose bundle holds ``bundled``: taken
+    again from the AgentRun's config (no object of the run keeps them), which must still
+    give the same bundle text."""
+    names = {r.name for r in runner.secret_references(bundled)}
+    if not any(runner.is_literal_key_name(name) for name in names):
+        return {}
+    literals = literal_keys(_config(kube, run, str(run.metadata.namespace)))
+    if literals.text != bundled:
+        raise _failed(
+            "ConfigChanged",
+            "spec.agent config.yaml changed since the run started, so its literal model "
+            "apiKey cannot be registered with the gateway again; delete the AgentRun and "
+            "create it again",
+        )
+    return {name: value.encode("utf-8") for name, value in literals.values.items()}
 
 
 def brokered_secrets(run: api.AgentRun, config: str) -> frozenset[str]:
@@ -233,7 +264,11 @@ def brokered_secrets(run: api.AgentRun, config: str) -> frozenset[str]:
         names = runner.brokered_secrets(config, where=where)
     except errors.ManifestError as error:
         raise _failed("ConfigInvalid", error.message) from None
-    unmapped = sorted(names - {mapping.name for mapping in run.spec.secrets})
+    unmapped = sorted(
+        name
+        for name in names - {mapping.name for mapping in run.spec.secrets}
+        if not runner.is_literal_key_name(name)
+    )
     if unmapped:
         raise _failed(
             "SecretNotMapped",

@@ -14,6 +14,7 @@ import asyncio
 import concurrent.futures
 import json
 import logging
+import re
 import threading
 import time
 import urllib.parse
@@ -32,7 +33,7 @@ PROVIDER_BASES = {
     "openai": "https://api.openai.com/v1",
     "anthropic": "https://api.anthropic.com/v1",
 }
-_SECRET_REFERENCE = "${{ secrets."
+_SECRET_REFERENCE = re.compile(r"\$\{\{\s*secrets\.([A-Za-z0-9_.\-/]+)\s*\}\}")
 
 
 class RunSource(Protocol):
@@ -63,8 +64,9 @@ class RunSource(Protocol):
 def upstreams_from_config(config: str, secrets: Mapping[str, str]) -> dict[str, _registry.Upstream]:
     """Each model of ``config`` (config.yaml text): its real apiBase and key.
 
-    A key written ``${{ secrets.NAME }}`` is read from ``secrets``; a missing value is an
-    error naming the model, never an empty key.
+    Each ``${{ secrets.NAME }}`` in a key is replaced by its value from ``secrets`` (a
+    template such as ``team-7:${{ secrets.NAME }}`` is resolved whole); a missing value
+    is an error naming the model, never an empty key.
     """
     try:
         document = yaml.safe_load(config) or {}
@@ -82,8 +84,7 @@ def upstreams_from_config(config: str, secrets: Mapping[str, str]) -> dict[str, 
         provider = str(entry.get("provider") or "openai")
         base = str(entry.get("apiBase") or PROVIDER_BASES.get(provider, ""))
         key = str(entry.get("apiKey") or "").strip()
-        if key.startswith(_SECRET_REFERENCE) and key.endswith("}}"):
-            secret = key[len(_SECRET_REFERENCE) : -2].strip()
+        for secret in _SECRET_REFERENCE.findall(key):
             if not secrets.get(secret):
                 raise errors.GatewayError(
                     f"model {name!r} takes its apiKey from secret {secret!r}, which the run "
@@ -91,7 +92,8 @@ def upstreams_from_config(config: str, secrets: Mapping[str, str]) -> dict[str, 
                     where=where,
                     fix=f"map {secret} in the AgentRun's spec.secrets and allow it in policy",
                 )
-            key = secrets[secret]
+        # A template ("Bearer ${{ secrets.X }}") is resolved whole, as Continue would.
+        key = _SECRET_REFERENCE.sub(lambda match: secrets[match.group(1)], key)
         if not key:
             raise errors.GatewayError(
                 f"model {name!r} has no apiKey", where=where, fix="set apiKey: ${{ secrets.NAME }}"

@@ -138,6 +138,7 @@ class _Pipeline:
         self._decided: set[str] = set()
         self._announced: set[str] = set()
         self._brokered: frozenset[str] = frozenset()
+        self._literals = runner.LiteralKeys(text=inputs.config, values={})
 
     # -- the whole run --------------------------------------------------------------------
 
@@ -242,8 +243,11 @@ class _Pipeline:
                 action=api.Action.SECRET_READ, secret=m.name, run=context
             )) for i, m in enumerate(spec.secrets)),
         ]  # fmt: skip
-        self._brokered = runner.brokered_secrets(inputs.config, where=f"{where}: config.yaml")
-        unmapped = sorted(self._brokered - {m.name for m in spec.secrets})
+        self._literals = runner.broker_literal_keys(inputs.config, where=f"{where}: config.yaml")
+        self._brokered = runner.brokered_secrets(self._literals.text, where=f"{where}: config.yaml")
+        unmapped = sorted(
+            self._brokered - {m.name for m in spec.secrets} - {*self._literals.values}
+        )
         if unmapped:
             raise errors.ManifestError(
                 f"a model's apiKey uses secret {unmapped[0]!r}, which spec.secrets does not map",
@@ -341,19 +345,22 @@ class _Pipeline:
             namespace=self.inputs.namespace,
             name=self.uid,
             snapshot=snapshot,
-            config=self.inputs.config,
+            config=self._literals.text,
             secret_values={
                 m.name: self.inputs.secrets[m.name].encode()
                 for m in run.spec.secrets
                 if m.name not in self._brokered
             },
             brokered_values={
-                m.name: self.inputs.secrets[m.name].encode()
-                for m in run.spec.secrets
-                if m.name in self._brokered
+                **{
+                    m.name: self.inputs.secrets[m.name].encode()
+                    for m in run.spec.secrets
+                    if m.name in self._brokered
+                },
+                **{name: value.encode() for name, value in self._literals.values.items()},
             },
             inputs_digest=controller.inputs_digest(
-                run, config=self.inputs.config, snapshot=snapshot, settings=settings
+                run, config=self._literals.text, snapshot=snapshot, settings=settings
             ),
             token="",
             permissions_yaml=policy.to_permissions_yaml(policy_set),

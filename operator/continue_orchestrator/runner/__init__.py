@@ -22,9 +22,12 @@ from continue_orchestrator.runner._bundle import (
 )
 from continue_orchestrator.runner._config import (
     GATEWAY_PROVIDERS,
+    LiteralKeys,
     RewrittenConfig,
     SecretReference,
+    broker_literal_keys,
     brokered_secrets,
+    is_literal_key_name,
     rewrite_config,
     secret_references,
 )
@@ -65,6 +68,7 @@ __all__ = [
     "Diff",
     "DiffReport",
     "ExitCode",
+    "LiteralKeys",
     "Outcome",
     "Paths",
     "ProcessResult",
@@ -76,9 +80,11 @@ __all__ = [
     "Status",
     "VerifyResult",
     "agent_environment",
+    "broker_literal_keys",
     "brokered_secrets",
     "cli_version",
     "diff",
+    "is_literal_key_name",
     "load_bundle",
     "main",
     "prepare_workspace",

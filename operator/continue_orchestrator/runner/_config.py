@@ -5,7 +5,9 @@ token; the real credential stays with the gateway. ``${{ secrets.NAME }}`` refer
 are checked against the secrets the policy grants before anything runs. A secret used
 only as models' ``apiKey`` is *brokered*: the gateway holds its value and the sandbox
 never gets it (``brokered_secrets`` tells the operator which ones); every other granted
-reference is *delivered*, its value written into the agent's config. The text is
+reference is *delivered*, its value written into the agent's config. A model's literal
+apiKey is taken out before the config reaches the sandbox (``broker_literal_keys``) and
+brokered under a synthetic secret name. The text is
 edited in place at the nodes that change, so comments, order and quoting of everything
 else survive byte for byte; the result is re-parsed and compared with the intended
 document, and only if an edit cannot be made in place is the document re-serialised.
@@ -126,6 +128,96 @@ def _check_reuse(references: Collection[SecretReference], where: str) -> None:
                 where=f"{where}: line {reference.line}",
                 fix="use a separate secret for the other use",
             )
+
+
+LITERAL_KEY_NAME = "MODEL_{index}_API_KEY"
+"""Synthetic secret name under which a model's literal apiKey is brokered."""
+_LITERAL_KEY = re.compile(r"MODEL_[0-9]+_API_KEY")
+_MIN_CHECKED_KEY = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class LiteralKeys:
+    """A config whose literal model keys were taken out for the gateway."""
+
+    text: str
+    """The config for the sandbox: each literal apiKey replaced by a secret reference."""
+    values: Mapping[str, str]
+    """Synthetic secret name (``MODEL_<index>_API_KEY``) to the literal key it replaced."""
+
+
+def broker_literal_keys(text: str, *, where: str = "config.yaml") -> LiteralKeys:
+    """Replace each model's literal ``apiKey`` with ``${{ secrets.MODEL_<index>_API_KEY }}``.
+
+    The reference is brokered like any model-key secret: the value goes to the gateway,
+    the runner rewrites the apiKey to the run token, and the literal is in no text the
+    sandbox gets. Raises ``errors.ManifestError`` when the literal is also used elsewhere
+    in the config (a YAML alias, or the same text anywhere), or a synthetic name is taken.
+    """
+    root = _compose(text, where)
+    for reference in secret_references(text):
+        if _LITERAL_KEY.fullmatch(reference.name):
+            raise errors.ManifestError(
+                f"secret name {reference.name!r} is reserved for literal model keys",
+                where=f"{where}: line {reference.line}",
+                fix="rename the secret",
+            )
+    uses: dict[int, tuple[yaml.ScalarNode, list[tuple[object, ...]]]] = {}
+    for node, path in _walk(root, where):
+        uses.setdefault(id(node), (node, []))[1].append(path)
+    edits: list[tuple[int, int, str]] = []
+    values: dict[str, str] = {}
+    by_index: dict[int, str] = {}
+    for node, paths in uses.values():
+        keys = [path for path in paths if _is_model_key(path)]
+        if not keys or not node.value or SECRET_REFERENCE.search(node.value):
+            continue
+        line = f"{where}: line {node.start_mark.line + 1}"
+        other = [path for path in paths if not _is_model_key(path)]
+        if other:
+            raise errors.ManifestError(
+                f"the literal apiKey of models[{keys[0][1]}] is also used at "
+                f"{_describe(other[0])} through a YAML alias or merge key, which would hand "
+                "it to the sandbox",
+                where=line,
+                fix="move the key to a secret: apiKey: ${{ secrets.NAME }}",
+            )
+        index = min(int(str(path[1])) for path in keys)
+        name = LITERAL_KEY_NAME.format(index=index)
+        values[name] = node.value
+        for path in keys:
+            by_index[int(str(path[1]))] = name
+        replacement = "${{ secrets." + name + " }}"
+        edits.append((node.start_mark.index, node.end_mark.index, _quote(replacement, node, text)))
+    if not values:
+        return LiteralKeys(text=text, values={})
+
+    expected = yaml.safe_load(text)
+    for index, name in by_index.items():
+        expected["models"][index]["apiKey"] = "${{ secrets." + name + " }}"
+    result = _apply(text, edits)
+    try:
+        same = yaml.safe_load(result) == expected
+    except yaml.YAMLError:
+        same = False
+    if not same:
+        result = yaml.safe_dump(expected, sort_keys=False, allow_unicode=True)
+    for name, value in values.items():
+        # A short placeholder ("x", "none") is no credential and may well occur elsewhere.
+        if len(value) >= _MIN_CHECKED_KEY and value in result:
+            at = text.count("\n", 0, text.find(value)) + 1
+            raise errors.ManifestError(
+                f"the literal apiKey brokered as {name} also appears elsewhere in the "
+                "config, which would hand it to the sandbox",
+                where=f"{where}: line {at}",
+                fix="move the key to a secret: apiKey: ${{ secrets.NAME }}",
+            )
+    return LiteralKeys(text=result, values=values)
+
+
+def is_literal_key_name(name: str) -> bool:
+    """True for a synthetic ``MODEL_<index>_API_KEY`` name of ``broker_literal_keys``."""
+    return _LITERAL_KEY.fullmatch(name) is not None
 
 
 def _is_model_key(path: tuple[object, ...]) -> bool:

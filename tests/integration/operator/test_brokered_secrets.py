@@ -197,3 +197,85 @@ def test_a_model_key_not_mapped_in_spec_secrets_fails_before_any_object(
     assert "OPENAI_API_KEY" in completed["message"]
     assert cluster.pods(namespace, created["metadata"]["uid"]) == []
     assert len(registered) == 0
+
+
+def test_a_literal_model_key_goes_to_the_gateway_and_nowhere_in_the_pod(
+    kube: ControlPlane,
+    pod_executor: PodExecutor,
+    namespace: str,
+    tmp_path: pathlib.Path,
+    control_dir: pathlib.Path,
+) -> None:
+    """A config.yaml as many users have it, key inline: it works unchanged, and the key
+    is brokered like a secret (MODEL_0_API_KEY) instead of riding in the bundle."""
+    harness.setup_cluster(kube)
+    cluster = harness.Cluster(kube)
+    literal = "sk-literal-" + secrets.token_hex(16)
+    config = CONFIG.replace("${{ secrets.OPENAI_API_KEY }}", literal)
+    cluster.create(
+        harness.run_policy(
+            namespace,
+            allowedSecrets=["API_TOKEN"],
+            rules=[
+                {"name": "repos", "actions": ["repository.access"],
+                 "repositories": ["https://github.com/acme/*"], "effect": "Allow"},
+                {"name": "keys", "actions": ["secret.read"],
+                 "secrets": ["API_TOKEN"], "effect": "Allow"},
+            ],
+        )
+    )  # fmt: skip
+    cluster.create(harness.secret(namespace, "creds", {"token": "delivered-value"}))
+    created = cluster.create(
+        harness.agent_run(
+            namespace,
+            "literal",
+            agent={"config": config},
+            secrets=[{"name": "API_TOKEN", "secretKeyRef": {"name": "creds", "key": "token"}}],
+        )
+    )
+    uid = created["metadata"]["uid"]
+    encoded = base64.b64encode(literal.encode()).decode()
+    reconciler, registered, book = _reconciler(kube, tmp_path, control_dir)
+    try:
+        reconciler.start(created)
+
+        registration = registered.get(uid)
+        assert registration is not None
+        assert registration.secrets["MODEL_0_API_KEY"] == literal  # redacted from records
+        body = gateway.registration_body(registration)
+        assert body["models"]["gpt-4.1"]["apiKey"] == literal
+
+        name = controller.object_name("literal", uid)
+        run_secret = cluster.rest.get(f"/api/v1/namespaces/{namespace}/secrets/{name}")
+        values = {k: base64.b64decode(v).decode() for k, v in run_secret["data"].items()}
+        assert literal not in json.dumps(values)
+        assert encoded not in json.dumps(run_secret)
+        bundle = json.loads(values["bundle.json"])
+        assert literal not in bundle["config"]
+        assert "${{ secrets.MODEL_0_API_KEY }}" in bundle["config"]
+        assert sorted(bundle["allowedSecrets"]) == ["API_TOKEN", "MODEL_0_API_KEY"]
+
+        (pod,) = cluster.pods(namespace, uid)
+        assert literal not in json.dumps(pod)
+        assert encoded not in json.dumps(pod)
+
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                report = harness.report(pod_executor, namespace, name)
+                break
+            except AssertionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        assert literal not in json.dumps(report)
+        assert literal not in json.dumps([e.payload for e in book.entries(run_uid=uid)])
+
+        # On resume the literal is taken again from the AgentRun's config.
+        registered.unregister(uid)
+        reconciler.start(created)
+        again = registered.get(uid)
+        assert again is not None
+        assert gateway.registration_body(again)["models"]["gpt-4.1"]["apiKey"] == literal
+    finally:
+        book.close()
