@@ -59,6 +59,32 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+_ROW_SELECT = (
+    "SELECT e.sequence, e.run_uid, e.time, e.kind, e.actor, e.payload_digest, e.prev_hash, "
+    "e.entry_hash, p.payload FROM ledger_entries e "
+    "LEFT JOIN ledger_payloads p ON p.sequence = e.sequence "
+)
+
+
+def rows_query(
+    placeholder: str, *, start: int, stop: int | None, run_uid: str | None, limit: int | None
+) -> tuple[str, list[object]]:
+    """The one query both backends read rows with; ``placeholder`` is ``?`` or ``%s``."""
+    query = _ROW_SELECT + f"WHERE e.sequence >= {placeholder}"
+    params: list[object] = [start]
+    if stop is not None:
+        query += f" AND e.sequence < {placeholder}"
+        params.append(stop)
+    if run_uid is not None:
+        query += f" AND e.run_uid = {placeholder}"
+        params.append(run_uid)
+    query += " ORDER BY e.sequence"
+    if limit is not None:
+        query += f" LIMIT {placeholder}"
+        params.append(limit)
+    return query, params
+
+
 def redacted_url(url: str) -> str:
     """``url`` without a password, for messages."""
     scheme, sep, rest = url.partition("://")

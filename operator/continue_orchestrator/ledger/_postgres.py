@@ -152,13 +152,6 @@ def init(admin_url: str, *, writer_role: str | None = None) -> None:
             )
 
 
-_ROW_SELECT = (
-    "SELECT e.sequence, e.run_uid, e.time, e.kind, e.actor, e.payload_digest, e.prev_hash, "
-    "e.entry_hash, p.payload FROM ledger_entries e "
-    "LEFT JOIN ledger_payloads p ON p.sequence = e.sequence "
-)
-
-
 class _Session:
     def __init__(self, connection: psycopg.Connection[tuple[object, ...]]) -> None:
         self._db = connection
@@ -214,18 +207,9 @@ class _Session:
     def rows(
         self, *, start: int, stop: int | None, run_uid: str | None, limit: int | None
     ) -> Iterator[_backend.Row]:
-        query = _ROW_SELECT + "WHERE e.sequence >= %s"
-        params: list[object] = [start]
-        if stop is not None:
-            query += " AND e.sequence < %s"
-            params.append(stop)
-        if run_uid is not None:
-            query += " AND e.run_uid = %s"
-            params.append(run_uid)
-        query += " ORDER BY e.sequence"
-        if limit is not None:
-            query += " LIMIT %s"
-            params.append(limit)
+        query, params = _backend.rows_query(
+            "%s", start=start, stop=stop, run_uid=run_uid, limit=limit
+        )
         # A server-side cursor streams a large ledger instead of loading it whole.
         with self._db.cursor(name=f"ledger_rows_{uuid.uuid4().hex}") as cursor:
             cursor.itersize = 8192

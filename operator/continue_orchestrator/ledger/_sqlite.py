@@ -74,13 +74,6 @@ def _schema() -> str:
     return "\n".join(statements)
 
 
-_ROW_SELECT = (
-    "SELECT e.sequence, e.run_uid, e.time, e.kind, e.actor, e.payload_digest, e.prev_hash, "
-    "e.entry_hash, p.payload FROM ledger_entries e "
-    "LEFT JOIN ledger_payloads p ON p.sequence = e.sequence "
-)
-
-
 def path_from_url(url: str) -> tuple[pathlib.Path, dict[str, str]]:
     """``sqlite:///abs/path.db`` or ``sqlite://relative.db``, with ``?synchronous=normal``."""
     parsed = urllib.parse.urlsplit(url)
@@ -144,18 +137,9 @@ class _Session:
     def rows(
         self, *, start: int, stop: int | None, run_uid: str | None, limit: int | None
     ) -> Iterator[_backend.Row]:
-        query = _ROW_SELECT + "WHERE e.sequence >= ?"
-        params: list[object] = [start]
-        if stop is not None:
-            query += " AND e.sequence < ?"
-            params.append(stop)
-        if run_uid is not None:
-            query += " AND e.run_uid = ?"
-            params.append(run_uid)
-        query += " ORDER BY e.sequence"
-        if limit is not None:
-            query += " LIMIT ?"
-            params.append(limit)
+        query, params = _backend.rows_query(
+            "?", start=start, stop=stop, run_uid=run_uid, limit=limit
+        )
         cursor = self._db.execute(query, params)
         while batch := cursor.fetchmany(4096):
             yield from batch

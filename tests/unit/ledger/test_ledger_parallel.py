@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from continue_orchestrator import ledger
-from continue_orchestrator.ledger import _entry, _parallel, _sqlite, _verify
+from continue_orchestrator.ledger import _backend, _entry, _parallel, _sqlite, _verify
 
 N = 100
 KEY = ed25519.Ed25519PrivateKey.generate()
@@ -64,7 +64,8 @@ def _tamper(path: pathlib.Path, statements: list[str]) -> None:
 def _rewrite_from(path: pathlib.Path, start: int) -> list[str]:
     """Edit entry ``start``'s actor and recompute every hash after it, consistently."""
     db = sqlite3.connect(path)
-    rows = db.execute(_sqlite._ROW_SELECT + "ORDER BY e.sequence").fetchall()
+    query, params = _backend.rows_query("?", start=0, stop=None, run_uid=None, limit=None)
+    rows = db.execute(query, params).fetchall()
     db.close()
     statements: list[str] = []
     if start >= len(rows):
