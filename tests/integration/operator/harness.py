@@ -148,9 +148,26 @@ class Operator:
         path.write_text(json.dumps({"sleep": sleep, "exit": exit}))
         path.chmod(0o644)
 
-    def entries(self, uid: str) -> list[ledger.Entry]:
-        with ledger.open(self.ledger_url, create=False) as book:
-            return list(book.entries(run_uid=uid))
+    def entries(
+        self, uid: str, *, until: str | None = None, timeout: float = 30.0
+    ) -> list[ledger.Entry]:
+        """The run's ledger entries; with ``until``, once an entry of that kind is there.
+
+        The terminal phase is written before ``run.finished`` is appended (only the status
+        write that wins may append it), so a reader who saw the phase waits for the entry.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            with ledger.open(self.ledger_url, create=False) as book:
+                found = list(book.entries(run_uid=uid))
+            if until is None or any(e.kind.value == until for e in found):
+                return found
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"no {until} entry for run {uid} after {timeout}s: {kinds(found)}\n"
+                    + self.log_tail()
+                )
+            time.sleep(0.2)
 
 
 def setup_cluster(kube: ControlPlane) -> None:
@@ -346,7 +363,7 @@ def exactly_once(cluster: Cluster, operator: Operator, namespace: str, names: li
         assert run is not None
         uid = run["metadata"]["uid"]
         assert run["status"]["phase"] in TERMINAL
-        found = kinds(operator.entries(uid))
+        found = kinds(operator.entries(uid, until="run.finished"))
         assert found.count("run.created") == 1, (name, found)
         assert found.count("run.finished") == 1, (name, found)
         assert len(cluster.pods(namespace, uid)) <= 1

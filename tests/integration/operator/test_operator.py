@@ -86,7 +86,7 @@ def test_happy_path(
     assert values["token"] not in env_text
     assert "KUBERNETES_SERVICE_ACCOUNT" not in env_text
 
-    entries = operator.entries(uid)
+    entries = operator.entries(uid, until="run.finished")
     kinds = harness.kinds(entries)
     assert kinds.count("run.created") == 1 and kinds.count("run.finished") == 1
     assert kinds.index("run.created") < kinds.index("run.finished")
@@ -124,7 +124,7 @@ def _assert_rejected(
         for s in cluster.list(f"/api/v1/namespaces/{namespace}/secrets")
         if s["metadata"].get("labels", {}).get(f"{api.GROUP}/run-uid")
     ]
-    kinds = harness.kinds(operator.entries(run["metadata"]["uid"]))
+    kinds = harness.kinds(operator.entries(run["metadata"]["uid"], until="run.finished"))
     assert kinds.count("run.finished") == 1
     return dict(run)
 
@@ -244,7 +244,7 @@ def test_timeout(cluster: Cluster, operator: Operator, namespace: str) -> None:
     run = cluster.wait_phase(namespace, "slow", timeout=120, explain=operator.log_tail)
     assert run["status"]["phase"] == "TimedOut", run["status"]
     assert harness.conditions(run)["Completed"]["reason"] == "DeadlineExceeded"
-    kinds = harness.kinds(operator.entries(run["metadata"]["uid"]))
+    kinds = harness.kinds(operator.entries(run["metadata"]["uid"], until="run.finished"))
     assert kinds.count("run.finished") == 1
 
 
