@@ -61,16 +61,24 @@ def _table(rows: list[tuple[str, ...]]) -> str:
     )
 
 
+def check_case(
+    policy_set: policy.PolicySet, case: policy.Case, *, workspace: pathlib.Path | None = None
+) -> tuple[bool, policy.Decision]:
+    """Decide a case; whether the decision is the effect (and rule) it expects."""
+    decision = policy.decide_subject(policy_set, case.subject, workspace=workspace)
+    ok = decision.effect is case.expect and (
+        case.expect_rule is None or decision.rule == case.expect_rule
+    )
+    return ok, decision
+
+
 def run_test(args: argparse.Namespace) -> int:
     policy_set = policy.load_policies(args.policy_file)
     cases = policy.load_cases(args.cases_file)
     rows: list[tuple[str, ...]] = [("RESULT", "CASE", "EXPECTED", "GOT", "RULE", "REASON")]
     failed = 0
     for case in cases:
-        decision = policy.decide_subject(policy_set, case.subject, workspace=args.workspace)
-        ok = decision.effect is case.expect and (
-            case.expect_rule is None or decision.rule == case.expect_rule
-        )
+        ok, decision = check_case(policy_set, case, workspace=args.workspace)
         failed += not ok
         expected = case.expect.value + (f" ({case.expect_rule})" if case.expect_rule else "")
         rows.append(

@@ -131,3 +131,52 @@ def test_validate_compiles_cel(tmp_path: pathlib.Path, capsys: pytest.CaptureFix
     assert "bad.yaml" in err
     assert "ClusterRunPolicy floor: spec.rules[0] (no-main).when" in err
     assert "column 18" in err
+
+
+def test_validate_runs_a_policys_cases_beside_it(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write(tmp_path, "team.yaml", POLICY)
+    cases = write(tmp_path, "team.cases.yaml", """\
+        run: {namespace: a, branch: agent/x}
+        cases:
+          - name: push main
+            toolCall: {name: Bash, arguments: {command: git push origin main}}
+            expect: Deny
+            expectRule: floor/no-main
+        """)
+    assert cli.main(["validate", str(tmp_path / "team.yaml"), str(cases)]) == 0
+    assert "1 test case(s) pass" in capsys.readouterr().out
+
+    cases.write_text(cases.read_text().replace("expect: Deny", "expect: Allow"))
+    assert cli.main(["validate", str(cases)]) == 1
+    err = capsys.readouterr().err
+    assert "team.cases.yaml: case 'push main': expected Allow (floor/no-main)" in err
+    assert "decides Deny (floor/no-main)" in err
+
+
+def test_validate_reports_a_bad_or_orphaned_cases_file(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    orphan = write(tmp_path, "lonely.cases.yaml", """\
+        cases:
+          - {name: read, request: {action: file.read, path: a}, expect: Allow}
+        """)
+    assert cli.main(["validate", str(orphan)]) == 1
+    assert "no policy beside it" in capsys.readouterr().err
+
+    write(tmp_path, "team.yaml", POLICY)
+    misspelt = write(tmp_path, "team.cases.yaml", """\
+        cases:
+          - {name: read, request: {action: file.read, path: a}, expcet: Allow}
+        """)
+    assert cli.main(["validate", str(misspelt)]) == 1
+    err = capsys.readouterr().err
+    assert "team.cases.yaml" in err and "expcet" in err
+
+
+def test_validate_checks_the_whole_policy_library(capsys: pytest.CaptureFixture[str]) -> None:
+    library = pathlib.Path(__file__).resolve().parents[3] / "policies"
+    files = sorted(str(p) for p in library.glob("*.yaml"))
+    assert any(f.endswith(".cases.yaml") for f in files)
+    assert cli.main(["validate", *files]) == 0, capsys.readouterr().err
