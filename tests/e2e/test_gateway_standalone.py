@@ -90,6 +90,15 @@ async def _gateway_process(
         process.wait(10)
 
 
+async def _refused(url: str) -> bool:
+    async with aiohttp.ClientSession() as fresh:
+        try:
+            async with fresh.get(url):
+                return False
+        except aiohttp.ClientConnectionError:
+            return True
+
+
 def _stderr(process: subprocess.Popen[bytes]) -> str:
     if process.poll() is None:
         process.kill()
@@ -184,7 +193,8 @@ def test_standalone_gateway_registers_serves_and_seals(tmp_path: pathlib.Path) -
 
 
 def test_sigterm_finishes_the_call_in_flight_then_seals_and_exits(tmp_path: pathlib.Path) -> None:
-    turns = [{"text": "A slow but complete answer.", "delay_ms": 1500}]
+    # Slow enough that a loaded machine still refuses new calls before this one ends.
+    turns = [{"text": "A slow but complete answer.", "delay_ms": 6000}]
 
     async def main() -> None:
         model = local.ScriptedModel(local.Script.from_data({"turns": turns}))
@@ -202,15 +212,12 @@ def test_sigterm_finishes_the_call_in_flight_then_seals_and_exits(tmp_path: path
                         assert time.monotonic() < deadline, _stderr(process)
                         await asyncio.sleep(0.02)
                     process.send_signal(signal.SIGTERM)
-                    await asyncio.sleep(0.3)
                     # No new calls are taken while the old one finishes...
-                    async with aiohttp.ClientSession() as fresh:
-                        try:
-                            async with fresh.get(agents + "/healthz"):
-                                refused = False
-                        except aiohttp.ClientConnectionError:
-                            refused = True
-                    assert refused
+                    deadline = time.monotonic() + 5
+                    while not await _refused(agents + "/healthz"):
+                        assert time.monotonic() < deadline, "still serving 5 s after SIGTERM"
+                        await asyncio.sleep(0.05)
+                    assert not call.done()
                     # ...and the one in flight completes, [DONE] included.
                     chunks = await asyncio.wait_for(call, 30)
                 text = "".join(
