@@ -25,6 +25,8 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+import prometheus_client
+
 from continue_orchestrator import api, errors, gateway, policy, records
 from continue_orchestrator.controller import _kube, _metrics, _names
 
@@ -156,6 +158,7 @@ class KubeApprovalBroker:
 
         broker = cls(kube, scope)
         served.broker = broker
+        _serve_interventions_with(gateway.METRICS_REGISTRY)
         return broker
 
     def pending(self, run: str) -> list[gateway.Approval]:
@@ -455,3 +458,17 @@ def post_event(
             log.warning(
                 "could not post event %s on %s/%s: %s", reason, scope.namespace, scope.name, error
             )
+
+
+_REGISTRIES_SERVING_INTERVENTIONS: set[int] = set()
+
+
+def _serve_interventions_with(registry: prometheus_client.CollectorRegistry) -> None:
+    """The broker decides in the gateway's process: count its approvals and rejections
+    where that process serves /metrics, so the intervention rate sees them."""
+    if id(registry) in _REGISTRIES_SERVING_INTERVENTIONS:
+        return
+    registry.register(_metrics.INTERVENTIONS)
+    _REGISTRIES_SERVING_INTERVENTIONS.add(id(registry))
+    for kind in ("approval", "rejection"):
+        _metrics.INTERVENTIONS.labels(kind)  # a zero to take rates from

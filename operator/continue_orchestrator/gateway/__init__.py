@@ -21,6 +21,7 @@ from continue_orchestrator.gateway._client import (
     registration_body,
     upstreams_from_config,
 )
+from continue_orchestrator.gateway._metrics import REGISTRY as METRICS_REGISTRY
 from continue_orchestrator.gateway._recorder import LedgerSink
 from continue_orchestrator.gateway._registry import (
     RunRegistration,
@@ -31,6 +32,7 @@ from continue_orchestrator.gateway._registry import (
 from continue_orchestrator.gateway._server import Decision, Gateway, ToolDecider, policy_decider
 
 __all__ = [
+    "METRICS_REGISTRY",
     "Approval",
     "ApprovalBroker",
     "ApprovalOutcome",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -499,6 +500,9 @@ def test_the_standalone_gateway_holds_calls_on_the_agentrun(
     loop = asyncio.new_event_loop()
     threading.Thread(target=loop.run_forever, daemon=True).start()
     model_base = asyncio.run_coroutine_threadsafe(model.start(), loop).result(30)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        metrics_port = probe.getsockname()[1]
     process = subprocess.Popen(
         [
             sys.executable, "-m", "continue_orchestrator", "gateway", "--approvals", "kubernetes",
@@ -506,6 +510,7 @@ def test_the_standalone_gateway_holds_calls_on_the_agentrun(
             "--record-root", str(tmp_path / "records"),
             "--ledger", f"sqlite:///{tmp_path / 'ledger.db'}",
             "--admin-token-file", str(tmp_path / "admin-token"),
+            "--metrics-port", str(metrics_port),
         ],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         env={**{k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR_")},
@@ -554,6 +559,11 @@ def test_the_standalone_gateway_holds_calls_on_the_agentrun(
         status = support.get_run(kube, namespace, name)["status"]
         assert status["pendingApprovals"] == [] and status["interventions"]["approvals"] == 1
         assert status["phase"] == "Running"
+        # The approval counts as an intervention where this process serves its metrics.
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics") as scrape:
+            served = scrape.read().decode()
+        assert 'orchestrator_interventions_total{kind="approval"} 1.0' in served, served
+        assert 'orchestrator_interventions_total{kind="rejection"} 0.0' in served
         client.close()
     finally:
         process.terminate()
