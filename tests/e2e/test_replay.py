@@ -279,3 +279,33 @@ def test_a_changed_file_diverges_at_the_step_that_read_it(tmp_path: pathlib.Path
     assert report.replayed is not None
     assert [c["tool"] for c in report.replayed.tool_calls] == ["Read", "Read"]
     assert "step 5" in report.render() and "+print('changed')" in report.render()
+
+
+def test_a_literal_model_key_is_in_no_record_and_the_run_still_replays(
+    tmp_path: pathlib.Path,
+) -> None:
+    """A config with the key written in it: the run is recorded and replays without it,
+    and no file the run left behind (records, ledger, run directory) holds the key."""
+    literal = "sk-literal-" + os.urandom(16).hex()
+    project = Project(tmp_path)
+    run = json.loads(project.manifest.read_text())
+    run["spec"]["agent"]["config"] = CONFIG.replace("${{ secrets.OPENAI_API_KEY }}", literal)
+    project.manifest.write_text(json.dumps(run))
+    project.script.write_text(
+        "turns:\n"
+        "  - tool_calls: [{id: call_readme, name: Read, arguments: {filepath: README.md}}]\n"
+        "  - text: Read it.\n"
+    )
+    original = project.record()
+    assert original.record_digest is not None
+
+    replayed = project.replay(original.record_digest)
+    assert replayed.identical, replayed.render()
+    assert not replayed.input_drift, replayed.render()
+
+    holding = [
+        str(path.relative_to(project.state))
+        for path in project.state.rglob("*")
+        if path.is_file() and not path.is_symlink() and literal.encode() in path.read_bytes()
+    ]
+    assert holding == []

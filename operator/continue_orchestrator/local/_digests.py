@@ -1,10 +1,11 @@
 """What a run notes so it can be replayed: its inputs, and their digests.
 
 ``orchestrator run`` stores the inputs (AgentRun, policies, config.yaml; never secret
-values) as a blob and notes it and the inputs' digests in the run's ``run.created``
-ledger entry. ``orchestrator replay`` computes the digests again for the replay and
-refuses to run when one differs (input drift). Both sides call ``input_digests`` so
-they cannot disagree on how.
+values: a model's literal apiKey is stored as the brokered reference that stands for it,
+as in the operator's config digest) as a blob and notes it and the inputs' digests in the
+run's ``run.created`` ledger entry. ``orchestrator replay`` computes the digests again for
+the replay and refuses to run when one differs (input drift). Both sides call
+``input_digests`` so they cannot disagree on how.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 from collections.abc import Mapping
 from typing import Any
 
 import rfc8785
 
-from continue_orchestrator import api, controller, errors, records
+from continue_orchestrator import api, controller, errors, records, runner
 from continue_orchestrator.local import _inputs
 
 
@@ -65,13 +67,37 @@ def policy_digest(inputs: _inputs.Inputs) -> str:
     return controller.snapshot(content, settings).digest
 
 
+# A brokered literal key's reference, as ``runner.broker_literal_keys`` writes it.
+_LITERAL_KEY_REFERENCE = re.compile(r"\$\{\{\s*secrets\.(MODEL_[0-9]+_API_KEY)\s*\}\}")
+
+
+def recordable_config(config: str) -> str:
+    """``config`` as it may be recorded: each model's literal apiKey replaced by the
+    brokered reference that stands for it (``runner.broker_literal_keys``)."""
+    return runner.broker_literal_keys(config).text
+
+
+def recordable_run(run: api.AgentRun) -> api.AgentRun:
+    """``run`` as it may be recorded: an inline config as ``recordable_config`` has it."""
+    inline = run.spec.agent.config
+    if inline is None:
+        return run
+    agent = run.spec.agent.model_copy(update={"config": recordable_config(inline)})
+    return run.model_copy(update={"spec": run.spec.model_copy(update={"agent": agent})})
+
+
+def _without_literal_keys(config: str) -> str:
+    # A literal key was not recorded; a replay answers from the record and needs none.
+    return _LITERAL_KEY_REFERENCE.sub(r"literal-key-not-recorded-\1", config)
+
+
 def inputs_document(inputs: _inputs.Inputs) -> bytes:
     """The run's inputs without secret values: enough to run it again from its record."""
     return rfc8785.dumps(
         {
-            "agentRun": inputs.run.wire(),
+            "agentRun": recordable_run(inputs.run).wire(),
             "policies": [policy.wire() for policy in inputs.policies],
-            "config": inputs.config,
+            "config": recordable_config(inputs.config),
             "manifest": str(inputs.manifest),
         }
     )
@@ -88,8 +114,8 @@ def run_created_fields(
     """What ``orchestrator run`` adds to its ``run.created`` entry so the run can be replayed."""
     return {
         "replayInputs": input_digests(
-            inputs.run,
-            config=inputs.config,
+            recordable_run(inputs.run),
+            config=recordable_config(inputs.config),
             policy_digest=policy_digest,
             runner_image=runner_image,
             cli=cli,
@@ -110,7 +136,7 @@ def restore_inputs(
             api.parse(document, where=f"{where}: policies[{index}]")
             for index, document in enumerate(data["policies"])
         )
-        config = str(data["config"])
+        config = _without_literal_keys(str(data["config"]))
         manifest = pathlib.Path(str(data.get("manifest") or where))
     except (ValueError, KeyError, TypeError) as error:
         raise errors.RecordError(
@@ -128,6 +154,10 @@ def restore_inputs(
             where=where,
             fix="pass the AgentRun manifest (and --policy files) to replay with",
         )
+    inline = run.spec.agent.config
+    if inline is not None:
+        agent = run.spec.agent.model_copy(update={"config": _without_literal_keys(inline)})
+        run = run.model_copy(update={"spec": run.spec.model_copy(update={"agent": agent})})
     missing = [m.name for m in run.spec.secrets if m.name not in secrets]
     if missing:
         raise errors.ManifestError(

@@ -107,8 +107,8 @@ def replay(
     recorded.setdefault("image", created.get("runnerImage"))
     cn = options.cn or os.environ.get("ORCHESTRATOR_CN") or _run.default_cn()
     current = _digests.input_digests(
-        inputs.run,
-        config=inputs.config,
+        _digests.recordable_run(inputs.run),
+        config=_digests.recordable_config(inputs.config),
         policy_digest=_digests.policy_digest(inputs),
         runner_image=_run.runner_image(),
         cli=_digests.cli_version(cn, _run.CN_VERSION),

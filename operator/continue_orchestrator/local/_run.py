@@ -717,7 +717,7 @@ class _Pipeline:
             ),
             inputs={
                 "agentrun-spec": _sha(rfc8785.dumps(_spec_document(self.inputs.run))),
-                "config.yaml": _sha(self.inputs.config.encode()),
+                "config.yaml": _sha(self._literals.text.encode()),
                 "prompt": _sha(spec.prompt.encode()),
                 "repository": _sha(repository.encode()),
                 "inputs": _hex(plan.inputs_digest),
