@@ -56,6 +56,8 @@ from continue_orchestrator.api._runpolicy import (
     RunPolicy,
     RunPolicySpec,
     Sandbox,
+    ToolResultRule,
+    ToolResults,
 )
 
 __all__ = [
@@ -99,6 +101,8 @@ __all__ = [
     "RunPolicySpec",
     "Sandbox",
     "SecretMapping",
+    "ToolResultRule",
+    "ToolResults",
     "Trigger",
     "VerifyCommand",
     "check_continue_config",

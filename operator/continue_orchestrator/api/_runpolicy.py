@@ -105,6 +105,54 @@ class PolicyRule(_base.Model):
     """Why, in words shown to the agent and the person reviewing the run."""
 
 
+class ToolResultRule(_base.Model):
+    """One kind of tool result the model must not be given.
+
+    Every selector that is set must match (they are ANDed); within ``tools`` and
+    ``patterns``, any entry may match. See docs/policy.md.
+    """
+
+    cross_field_rules = (
+        _base.CrossFieldRule(
+            cel="(has(self.tools) && size(self.tools) > 0)"
+            " || (has(self.patterns) && size(self.patterns) > 0) || has(self.when)",
+            message="set at least one of tools, patterns or when",
+            holds=lambda r: bool(r.tools or r.patterns or r.when is not None),
+        ),
+    )
+
+    name: str = pydantic.Field(min_length=1, max_length=63, pattern=NAME_PATTERN)
+    """Unique name within spec.toolResults.withhold; decisions and the ledger cite it."""
+    description: str = pydantic.Field(default="", max_length=1024)
+    """What the rule is for, for people."""
+    tools: list[str] = pydantic.Field(default_factory=list, max_length=64)
+    """Tool name globs the rule applies to (Read, Bash, SERVER/TOOL, ...). Empty means every
+    tool; a result whose call the gateway did not deliver matches every glob."""
+    patterns: list[str] = pydantic.Field(default_factory=list, max_length=64)
+    """RE2 regular expressions searched for anywhere in the result's text (linear time,
+    no backreferences or lookaround); any one found matches."""
+    when: str | None = pydantic.Field(default=None, max_length=4096)
+    """Optional CEL condition over the result (variable 'result': tool, content, bytes,
+    run); the rule matches only when it is true."""
+    reason: str = pydantic.Field(default="", max_length=1024)
+    """Why, in words shown to the model in place of the result and to reviewers."""
+
+
+class ToolResults(_base.Model):
+    """Which tool results are withheld from the model (checked by the gateway)."""
+
+    max_bytes: int | None = pydantic.Field(default=None, ge=1, le=64 * 1024 * 1024)
+    """Results larger than this many bytes (UTF-8 text) are withheld whole. Unset: no limit
+    beyond the gateway's request size."""
+    withhold: list[ToolResultRule] = pydantic.Field(
+        default_factory=list,
+        max_length=256,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    """Rules; a result any of them matches is replaced, for the model, by a notice naming
+    the rule and its reason."""
+
+
 class Approvers(_base.Model):
     """Who may approve or deny held actions."""
 
@@ -179,6 +227,8 @@ class RunPolicySpec(_base.Model):
     """Who may decide RequireApproval actions."""
     approval_timeout_seconds: int = pydantic.Field(default=900, ge=10, le=86400)
     """How long a held action waits for a decision before it is denied."""
+    tool_results: ToolResults | None = None
+    """Tool results the gateway withholds from the model (private keys, credentials, ...)."""
 
 
 class RunPolicy(_base.Model):

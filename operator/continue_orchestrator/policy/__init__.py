@@ -3,8 +3,8 @@
 Every other part asks here: the gateway for each tool call the model requests, the
 operator for secrets, egress and pull requests, the runner for ``permissions.yaml``.
 ``compile`` turns RunPolicy / ClusterRunPolicy resources into a ``PolicySet`` once;
-``decide`` and ``decide_tool_call`` are then pure, deterministic functions of that set
-and a request. The semantics are in docs/policy.md.
+``decide``, ``decide_tool_call`` and ``decide_tool_result`` are then pure, deterministic
+functions of that set and a request. The semantics are in docs/policy.md.
 """
 
 from continue_orchestrator.policy._cases import (
@@ -33,7 +33,13 @@ from continue_orchestrator.policy._request import (
     Decision,
     Request,
     RunContext,
+    ToolResult,
     strictest,
+)
+from continue_orchestrator.policy._results import (
+    RESULT_KEYS,
+    decide_tool_result,
+    result_text,
 )
 from continue_orchestrator.policy._shell import CommandLine, ShellRejectedError, SimpleCommand
 from continue_orchestrator.policy._shell import split as split_command
@@ -46,6 +52,7 @@ from continue_orchestrator.policy._tools import (
 
 __all__ = [
     "BUILT_IN_TOOLS",
+    "RESULT_KEYS",
     "STRICTNESS",
     "Case",
     "CommandLine",
@@ -61,12 +68,14 @@ __all__ = [
     "SimpleCommand",
     "Subject",
     "ToolCall",
+    "ToolResult",
     "UnmappableError",
     "cel_data",
     "compile",
     "decide",
     "decide_subject",
     "decide_tool_call",
+    "decide_tool_result",
     "excluded_tools",
     "load_cases",
     "load_policies",
@@ -75,6 +84,7 @@ __all__ = [
     "outcomes",
     "requests_for",
     "resolve_symlinks",
+    "result_text",
     "split_command",
     "strictest",
     "to_permissions_yaml",

@@ -1,7 +1,9 @@
 """Requests and test cases as YAML, for ``orchestrator policy test`` and ``explain``.
 
 A subject is either a ``request`` (one action, decided by ``decide``) or a ``toolCall``
-(a Continue tool call, decided by ``decide_tool_call``). Fields are camelCase like the
+(a Continue tool call, decided by ``decide_tool_call``); a case may also be a
+``toolResult`` (a tool's output on its way to the model, decided by
+``decide_tool_result``: Deny means withheld). Fields are camelCase like the
 rest of the API; unknown fields are errors, so a typo cannot silently test nothing.
 """
 
@@ -16,7 +18,7 @@ import yaml
 from pydantic import alias_generators
 
 from continue_orchestrator import api, errors
-from continue_orchestrator.policy import _engine, _request, _tools
+from continue_orchestrator.policy import _engine, _request, _results, _tools
 
 
 class _Model(pydantic.BaseModel):
@@ -56,6 +58,13 @@ class _ToolCall(_Model):
     run: _Run | None = None
 
 
+class _ToolResult(_Model):
+    tool: str | None = None
+    """None: a result whose call the gateway did not deliver."""
+    content: Any = ""
+    run: _Run | None = None
+
+
 class _Subject(_Model):
     request: _Request | None = None
     tool_call: _ToolCall | None = None
@@ -67,10 +76,19 @@ class _Subject(_Model):
         return self
 
 
-class _Case(_Subject):
+class _Case(_Model):
     name: str = pydantic.Field(min_length=1)
+    request: _Request | None = None
+    tool_call: _ToolCall | None = None
+    tool_result: _ToolResult | None = None
     expect: api.Effect
     expect_rule: str | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _one(self) -> _Case:
+        if sum(s is not None for s in (self.request, self.tool_call, self.tool_result)) != 1:
+            raise ValueError("set exactly one of request, toolCall or toolResult")
+        return self
 
 
 class _CasesFile(_Model):
@@ -88,7 +106,17 @@ class ToolCall:
     mcp_server: str | None = None
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class ToolResultCase:
+    """A tool's result on its way to the model."""
+
+    tool: str | None
+    content: Any
+    run: _request.RunContext
+
+
 Subject = _request.Request | ToolCall
+CaseSubject = Subject | ToolResultCase
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -96,7 +124,7 @@ class Case:
     """One expectation: this subject gets this effect (and, if given, from this rule)."""
 
     name: str
-    subject: Subject
+    subject: CaseSubject
     expect: api.Effect
     expect_rule: str | None
 
@@ -114,7 +142,10 @@ def _run(model: _Run | None, default: _request.RunContext) -> _request.RunContex
     )
 
 
-def _subject(model: _Subject, default: _request.RunContext) -> Subject:
+def _subject(model: _Subject | _Case, default: _request.RunContext) -> CaseSubject:
+    if isinstance(model, _Case) and model.tool_result is not None:
+        result = model.tool_result
+        return ToolResultCase(result.tool, result.content, _run(result.run, default))
     if model.tool_call is not None:
         call = model.tool_call
         return ToolCall(call.name, dict(call.arguments), _run(call.run, default), call.mcp_server)
@@ -169,7 +200,9 @@ def load_subject(path: pathlib.Path) -> Subject:
         run = data.pop("run")
     try:
         default = _run(_Run.model_validate(run) if run is not None else None, _request.RunContext())
-        return _subject(_Subject.model_validate(data), default)
+        subject = _subject(_Subject.model_validate(data), default)
+        assert not isinstance(subject, ToolResultCase)
+        return subject
     except pydantic.ValidationError as error:
         raise errors.PolicyError(_problems(error), where=str(path)) from None
 
@@ -194,9 +227,13 @@ def load_policies(path: pathlib.Path) -> _engine.PolicySet:
 
 
 def decide_subject(
-    policy_set: _engine.PolicySet, subject: Subject, *, workspace: pathlib.Path | None = None
+    policy_set: _engine.PolicySet, subject: CaseSubject, *, workspace: pathlib.Path | None = None
 ) -> _request.Decision:
-    """Decide a request or a tool call."""
+    """Decide a request, a tool call or a tool result."""
+    if isinstance(subject, ToolResultCase):
+        return _results.decide_tool_result(
+            policy_set, subject.tool, subject.content, run=subject.run
+        )
     if isinstance(subject, ToolCall):
         return _tools.decide_tool_call(
             policy_set,

@@ -1,7 +1,9 @@
-"""CEL ``when`` conditions: one environment, compiled once, evaluated on demand.
+"""CEL ``when`` conditions: compiled once, evaluated on demand.
 
-The request is the map variable ``request``; its keys are documented in
-docs/policy.md. The strings extension is on (``split``, ``lowerAscii``, ...).
+Two environments: rules see the map variable ``request``, tool-result rules the map
+variable ``result``; their keys are documented in docs/policy.md. The strings extension
+is on (``split``, ``lowerAscii``, ...). ``matches`` is RE2: linear in its input, so a
+pattern cannot be made to backtrack by what it is matched against.
 """
 
 from __future__ import annotations
@@ -16,6 +18,11 @@ _ENV = cel.NewEnv(
     variables={"request": cel.Type.Map(cel.Type.STRING, cel.Type.DYN)},
     extensions=[ext_strings.ExtStrings()],
 )
+RESULT_ENV = cel.NewEnv(
+    variables={"result": cel.Type.Map(cel.Type.STRING, cel.Type.DYN)},
+    extensions=[ext_strings.ExtStrings()],
+)
+"""The environment of tool-result conditions: the variable ``result``."""
 _LOCATION = re.compile(r"<input>:(\d+):(\d+): ([^\n]*)")
 
 
@@ -32,10 +39,11 @@ class EvaluationError(RuntimeError):
     """A condition failed at run time (missing key, type error, non-boolean result)."""
 
 
-def compile_condition(source: str) -> Any:
-    """Compile ``source``; raises ``CompileError`` with the line and column of the fault."""
+def compile_condition(source: str, env: Any = None) -> Any:
+    """Compile ``source`` (in ``env``, else the ``request`` one); raises ``CompileError``
+    with the line and column of the fault."""
     try:
-        expression = _ENV.compile(source)
+        expression = (env or _ENV).compile(source)
     except RuntimeError as error:
         found = _LOCATION.search(str(error))
         if found is None:
@@ -53,6 +61,7 @@ def compile_condition(source: str) -> Any:
 
 _STRING = re.compile(r'"(?:\\.|[^"\\])*"|\'(?:\\.|[^\'\\])*\'')
 _REFERENCE = re.compile(r"(?<![\w.])request\b(?:\s*\.\s*([A-Za-z_]\w*)(?!\s*\())?")
+_RESULT_REFERENCE = re.compile(r"(?<![\w.])result\b(?:\s*\.\s*([A-Za-z_]\w*)(?!\s*\())?")
 
 
 def _blank_strings(source: str) -> str:
@@ -76,26 +85,28 @@ def referenced_keys(source: str, known: frozenset[str]) -> frozenset[str] | None
     return frozenset(keys)
 
 
-def check_keys(source: str, known: frozenset[str]) -> None:
-    """Refuse ``request.KEY`` for a key the request never has: a typo would deny forever."""
-    for found in _REFERENCE.finditer(_blank_strings(source)):
+def check_keys(source: str, known: frozenset[str], variable: str = "request") -> None:
+    """Refuse ``VARIABLE.KEY`` for a key the variable never has: a typo would deny forever."""
+    reference = _RESULT_REFERENCE if variable == "result" else _REFERENCE
+    for found in reference.finditer(_blank_strings(source)):
         key = found.group(1)
         if key is not None and key not in known:
             line = source.count("\n", 0, found.start(1)) + 1
             column = found.start(1) - (source.rfind("\n", 0, found.start(1)) + 1) + 1
             raise CompileError(
-                f"request has no key {key!r}; it has {', '.join(sorted(known))}",
+                f"{variable} has no key {key!r}; it has {', '.join(sorted(known))}",
                 line=line,
                 column=column,
             )
 
 
-def activation(data: dict[str, Any]) -> Any:
-    """An activation binding ``request`` to ``data``, shared by every condition of a decision."""
+def activation(data: dict[str, Any], env: Any = None, variable: str = "request") -> Any:
+    """An activation binding ``variable`` to ``data``, shared by every condition of a
+    decision."""
     try:
-        return _ENV.Activation({"request": data})
+        return (env or _ENV).Activation({variable: data})
     except Exception as error:
-        raise EvaluationError(f"request cannot be given to CEL: {error}") from None
+        raise EvaluationError(f"{variable} cannot be given to CEL: {error}") from None
 
 
 def evaluate(expression: Any, bound: Any) -> bool:

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import rfc8785
 
 from continue_orchestrator import api, errors
-from continue_orchestrator.policy import _cel, _glob, _paths, _request
+from continue_orchestrator.policy import _cel, _glob, _paths, _request, _results
 
 Policy = api.RunPolicy | api.ClusterRunPolicy
 
@@ -348,6 +348,9 @@ class CompiledPolicy:
             seen.add(rule.name)
             rules.append(_Rule(name, index, rule, where))
         self.rules = tuple(rules)
+        self.tool_results = _results.compile_results(
+            spec.tool_results, policy_name=name, label=self.label
+        )
         namespaced = resource.kind == "RunPolicy"
         self.allowed_secrets: frozenset[str] | None = (
             frozenset(spec.allowed_secrets) if namespaced or spec.allowed_secrets else None
@@ -453,6 +456,10 @@ class PolicySet:
     def __init__(self, policies: Sequence[Policy]) -> None:
         self.policies: tuple[Policy, ...] = tuple(policies)
         self.compiled = tuple(CompiledPolicy(p, i) for i, p in enumerate(self.policies))
+        self.tool_results: tuple[tuple[str, _results.CompiledResults], ...] = tuple(
+            (c.label, c.tool_results) for c in self.compiled if c.tool_results is not None
+        )
+        """The policies that check tool results; empty when none does."""
         snapshot = [
             {
                 "kind": p.kind,

@@ -100,6 +100,22 @@ class Request:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class ToolResult:
+    """A tool's result on its way to the model, as ``decide_tool_result`` sees it."""
+
+    tool: str | None
+    """The tool whose call produced it; None when unknown (a call the gateway did not
+    deliver), which every ``tools`` glob matches."""
+    size: int
+    """Bytes of the result's text (UTF-8)."""
+    run: RunContext = dataclasses.field(default_factory=RunContext)
+
+    def describe(self) -> str:
+        """A short human form, for reasons and tables."""
+        return f"tool.result {self.tool or '(unknown tool)'} ({self.size} bytes)"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Decision:
     """The engine's answer."""
 
@@ -111,8 +127,9 @@ class Decision:
     """``PolicySet.digest`` of the policies that decided: the snapshot to record."""
     policy: str
     """Which policy decided, as ``Kind namespace/name`` (empty if nothing applied)."""
-    request: Request
-    """The request that decided (for a tool call, the strictest of those it implies)."""
+    request: Request | ToolResult
+    """The request that decided (for a tool call, the strictest of those it implies; for
+    a tool result, the result without its content)."""
 
     @property
     def allowed(self) -> bool:

@@ -1,0 +1,253 @@
+"""Tool results against ``spec.toolResults``: which ones the model must not be given.
+
+A tool result is text the agent's tools produced (a file, a command's output, a web
+page), so it can hold what no model should see: a private key a ``cat`` printed, a cloud
+credential in a config file. ``decide_tool_result`` says whether a result is withheld
+and by which rule; the gateway then hands the model a notice in its place. Patterns are
+RE2 (CEL's ``matches``): linear in the result's length whatever the pattern, so neither
+a hostile result nor a careless pattern can make the check backtrack.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from continue_orchestrator import api, errors
+from continue_orchestrator.policy import _cel, _glob, _request
+
+if TYPE_CHECKING:
+    from continue_orchestrator.policy import _engine
+
+RESULT_KEYS = frozenset({"tool", "content", "bytes", "run"})
+"""Every key of the CEL variable ``result``."""
+MAX_BYTES_RULE = "maxBytes"
+"""The rule name a decision cites when ``spec.toolResults.maxBytes`` withheld a result."""
+
+
+def result_text(content: Any) -> str:
+    """The text of a tool message's ``content``, as patterns and conditions see it.
+
+    A string is itself. A list of content parts (as the OpenAI API allows) is each part's
+    ``text`` and, for anything else in a part (an image's data URL, an unknown field),
+    that part's JSON, one per line: whatever reaches the provider is checked. Any other
+    value is its JSON.
+    """
+    if isinstance(content, str):
+        return content
+    if content is None:
+        return ""
+    if isinstance(content, list):
+        pieces: list[str] = []
+        for part in content:
+            if isinstance(part, str):
+                pieces.append(part)
+                continue
+            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                pieces.append(part["text"])
+                rest = {k: v for k, v in part.items() if k not in ("type", "text")}
+                if rest:
+                    pieces.append(_json(rest))
+                continue
+            pieces.append(_json(part))
+        return "\n".join(pieces)
+    return _json(content)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=repr)
+
+
+def utf8_size(text: str) -> int:
+    """Bytes of ``text`` as UTF-8 (a lone surrogate counts as the 3 bytes JSON carries)."""
+    if text.isascii():
+        return len(text)
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def _for_cel(text: str) -> str:
+    """``text`` as CEL can hold it: the binding stops a string at NUL and refuses lone
+    surrogates, so NUL becomes U+FFFD (a pattern must not be dodged by a NUL before the
+    secret) and so does each byte of a lone surrogate."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return text
+
+
+class _Rule:
+    """One compiled ``spec.toolResults.withhold`` entry."""
+
+    __slots__ = ("name", "patterns", "qualified", "reason", "tools", "when")
+
+    def __init__(self, policy_name: str, rule: api.ToolResultRule, where: str) -> None:
+        self.name = rule.name
+        self.qualified = f"{policy_name}/{rule.name}"
+        self.reason = rule.reason
+        self.tools: re.Pattern[str] | None = None
+        for position, glob in enumerate(rule.tools):
+            try:
+                _glob.compile_globs([glob], segments=True)
+            except (_glob.GlobSyntaxError, re.error) as error:
+                raise errors.PolicyError(
+                    f"tools[{position}] {glob!r} is not a valid glob: {error}",
+                    where=f"{where}.tools[{position}]",
+                ) from None
+        if rule.tools:
+            self.tools = _glob.compile_globs(rule.tools, segments=True)
+        self.patterns: Any = None
+        for position, pattern in enumerate(rule.patterns):
+            _check_pattern(pattern, where=f"{where}.patterns[{position}]")
+        if rule.patterns:
+            either = "|".join(f"(?:{pattern})" for pattern in rule.patterns)
+            self.patterns = _cel.compile_condition(_matches(either), _cel.RESULT_ENV)
+        self.when: Any = None
+        if rule.when is not None:
+            try:
+                self.when = _cel.compile_condition(rule.when, _cel.RESULT_ENV)
+                _cel.check_keys(rule.when, RESULT_KEYS, "result")
+            except _cel.CompileError as error:
+                raise errors.PolicyError(
+                    f"when condition does not compile at line {error.line}, column "
+                    f"{error.column}: {error}",
+                    where=f"{where}.when",
+                    fix="see docs/policy.md for the result fields CEL can read",
+                ) from None
+
+    def applies_to(self, tool: str | None) -> bool:
+        return self.tools is None or tool is None or self.tools.fullmatch(tool) is not None
+
+
+def _matches(pattern: str) -> str:
+    # A JSON string is a CEL string literal once no character needs an escape CEL lacks:
+    # ensure_ascii=False leaves only \" \\ \n \r \t \b \f and \u00XX, all of them CEL's.
+    return f"result.content.matches({json.dumps(pattern, ensure_ascii=False)})"
+
+
+def _check_pattern(pattern: str, *, where: str) -> None:
+    if not pattern:
+        raise errors.PolicyError("the pattern is empty; it would match every result", where=where)
+    try:
+        program = _cel.compile_condition(_matches(pattern), _cel.RESULT_ENV)
+        _cel.evaluate(program, _cel.activation({"content": ""}, _cel.RESULT_ENV, "result"))
+    except (_cel.CompileError, _cel.EvaluationError) as error:
+        raise errors.PolicyError(
+            f"{pattern!r} is not an RE2 regular expression: {error}",
+            where=where,
+            fix="RE2 has no backreferences or lookaround; see "
+            "https://github.com/google/re2/wiki/Syntax",
+        ) from None
+
+
+class CompiledResults:
+    """One policy's ``spec.toolResults``, compiled."""
+
+    __slots__ = ("label", "max_bytes", "max_bytes_rule", "rules")
+
+    def __init__(self, spec: api.ToolResults, *, policy_name: str, label: str) -> None:
+        self.label = label
+        self.max_bytes = spec.max_bytes
+        self.max_bytes_rule = f"{policy_name}/{MAX_BYTES_RULE}"
+        seen: set[str] = set()
+        rules: list[_Rule] = []
+        for index, rule in enumerate(spec.withhold):
+            where = f"{label}: spec.toolResults.withhold[{index}] ({rule.name})"
+            if rule.name in seen:
+                raise errors.PolicyError(
+                    f"rule name {rule.name!r} is used twice", where=where, fix="rename one"
+                )
+            seen.add(rule.name)
+            rules.append(_Rule(policy_name, rule, where))
+        self.rules = tuple(rules)
+
+    def decide(
+        self, result: _request.ToolResult, bound: _Bound
+    ) -> tuple[str, str] | None:
+        """(rule, reason) of the first rule that withholds ``result``, else None."""
+        if self.max_bytes is not None and result.size > self.max_bytes:
+            return self.max_bytes_rule, (
+                f"the result is {result.size} bytes, over spec.toolResults.maxBytes "
+                f"({self.max_bytes}) of {self.label}"
+            )
+        for rule in self.rules:
+            if not rule.applies_to(result.tool):
+                continue
+            try:
+                for program in (rule.patterns, rule.when):
+                    if program is not None and not _cel.evaluate(program, bound.get()):
+                        break
+                else:
+                    return rule.qualified, rule.reason or f"rule {rule.qualified} matched"
+            except _cel.EvaluationError as error:
+                return rule.qualified, (
+                    f"rule {rule.qualified}: its condition failed, so the result is "
+                    f"withheld: {error}"
+                )
+        return None
+
+
+class _Bound:
+    """The CEL activation of one decision, built when a condition first needs it."""
+
+    __slots__ = ("_activation", "_data")
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self._data = data
+        self._activation: Any = None
+
+    def get(self) -> Any:
+        if self._activation is None:
+            data = self._data
+            data["content"] = _for_cel(data["content"])
+            self._activation = _cel.activation(data, _cel.RESULT_ENV, "result")
+        return self._activation
+
+
+def compile_results(
+    spec: api.ToolResults | None, *, policy_name: str, label: str
+) -> CompiledResults | None:
+    """``spec.toolResults`` compiled; raises ``errors.PolicyError`` naming rule and field."""
+    if spec is None or (spec.max_bytes is None and not spec.withhold):
+        return None
+    return CompiledResults(spec, policy_name=policy_name, label=label)
+
+
+def decide_tool_result(
+    policy_set: _engine.PolicySet,
+    tool: str | None,
+    content: Any,
+    *,
+    run: _request.RunContext | None = None,
+) -> _request.Decision:
+    """Whether a tool's result may reach the model: Allow, or Deny (withhold it) citing the
+    rule and its reason. ``tool`` is None when the caller cannot vouch for which tool
+    produced it; ``content`` is the tool message's ``content`` (a string, a list of
+    content parts, anything). Pure: no state, no I/O; cost linear in the result."""
+    text = result_text(content)
+    result = _request.ToolResult(tool, utf8_size(text), run or _request.RunContext())
+    checks: Sequence[tuple[str, CompiledResults]] = policy_set.tool_results
+    if checks:
+        bound = _Bound(
+            {"tool": tool or "", "content": text, "bytes": result.size, "run": result.run.as_cel()}
+        )
+        for label, compiled in checks:
+            withheld = compiled.decide(result, bound)
+            if withheld is not None:
+                rule, reason = withheld
+                return _request.Decision(
+                    api.Effect.DENY, rule, reason, policy_set.digest, label, result
+                )
+    return _request.Decision(
+        api.Effect.ALLOW,
+        None,
+        "no spec.toolResults rule withholds it",
+        policy_set.digest,
+        "",
+        result,
+    )
