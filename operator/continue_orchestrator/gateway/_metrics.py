@@ -1,4 +1,4 @@
-"""Prometheus metrics of the gateway: model calls, tool-call decisions, registered runs.
+"""Prometheus metrics of the gateway: model calls, tool-call and tool-result decisions, runs.
 
 One registry per process, created at import (several ``Gateway`` objects in one process,
 as in tests, share it). ``orchestrator gateway --metrics-port`` serves it.
@@ -25,6 +25,12 @@ REFUSED = prometheus_client.Counter(
 DECISIONS = prometheus_client.Counter(
     "orchestrator_gateway_tool_decisions",
     "Tool calls decided, by final effect (after any approval).",
+    ["effect"],
+    registry=REGISTRY,
+)
+TOOL_RESULTS = prometheus_client.Counter(
+    "orchestrator_gateway_tool_result_decisions",
+    "Tool results decided against spec.toolResults, by effect (Deny: withheld from the model).",
     ["effect"],
     registry=REGISTRY,
 )

@@ -3,7 +3,9 @@
 ``POST /runs/RUN/v1/chat/completions`` authenticates the run token, rewrites the
 conversation where the gateway answered the model itself (see ``_conversation``),
 forwards to the run's real upstream with the real key, and decides every tool call of
-the answer with the run's policy before the agent sees it. When streaming, text passes
+the answer with the run's policy before the agent sees it. Tool results the policy
+withholds (``spec.toolResults``) are replaced by a notice before the request goes
+upstream (see ``_results``). When streaming, text passes
 through as it arrives; a tool call is held until complete, then decided. Every exchange
 is stored (as the agent saw it and as it went upstream) before the call it carries is
 handed over.
@@ -36,6 +38,7 @@ from continue_orchestrator.gateway import (
     _recorder,
     _registry,
     _replay,
+    _results,
 )
 
 Message = dict[str, Any]
@@ -98,6 +101,7 @@ class _RunState:
     conversation: _conversation.Conversation = field(default_factory=_conversation.Conversation)
     delivered: dict[str, str] = field(default_factory=dict)  # tool call id -> tool
     results_seen: set[str] = field(default_factory=set)
+    results: _results.Checker = field(default_factory=_results.Checker)
     outcome: dict[str, Any] | None = None
     outcome_event: asyncio.Event = field(default_factory=asyncio.Event)
     replay: _replay.Replay | None = None
@@ -362,29 +366,58 @@ class Gateway:
         messages: list[Message] = body["messages"]
         # Transcript blobs are written behind the response; bound how far they may lag.
         await state.recorder.backpressure()
-        await self._record_tool_results(state, messages)
-        upstream_messages, spliced = state.conversation.upstream_messages(messages)
-        exchange = _Exchange(self, state, request, body, raw, upstream, upstream_messages, spliced)
+        results = await state.results.check(registration, state.delivered, messages)
+        await self._record_tool_results(state, messages, results)
+        # Splices are matched and made on the checked history, so they see what the model
+        # saw whether or not a result in it was withheld.
+        upstream_messages, spliced = state.conversation.upstream_messages(results.upstream)
+        exchange = _Exchange(
+            self, state, request, body, raw, upstream, upstream_messages, spliced, results
+        )
         if body.get("stream"):
             return await exchange.stream()
         return await exchange.complete()
 
-    async def _record_tool_results(self, state: _RunState, messages: Sequence[Message]) -> None:
-        for message in messages:
+    async def _record_tool_results(
+        self, state: _RunState, messages: Sequence[Message], results: _results.Results
+    ) -> None:
+        decided = {id(checked) for checked in results.new}
+        loose: list[Entry] = []  # decisions on results already recorded (resent, changed)
+        for new in results.new:
+            _metrics.TOOL_RESULTS.labels(new.effect).inc()
+        for index, message in enumerate(messages):
+            checked = results.checked.get(index)
+            decision: list[Entry] = []
+            if checked is not None and id(checked) in decided:
+                decided.discard(id(checked))
+                decision = [("policy.decision", _recorder.ACTOR, checked.decision_payload())]
             call = message.get("tool_call_id")
             if message.get("role") != "tool" or not isinstance(call, str):
+                loose += decision
                 continue
             if call in state.results_seen:
+                loose += decision
                 continue
             state.results_seen.add(call)
             tool = state.delivered.get(call)
-            facts = {"toolCallId": call, "tool": tool, "deliveredByGateway": tool is not None}
+            facts: dict[str, Any] = {
+                "toolCallId": call,
+                "tool": tool,
+                "deliveredByGateway": tool is not None,
+            }
+            if checked is not None and checked.withheld:
+                facts["withheld"] = checked.facts()
+            stored = results.stored[index] if results.stored is not None else message
             await state.recorder.exchange(
                 "tool.result",
-                blobs={"result": json.dumps(message, sort_keys=True).encode()},
+                blobs={"result": json.dumps(stored, sort_keys=True).encode()},
                 facts=facts,
-                entries=[("tool.result", _recorder.ACTOR, {**facts, "result": {"blob": "result"}})],
+                entries=[
+                    *decision,
+                    ("tool.result", _recorder.ACTOR, {**facts, "result": {"blob": "result"}}),
+                ],
             )
+        await state.recorder.ledger_entries(loose)
 
     async def _outcome(self, request: web.Request) -> web.Response:
         state = self._authenticate(request)
@@ -729,6 +762,7 @@ class _Exchange:
         upstream: _registry.Upstream,
         upstream_messages: list[Message],
         spliced: int,
+        results: _results.Results,
     ) -> None:
         self.gateway = gateway
         self.state = state
@@ -736,7 +770,15 @@ class _Exchange:
         self.body = body
         self.raw = raw
         self.upstream = upstream
-        self.messages: list[Message] = body["messages"]
+        # The history as checked: splices made on it match the next request's checked form.
+        self.messages: list[Message] = results.upstream
+        # What the record keeps of the agent's request: withheld results never in clear.
+        self.stored_body = (
+            body if results.stored is None else {**body, "messages": results.stored}
+        )
+        self.stored_raw = (
+            raw if results.stored is None else json.dumps(self.stored_body).encode()
+        )
         self.upstream_messages = upstream_messages
         self.spliced = spliced
         self.rounds: list[tuple[bytes, bytes, int]] = []  # upstream request, response, status
@@ -767,12 +809,12 @@ class _Exchange:
 
     async def _record(self, agent_response: bytes, status: int) -> None:
         registration = self.state.registration
-        blobs: dict[str, bytes] = {"agentRequest": self.raw, "agentResponse": agent_response}
+        blobs: dict[str, bytes] = {"agentRequest": self.stored_raw, "agentResponse": agent_response}
         for number, (sent, received, _) in enumerate(self.rounds):
             blobs[f"upstreamRequest{number}"] = sent
             blobs[f"upstreamResponse{number}"] = received
         replacements = {registration.workspace: "<WORKSPACE>"} if registration.workspace else {}
-        body = self.body
+        body = self.stored_body
 
         def request_hash() -> str:  # milliseconds for a long request: off the response path
             try:
@@ -781,7 +823,7 @@ class _Exchange:
                 # Not canonical JSON (a lone surrogate, say): hash the bytes as sent rather
                 # than let one odd request keep the exchange out of the record.
                 facts["requestHashOf"] = "raw agent request"
-                return records.digest_of(self.raw)
+                return records.digest_of(self.stored_raw)
 
         facts = {
             "model": self.body.get("model"),

@@ -92,11 +92,16 @@ class RunSummary:
     diff_digest: str | None
     base_commit: str | None
     status: str | None
+    withheld: tuple[Mapping[str, Any], ...] = ()
+    """Every tool result the policy withheld from the model: tool, rule and the digest of
+    what was withheld (the model saw only a notice, so its requests cannot tell two
+    different withheld results apart; these digests can)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "run": self.run,
             "toolCalls": [dict(call) for call in self.tool_calls],
+            "withheld": [dict(result) for result in self.withheld],
             "diffDigest": self.diff_digest,
             "baseCommit": self.base_commit,
             "status": self.status,
@@ -105,9 +110,19 @@ class RunSummary:
 
 def summarise(record: _record.RunRecord) -> RunSummary:
     calls: list[Mapping[str, Any]] = []
+    withheld: list[Mapping[str, Any]] = []
     outcome: Mapping[str, Any] = {}
     for exchange in record.exchanges:
-        if exchange.kind == "model":
+        if exchange.kind == "tool.result" and isinstance(exchange.facts.get("withheld"), Mapping):
+            facts = exchange.facts["withheld"]
+            withheld.append(
+                {
+                    "tool": exchange.facts.get("tool"),
+                    "rule": facts.get("rule"),
+                    "contentDigest": facts.get("contentDigest"),
+                }
+            )
+        elif exchange.kind == "model":
             for decision in exchange.facts.get("decisions") or []:
                 calls.append(
                     {
@@ -132,6 +147,7 @@ def summarise(record: _record.RunRecord) -> RunSummary:
         diff_digest=(diff or {}).get("digest"),
         base_commit=outcome.get("baseCommit"),
         status=outcome.get("status"),
+        withheld=tuple(withheld),
     )
 
 
@@ -268,6 +284,14 @@ def build(
             what="the tool-call sequence differs although every model request matched",
             recorded=[dict(c) for c in recorded.tool_calls],
             replayed=[dict(c) for c in replayed.tool_calls],
+        )
+    if divergence is None and recorded.withheld != replayed.withheld:
+        divergence = _replay.Divergence(
+            cause="input-drift" if commit_moved else "environment",
+            what="a tool result the policy withheld from the model differs from the recording "
+            "(the model saw the same notice; the withheld contents' digests differ)",
+            recorded=[dict(w) for w in recorded.withheld],
+            replayed=[dict(w) for w in replayed.withheld],
         )
     if divergence is None and recorded.diff_digest != replayed.diff_digest:
         divergence = _replay.Divergence(
