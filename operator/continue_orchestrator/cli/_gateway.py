@@ -17,66 +17,80 @@ import signal
 import sys
 
 from continue_orchestrator import errors, gateway, ledger
+from continue_orchestrator.cli import _flags
 from continue_orchestrator.gateway import _metrics
 
 log = logging.getLogger("continue_orchestrator.gateway")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    env = os.environ.get
     parser = subparsers.add_parser(
         "gateway",
         help="run the model gateway standalone (runs are registered over its admin API)",
         description="Serve the policy-gated, recorded model endpoint for sandboxed agents. "
         "Every flag can also come from the environment variable named in its help.",
     )
-    parser.add_argument(
+    _flags.add(
+        parser,
         "--listen",
-        default=env("ORCHESTRATOR_GATEWAY_LISTEN", "0.0.0.0:8080"),
-        help="HOST:PORT for agents ($ORCHESTRATOR_GATEWAY_LISTEN, default 0.0.0.0:8080)",
+        env="ORCHESTRATOR_GATEWAY_LISTEN",
+        default="0.0.0.0:8080",
+        help="HOST:PORT for agents",
     )
-    parser.add_argument(
+    _flags.add(
+        parser,
         "--admin-listen",
-        default=env("ORCHESTRATOR_GATEWAY_ADMIN_LISTEN", ""),
+        env="ORCHESTRATOR_GATEWAY_ADMIN_LISTEN",
+        default="",
         help="HOST:PORT for the admin API alone, so sandboxes cannot even reach it "
-        "($ORCHESTRATOR_GATEWAY_ADMIN_LISTEN; default: on --listen)",
+        "(default: on --listen)",
     )
-    parser.add_argument(
+    _flags.add(
+        parser,
         "--record-root",
-        default=env("ORCHESTRATOR_RECORD_ROOT", ""),
-        help="record store directory ($ORCHESTRATOR_RECORD_ROOT)",
+        env="ORCHESTRATOR_RECORD_ROOT",
+        default="",
+        help="record store directory",
     )
-    parser.add_argument(
+    _flags.add(
+        parser,
         "--ledger",
-        default=env("ORCHESTRATOR_LEDGER", ""),
-        help="ledger URL: sqlite:///path.db or postgresql://... ($ORCHESTRATOR_LEDGER)",
+        env="ORCHESTRATOR_LEDGER",
+        default="",
+        help="ledger URL: sqlite:///path.db or postgresql://...",
     )
-    parser.add_argument(
+    _flags.add(
+        parser,
         "--admin-token-file",
-        default=env("ORCHESTRATOR_ADMIN_TOKEN_FILE", ""),
-        help="file holding the admin token ($ORCHESTRATOR_ADMIN_TOKEN_FILE; "
-        "or the token itself in $ORCHESTRATOR_ADMIN_TOKEN)",
+        env="ORCHESTRATOR_ADMIN_TOKEN_FILE",
+        default="",
+        help="file holding the admin token (or the token itself in $ORCHESTRATOR_ADMIN_TOKEN)",
     )
-    parser.add_argument(
+    _flags.add(
+        parser,
         "--metrics-port",
+        env="ORCHESTRATOR_METRICS_PORT",
         type=int,
-        default=int(env("ORCHESTRATOR_METRICS_PORT", "0")) or None,
-        help="serve Prometheus /metrics on this port ($ORCHESTRATOR_METRICS_PORT)",
+        help="serve Prometheus /metrics on this port",
     )
-    parser.add_argument(
+    _flags.add(
+        parser,
         "--grace-seconds",
+        env="ORCHESTRATOR_GATEWAY_GRACE_SECONDS",
         type=float,
-        default=float(env("ORCHESTRATOR_GATEWAY_GRACE_SECONDS", "25")),
-        help="on SIGTERM, how long calls in flight may take to finish (default 25; keep it "
-        "below the pod's terminationGracePeriodSeconds)",
+        default=25.0,
+        help="on SIGTERM, how long calls in flight may take to finish (keep it below the "
+        "pod's terminationGracePeriodSeconds)",
     )
-    parser.add_argument(
+    _flags.add(
+        parser,
         "--approvals",
+        env="ORCHESTRATOR_GATEWAY_APPROVALS",
+        default="local",
         choices=("local", "kubernetes"),
-        default=env("ORCHESTRATOR_GATEWAY_APPROVALS", "local"),
         help="where held calls wait for a person: 'kubernetes' holds them in the AgentRun's "
         "status.pendingApprovals and takes RunApprovals (in a cluster); 'local' takes "
-        "decisions on the admin API ($ORCHESTRATOR_GATEWAY_APPROVALS, default local)",
+        "decisions on the admin API",
     )
     parser.add_argument("--verbose", action="store_true")
     parser.set_defaults(handler=run)

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
-import os
 import pathlib
 import shlex
 
 from continue_orchestrator import controller, errors, gateway
+from continue_orchestrator.cli import _flags
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    env = os.environ.get
     parser = subparsers.add_parser(
         "operator",
         help="run the AgentRun operator",
@@ -20,78 +20,100 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "service account, or KUBECONFIG. Every flag can also come from the environment "
         "variable named in its help.",
     )
-    parser.add_argument(
+    add = functools.partial(_flags.add, parser)
+    add(
         "--runner-image",
-        default=env("ORCHESTRATOR_RUNNER_IMAGE", ""),
-        help="runner image, pinned: NAME@sha256:DIGEST ($ORCHESTRATOR_RUNNER_IMAGE)",
+        env="ORCHESTRATOR_RUNNER_IMAGE",
+        default="",
+        help="runner image, pinned: NAME@sha256:DIGEST",
     )
-    parser.add_argument(
+    add(
         "--runner-command",
-        default=env("ORCHESTRATOR_RUNNER_COMMAND", "python3 -m continue_orchestrator.runner"),
-        help="runner container command, shell-quoted ($ORCHESTRATOR_RUNNER_COMMAND)",
+        env="ORCHESTRATOR_RUNNER_COMMAND",
+        default="python3 -m continue_orchestrator.runner",
+        help="runner container command, shell-quoted",
     )
-    parser.add_argument(
+    _flags.add_switch(
+        parser,
         "--allow-unpinned-runner-image",
-        action="store_true",
-        default=env("ORCHESTRATOR_ALLOW_UNPINNED_RUNNER_IMAGE") == "1",
+        env="ORCHESTRATOR_ALLOW_UNPINNED_RUNNER_IMAGE",
         help="accept a runner image without @sha256 (development only)",
     )
-    parser.add_argument(
+    add(
         "--ledger",
-        default=env("ORCHESTRATOR_LEDGER", ""),
-        help="ledger URL: sqlite:///path.db or postgresql://... ($ORCHESTRATOR_LEDGER)",
+        env="ORCHESTRATOR_LEDGER",
+        default="",
+        help="ledger URL: sqlite:///path.db or postgresql://...",
     )
-    parser.add_argument(
+    _flags.add_list(
+        parser,
         "--namespace",
-        action="append",
-        default=[n for n in env("ORCHESTRATOR_WATCH_NAMESPACES", "").split(",") if n],
-        help="watch only this namespace (repeatable; default: all) "
-        "($ORCHESTRATOR_WATCH_NAMESPACES, comma-separated)",
+        env="ORCHESTRATOR_WATCH_NAMESPACES",
+        help="watch only this namespace (repeatable; default: all)",
     )
-    parser.add_argument(
+    add(
         "--operator-namespace",
-        default=env("ORCHESTRATOR_NAMESPACE", "continue-orchestrator"),
-        help="namespace of the operator and gateway ($ORCHESTRATOR_NAMESPACE)",
+        env="ORCHESTRATOR_NAMESPACE",
+        default="continue-orchestrator",
+        help="namespace of the operator and gateway",
     )
-    parser.add_argument(
-        "--gateway-port", type=int, default=int(env("ORCHESTRATOR_GATEWAY_PORT", "8080"))
+    add(
+        "--gateway-port",
+        env="ORCHESTRATOR_GATEWAY_PORT",
+        type=int,
+        default=8080,
+        help="the gateway Service's port for agents",
     )
-    parser.add_argument("--gateway-url", default=env("ORCHESTRATOR_GATEWAY_URL", ""))
-    parser.add_argument(
+    add(
+        "--gateway-url",
+        env="ORCHESTRATOR_GATEWAY_URL",
+        default="",
+        help="the gateway's URL as sandboxes reach it (default: from the Service and port)",
+    )
+    add(
         "--gateway-admin-url",
-        default=env("ORCHESTRATOR_GATEWAY_ADMIN_URL", ""),
-        help="the gateway's admin API, where runs are registered "
-        "($ORCHESTRATOR_GATEWAY_ADMIN_URL; without it runs are only kept in memory)",
+        env="ORCHESTRATOR_GATEWAY_ADMIN_URL",
+        default="",
+        help="the gateway's admin API, where runs are registered (without it runs are only "
+        "kept in memory)",
     )
-    parser.add_argument(
+    add(
         "--gateway-admin-token-file",
+        env="ORCHESTRATOR_GATEWAY_ADMIN_TOKEN_FILE",
         type=pathlib.Path,
-        default=env("ORCHESTRATOR_GATEWAY_ADMIN_TOKEN_FILE") or None,
-        help="file holding the gateway's admin token ($ORCHESTRATOR_GATEWAY_ADMIN_TOKEN_FILE)",
+        help="file holding the gateway's admin token",
     )
-    parser.add_argument(
+    add(
         "--runtime-class",
-        default=env("ORCHESTRATOR_RUNTIME_CLASS", "gvisor"),
+        env="ORCHESTRATOR_RUNTIME_CLASS",
+        default="gvisor",
         help="RuntimeClass when a policy names none",
     )
-    parser.add_argument(
-        "--resync-seconds", type=float, default=float(env("ORCHESTRATOR_RESYNC_SECONDS", "30"))
-    )
-    parser.add_argument(
-        "--timeout-grace-seconds",
+    add(
+        "--resync-seconds",
+        env="ORCHESTRATOR_RESYNC_SECONDS",
         type=float,
-        default=float(env("ORCHESTRATOR_TIMEOUT_GRACE_SECONDS", "30")),
+        default=30.0,
+        help="how often a live run is checked against its pod",
     )
-    parser.add_argument("--workers", type=int, default=int(env("ORCHESTRATOR_WORKERS", "16")))
-    parser.add_argument(
+    add(
+        "--timeout-grace-seconds",
+        env="ORCHESTRATOR_TIMEOUT_GRACE_SECONDS",
+        type=float,
+        default=30.0,
+        help="how long past spec.timeoutSeconds a pod may run before it is stopped",
+    )
+    add("--workers", env="ORCHESTRATOR_WORKERS", type=int, default=16, help="handler threads")
+    add(
         "--metrics-port",
+        env="ORCHESTRATOR_METRICS_PORT",
         type=int,
-        default=int(env("ORCHESTRATOR_METRICS_PORT", "0")) or None,
         help="serve Prometheus /metrics on this port",
     )
-    parser.add_argument(
+    add(
         "--peering",
-        default=env("ORCHESTRATOR_PEERING", "continue-orchestrator"),
+        env="ORCHESTRATOR_PEERING",
+        default="continue-orchestrator",
         help="kopf peering name; replicas with the same name never act together",
     )
     parser.add_argument(
@@ -103,45 +125,46 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--liveness", default=None, help="kopf liveness endpoint, e.g. http://0.0.0.0:8081/healthz"
     )
-    parser.add_argument(
+    add(
         "--signing-key-dir",
+        env="ORCHESTRATOR_SIGNING_KEY_DIR",
         type=pathlib.Path,
-        default=env("ORCHESTRATOR_SIGNING_KEY_DIR") or None,
         help="attest runs in key mode with the mounted Secret in DIR: cosign.key + "
-        "cosign.password, or key.pem (+ password) ($ORCHESTRATOR_SIGNING_KEY_DIR)",
+        "cosign.password, or key.pem (+ password)",
     )
-    parser.add_argument(
+    add(
         "--keyless-trust-config",
+        env="ORCHESTRATOR_KEYLESS_TRUST_CONFIG",
         type=pathlib.Path,
-        default=env("ORCHESTRATOR_KEYLESS_TRUST_CONFIG") or None,
         help="attest runs keyless with this Sigstore ClientTrustConfig JSON file (a mounted "
-        "ConfigMap) ($ORCHESTRATOR_KEYLESS_TRUST_CONFIG)",
+        "ConfigMap)",
     )
-    parser.add_argument(
+    add(
         "--sigstore-token",
+        env="ORCHESTRATOR_SIGSTORE_TOKEN",
         type=pathlib.Path,
-        default=pathlib.Path(
-            env("ORCHESTRATOR_SIGSTORE_TOKEN", "/var/run/secrets/tokens/sigstore/token")
-        ),
+        default=pathlib.Path("/var/run/secrets/tokens/sigstore/token"),
         help="projected ServiceAccount token (audience sigstore) for keyless signing",
     )
-    parser.add_argument(
+    add(
         "--actor",
-        default=env("ORCHESTRATOR_ACTOR", controller.DEFAULT_ACTOR),
+        env="ORCHESTRATOR_ACTOR",
+        default=controller.DEFAULT_ACTOR,
         help="who the operator is in the ledger: its ServiceAccount's user name, e.g. "
-        "system:serviceaccount:NAMESPACE:NAME ($ORCHESTRATOR_ACTOR; the chart sets it)",
+        "system:serviceaccount:NAMESPACE:NAME (the chart sets it)",
     )
-    parser.add_argument(
+    add(
         "--builder-id",
-        default=env("ORCHESTRATOR_BUILDER_ID", "https://orchestrator.continue.dev/operator"),
-        help="URI naming this operator instance in attestations ($ORCHESTRATOR_BUILDER_ID)",
+        env="ORCHESTRATOR_BUILDER_ID",
+        default="https://orchestrator.continue.dev/operator",
+        help="URI naming this operator instance in attestations",
     )
-    parser.add_argument(
+    add(
         "--record-root",
+        env="ORCHESTRATOR_RECORD_ROOT",
         type=pathlib.Path,
-        default=env("ORCHESTRATOR_RECORD_ROOT") or None,
         help="the gateway's record store, mounted read-only: attestations then carry the "
-        "record digest, diff digest, verify results and models ($ORCHESTRATOR_RECORD_ROOT)",
+        "record digest, diff digest, verify results and models",
     )
     parser.add_argument("--verbose", action="store_true")
     parser.set_defaults(handler=run)
