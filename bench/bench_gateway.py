@@ -32,6 +32,7 @@ from typing import Any
 
 import aiohttp
 import yaml
+from tests import request_support
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CALLS = int(os.environ.get("BENCH_GATEWAY_CALLS", "150"))
@@ -48,36 +49,13 @@ TOOL_SCRIPT = (
 SHORT = [{"role": "user", "content": "hello"}]
 
 
-def _continue_sized() -> dict[str, Any]:
-    """A request shaped like cn's: 15 tools, a long system prompt, 30 turns (~56 KB)."""
-    tools = [
-        {
-            "type": "function",
-            "function": {
-                "name": f"Tool{index}",
-                "description": "Reads or changes files in the workspace. " * 30,
-                "parameters": {
-                    "type": "object",
-                    "properties": {f"arg{n}": {"type": "string"} for n in range(5)},
-                },
-            },
-        }
-        for index in range(15)
-    ]
-    system = "You are an agent in /workspace. Today is 2026-11-23. " * 200
-    history = [
-        {"role": "user" if n % 2 else "assistant", "content": "some text - with dashes " * 60}
-        for n in range(30)
-    ]
-    return {"messages": [{"role": "system", "content": system}, *history], "tools": tools}
-
 
 # mode -> (model name, extra body, stream)
 MODES: dict[str, tuple[str, dict[str, Any], bool]] = {
     "nonstream": ("scripted", {"messages": SHORT}, False),
     "stream": ("scripted", {"messages": SHORT}, True),
     "stream_toolcall": ("scripted-tools", {"messages": SHORT}, True),
-    "large_nonstream": ("scripted", _continue_sized(), False),
+    "large_nonstream": ("scripted", request_support.continue_sized_request(), False),
 }
 
 

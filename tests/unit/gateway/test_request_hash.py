@@ -17,6 +17,7 @@ from typing import Any
 import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests import request_support
 
 from continue_orchestrator import records
 
@@ -79,31 +80,7 @@ def test_dates_are_found_exactly_where_the_plain_pattern_finds_them(text: str) -
 
 
 def _continue_like_request() -> dict[str, Any]:
-    tools = [
-        {
-            "type": "function",
-            "function": {
-                "name": f"Tool{index}",
-                "description": "Reads or changes files in the workspace. " * 30,
-                "parameters": {
-                    "type": "object",
-                    "properties": {f"arg{n}": {"type": "string"} for n in range(5)},
-                },
-            },
-        }
-        for index in range(15)
-    ]
-    system = "You are an agent in /workspace. Today is 2026-11-23. " * 200
-    history = [
-        {"role": "user" if n % 2 else "assistant", "content": "some text - with dashes " * 60}
-        for n in range(30)
-    ]
-    return {
-        "model": "m",
-        "stream": True,
-        "messages": [{"role": "system", "content": system}, *history],
-        "tools": tools,
-    }
+    return {"model": "m", "stream": True, **request_support.continue_sized_request()}
 
 
 def test_a_continue_sized_request_hashes_fast_and_right() -> None:
