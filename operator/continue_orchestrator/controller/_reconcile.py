@@ -115,12 +115,7 @@ class Reconciler:
                 _manifests.network_policy(plan, self.settings),
                 uid,
             )
-            pod_created = (
-                self._ensure(
-                    _kube.core(namespace, "pods"), _manifests.pod(plan, self.settings), uid
-                )
-                is None
-            )
+            pod_created = self._create_pod_at_most_once(body, plan)
         except _validate.Rejection as rejection:
             self._reject(body, rejection)
             return
@@ -558,6 +553,73 @@ class Reconciler:
             },
             replay_of=str((_replay.started(self.book, plan.uid) or {}).get("record") or ""),
         )
+
+    def _create_pod_at_most_once(self, body: Mapping[str, Any], plan: _manifests.Plan) -> bool:
+        """Create the run's pod unless an earlier one may have acted: True if this call did.
+
+        ``SandboxRequested`` is written before the create. A start that finds it (after a
+        crash, or kopf's retry after an unclear failure) and no pod looks in the ledger:
+        the gateway commits every tool call there before the agent sees it, so a run
+        with no entry but the operator's never acted, and its pod is created (again).
+        One with entries fails (``PodDeleted``): a run must never act twice. Only a
+        create the API server refused (4xx) clears the condition. Nothing else reads it,
+        so the resync timer cannot race it.
+        """
+        pods = _kube.core(plan.namespace, "pods")
+        current = self._get_run(body)
+        if current is None:
+            return False
+        requested = _outcome.condition(current.get("status") or {}, "SandboxRequested") or {}
+        if requested.get("status") == "True":
+            found = self.kube.get(f"{pods}/{plan.name}")
+            if found is not None:
+                self._check_ours(found, plan.uid, "Pod")
+                return False
+            entries = self.book.entries(run_uid=plan.uid)
+            acted = [entry for entry in entries if entry.actor != self.settings.actor]
+            if acted:
+                raise _validate.Rejection(
+                    api.Phase.FAILED,
+                    "PodDeleted",
+                    f"pod {plan.name} (requested at {requested.get('lastTransitionTime')}) is "
+                    f"gone, and the ledger shows it ran ({acted[0].kind.value} at entry "
+                    f"{acted[0].sequence}): it is not created again, for a run never acts "
+                    "twice (create a new AgentRun to run again)",
+                )
+        elif not self._note_sandbox_requested(current, plan, "True", "PodRequested",
+                                               f"pod {plan.name} requested"):  # fmt: skip
+            return False  # the run ended (cancel, delete) in the meantime
+        try:
+            return self._ensure(pods, _manifests.pod(plan, self.settings), plan.uid) is None
+        except _kube.ApiError as error:
+            if 400 <= error.status < 500 and error.status != 408:
+                self._note_sandbox_requested(
+                    body, plan, "False", "PodRefused", f"the API server refused pod {plan.name}: "
+                    f"{error.status} {error.reason}; the operator retries",
+                )  # fmt: skip
+            raise
+
+    def _note_sandbox_requested(
+        self, body: Mapping[str, Any], plan: _manifests.Plan, state: str, reason: str, message: str
+    ) -> bool:
+        def noted(current: JSON) -> JSON | None:
+            old = dict(current.get("status") or {})
+            if _outcome.current_phase(old).terminal or (current.get("spec") or {}).get("cancel"):
+                return None
+            new = dict(old)
+            new.setdefault("phase", api.Phase.PENDING.value)
+            new["conditions"] = _outcome.set_condition(
+                list(old.get("conditions") or []),
+                "SandboxRequested",
+                state,
+                reason,
+                message,
+                at=_outcome.now(),
+                generation=current["metadata"].get("generation"),
+            )
+            return new
+
+        return self._transition(body, noted) is not None
 
     def _ensure(self, collection: str, manifest: JSON, uid: str) -> JSON | None:
         """Create ``manifest``; None if this call created it, else the existing object
