@@ -125,6 +125,11 @@ def test_member_may_create_agentruns_but_not_runpolicies(
     _create(kube, member)
     _create(kube, binding)
     try:
+        deadline = time.monotonic() + 30  # the authorizer reads bindings from a cache
+        while kube.kubectl("auth", "can-i", "create", "agentruns", "-n", namespace,
+                           as_user="alice", check=False).stdout.strip() != "yes":
+            assert time.monotonic() < deadline, "alice's RoleBinding not in force after 30 s"
+            time.sleep(0.2)
         with pytest.raises(KubectlError) as err:
             _create(kube, _example("runpolicy.yaml", namespace), as_user="alice")
         assert "Forbidden" in err.value.stderr or "forbidden" in err.value.stderr

@@ -113,6 +113,11 @@ def _bind(it: Installed, namespace: str, user: str, role: str) -> None:
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
     })  # fmt: skip
+    if role.startswith("continue-orchestrator-"):
+        # The authorizer reads bindings from a cache: a new one is in force a moment later.
+        _eventually(f"{user} bound to {role} in {namespace}",
+                    lambda: it.can(user, "get", f"agentruns.{GROUP}", "-n", namespace),
+                    timeout=30)  # fmt: skip
 
 
 def _example(file: str, namespace: str, **metadata: str) -> dict[str, Any]:
