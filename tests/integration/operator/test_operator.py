@@ -95,9 +95,16 @@ def test_happy_path(
     finished = next(e for e in entries if e.kind.value == "run.finished")
     assert finished.payload is not None and finished.payload["phase"] == "Succeeded"
     harness.exactly_once(cluster, operator, namespace, ["happy"])
-    metrics = operator.metrics()
+
+    # The start handler posts SandboxCreated and is timed when it returns, while the pod's
+    # handler may already have finished the run: wait for its end rather than assume it.
+    def start_timed() -> str | None:
+        text = operator.metrics()
+        timed = 'orchestrator_reconcile_duration_seconds_count{handler="start"}' in text
+        return text if timed else None
+
+    metrics = cluster.wait("the start handler's end", start_timed, 15, operator.log_tail)
     assert 'orchestrator_agentruns_finished_total{phase="Succeeded",reason="Completed"}' in metrics
-    assert 'orchestrator_reconcile_duration_seconds_count{handler="start"}' in metrics
     assert 'orchestrator_agentruns{phase="Succeeded"}' in metrics
     reasons = [e["reason"] for e in cluster.events(namespace, uid)]
     assert "SandboxCreated" in reasons and reasons.count("Succeeded") == 1
@@ -309,7 +316,8 @@ def test_policy_is_snapshotted_at_start(
     cluster: Cluster, operator: Operator, namespace: str
 ) -> None:
     _setup(cluster, namespace)
-    operator.behave("pinned", sleep=4)
+    # Long enough that a loaded machine still sees it Running and edits the policy then.
+    operator.behave("pinned", sleep=10)
     cluster.create(harness.agent_run(namespace, "pinned"))
     running = cluster.wait_phase(namespace, "pinned", {"Running"}, explain=operator.log_tail)
     digest = running["status"]["policyDigest"]
