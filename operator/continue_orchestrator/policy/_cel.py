@@ -100,9 +100,35 @@ def check_keys(source: str, known: frozenset[str], variable: str = "request") ->
             )
 
 
+def holdable(text: str) -> str:
+    """``text`` as CEL can hold it. The binding cuts a string at its first NUL, which
+    would hide what follows from every condition (``"a\\x00DROP".contains("DROP")`` is
+    false), and refuses lone surrogates: NUL becomes U+FFFD, and so does each byte of a
+    lone surrogate."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return text
+
+
+def holdable_data(value: Any) -> Any:
+    """``value`` with every string in it ``holdable``."""
+    if isinstance(value, str):
+        return holdable(value)
+    if isinstance(value, dict):
+        return {holdable_data(k): holdable_data(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [holdable_data(item) for item in value]
+    return value
+
+
 def activation(data: dict[str, Any], env: Any = None, variable: str = "request") -> Any:
-    """An activation binding ``variable`` to ``data``, shared by every condition of a
-    decision."""
+    """An activation binding ``variable`` to ``data`` (whose strings the caller made
+    ``holdable``), shared by every condition of a decision."""
     try:
         return (env or _ENV).Activation({variable: data})
     except Exception as error:

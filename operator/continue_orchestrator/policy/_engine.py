@@ -237,18 +237,19 @@ class _Bound:
         return found
 
 
+# What the agent sent is made ``_cel.holdable``: a NUL must not hide text from a condition.
 _FIELDS: dict[str, Callable[[_request.Request, str | None], Any]] = {
     "action": lambda r, p: r.action.value,
-    "tool": lambda r, p: r.tool or "",
-    "mcpServer": lambda r, p: r.mcp_server or "",
-    "arguments": lambda r, p: dict(r.arguments),
-    "path": lambda r, p: p or "",
-    "command": lambda r, p: r.command or "",
-    "argv": lambda r, p: list(r.argv),
-    "repository": lambda r, p: r.repository or "",
-    "branch": lambda r, p: r.branch or "",
-    "secret": lambda r, p: r.secret or "",
-    "host": lambda r, p: r.host or "",
+    "tool": lambda r, p: _cel.holdable(r.tool or ""),
+    "mcpServer": lambda r, p: _cel.holdable(r.mcp_server or ""),
+    "arguments": lambda r, p: _cel.holdable_data(dict(r.arguments)),
+    "path": lambda r, p: p or "",  # normalised: a path with NUL is refused before
+    "command": lambda r, p: _cel.holdable(r.command or ""),
+    "argv": lambda r, p: _cel.holdable_data(list(r.argv)),
+    "repository": lambda r, p: _cel.holdable(r.repository or ""),
+    "branch": lambda r, p: _cel.holdable(r.branch or ""),
+    "secret": lambda r, p: _cel.holdable(r.secret or ""),
+    "host": lambda r, p: _cel.holdable(r.host or ""),
     "port": lambda r, p: r.port or 0,
     "run": lambda r, p: r.run.as_cel(),
 }

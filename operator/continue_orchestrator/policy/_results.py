@@ -67,20 +67,6 @@ def utf8_size(text: str) -> int:
     return len(text.encode("utf-8", "surrogatepass"))
 
 
-def _for_cel(text: str) -> str:
-    """``text`` as CEL can hold it: the binding stops a string at NUL and refuses lone
-    surrogates, so NUL becomes U+FFFD (a pattern must not be dodged by a NUL before the
-    secret) and so does each byte of a lone surrogate."""
-    if "\x00" in text:
-        text = text.replace("\x00", "\ufffd")
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            text = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
-    return text
-
-
 class _Rule:
     """One compiled ``spec.toolResults.withhold`` entry."""
 
@@ -204,7 +190,7 @@ class _Bound:
     def get(self) -> Any:
         if self._activation is None:
             data = self._data
-            data["content"] = _for_cel(data["content"])
+            data["content"] = _cel.holdable(data["content"])
             self._activation = _cel.activation(data, _cel.RESULT_ENV, "result")
         return self._activation
 

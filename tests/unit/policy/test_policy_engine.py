@@ -314,3 +314,24 @@ def test_a_condition_gets_only_the_keys_it_reads_and_strings_are_not_keys() -> N
     allowed = policy.Request(api.Action.FILE_READ, path="a", run=labelled)
     assert policy.decide(policy_set, allowed).effect is ALLOW
     assert policy.decide(policy_set, req("file.read", path="a")).effect is DENY
+
+
+@pytest.mark.parametrize("hidden", ["\x00", "\x00\x00", "\udce2"])
+def test_a_nul_or_a_lone_surrogate_cannot_hide_text_from_a_condition(hidden: str) -> None:
+    """CEL's binding cut strings at NUL: 'ok\\x00DROP TABLE' read as 'ok' to a condition."""
+    policy_set = policy.compile(
+        [
+            make(
+                [
+                    rule("no-drops", "Deny", "tool.call", tools=["Write"],
+                         when='request.arguments.content.contains("DROP TABLE")'),
+                    rule("writes", "Allow", "tool.call", tools=["Write"]),
+                ]
+            )
+        ]
+    )  # fmt: skip
+    attack = req("tool.call", tool="Write", arguments={"content": f"ok{hidden}DROP TABLE x"})
+    decision = policy.decide(policy_set, attack)
+    assert decision.effect is DENY and decision.rule == "p/no-drops", decision
+    harmless = req("tool.call", tool="Write", arguments={"content": f"ok{hidden}SELECT 1"})
+    assert policy.decide(policy_set, harmless).effect is ALLOW
