@@ -35,8 +35,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     explain = commands.add_parser(
         "explain",
         help="show which rule decided a request and why",
-        description="REQUEST.yaml holds 'request: {...}' or 'toolCall: {...}' and an "
-        "optional 'run: {...}'.",
+        description="REQUEST.yaml holds 'request: {...}', 'toolCall: {...}' or "
+        "'toolResult: {tool, content}' and an optional 'run: {...}'.",
     )
     explain.add_argument("policy_file", type=pathlib.Path, metavar="POLICY.yaml")
     explain.add_argument("request_file", type=pathlib.Path, metavar="REQUEST.yaml")
@@ -114,8 +114,10 @@ def run_explain(args: argparse.Namespace) -> int:
         except policy.UnmappableError as error:
             print(f"\nthe tool call cannot be checked: {error}")
             return 0
-    else:
+    elif isinstance(subject, policy.Request):
         requests = [subject]
+    else:
+        return 0  # a tool result: one spec.toolResults decision, no implied requests
     for index, request in enumerate(requests):
         print(f"\n{request.describe()}")
         implied = isinstance(subject, policy.ToolCall) and index == 0 and len(requests) > 1

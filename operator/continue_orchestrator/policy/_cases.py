@@ -68,11 +68,12 @@ class _ToolResult(_Model):
 class _Subject(_Model):
     request: _Request | None = None
     tool_call: _ToolCall | None = None
+    tool_result: _ToolResult | None = None
 
     @pydantic.model_validator(mode="after")
     def _one(self) -> _Subject:
-        if (self.request is None) == (self.tool_call is None):
-            raise ValueError("set exactly one of request or toolCall")
+        if sum(s is not None for s in (self.request, self.tool_call, self.tool_result)) != 1:
+            raise ValueError("set exactly one of request, toolCall or toolResult")
         return self
 
 
@@ -143,7 +144,7 @@ def _run(model: _Run | None, default: _request.RunContext) -> _request.RunContex
 
 
 def _subject(model: _Subject | _Case, default: _request.RunContext) -> CaseSubject:
-    if isinstance(model, _Case) and model.tool_result is not None:
+    if model.tool_result is not None:
         result = model.tool_result
         return ToolResultCase(result.tool, result.content, _run(result.run, default))
     if model.tool_call is not None:
@@ -191,8 +192,9 @@ def load_cases(path: pathlib.Path) -> list[Case]:
     return [Case(c.name, _subject(c, default), c.expect, c.expect_rule) for c in parsed.cases]
 
 
-def load_subject(path: pathlib.Path) -> Subject:
-    """A request file: ``request: {...}`` or ``toolCall: {...}``, with an optional ``run``."""
+def load_subject(path: pathlib.Path) -> CaseSubject:
+    """A request file: ``request: {...}``, ``toolCall: {...}`` or ``toolResult: {...}``,
+    with an optional ``run``."""
     data = _load_yaml(path)
     run: Any = None
     if isinstance(data, dict) and "run" in data:
@@ -200,9 +202,7 @@ def load_subject(path: pathlib.Path) -> Subject:
         run = data.pop("run")
     try:
         default = _run(_Run.model_validate(run) if run is not None else None, _request.RunContext())
-        subject = _subject(_Subject.model_validate(data), default)
-        assert not isinstance(subject, ToolResultCase)
-        return subject
+        return _subject(_Subject.model_validate(data), default)
     except pydantic.ValidationError as error:
         raise errors.PolicyError(_problems(error), where=str(path)) from None
 

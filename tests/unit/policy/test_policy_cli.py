@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pathlib
 import textwrap
 
@@ -180,3 +181,20 @@ def test_validate_checks_the_whole_policy_library(capsys: pytest.CaptureFixture[
     files = sorted(str(p) for p in library.glob("*.yaml"))
     assert any(f.endswith(".cases.yaml") for f in files)
     assert cli.main(["validate", *files]) == 0, capsys.readouterr().err
+
+
+def test_explain_decides_a_tool_result(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    library = pathlib.Path(__file__).resolve().parents[3] / "policies" / "baseline.yaml"
+    key = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n"
+    result = write(tmp_path, "result.yaml", f"""\
+        toolResult: {{tool: Read, content: {json.dumps(key)}}}
+        """)
+    assert cli.main(["policy", "explain", str(library), str(result)]) == 0
+    out = capsys.readouterr().out
+    assert "effect:  Deny" in out and "rule:    baseline/" in out
+
+    plain = write(tmp_path, "plain.yaml", "toolResult: {tool: Read, content: 'print(1)'}\n")
+    assert cli.main(["policy", "explain", str(library), str(plain)]) == 0
+    assert "effect:  Allow" in capsys.readouterr().out
