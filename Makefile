@@ -20,7 +20,11 @@ help:
 	@echo "make crds   regenerate crds/ from the API models"
 	@echo "make cluster-up / cluster-down   a local test control plane (prints export KUBECONFIG=...)"
 
-$(BIN)/.installed: pyproject.toml
+# The ledger's native core (operator/native) is built by this install too, so its sources
+# are prerequisites: a change to them rebuilds it.
+NATIVE_SOURCES := $(wildcard operator/native/Cargo.toml operator/native/Cargo.lock operator/native/src/*.rs)
+
+$(BIN)/.installed: pyproject.toml $(NATIVE_SOURCES)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
@@ -62,6 +66,7 @@ cluster-down: venv
 	@$(BIN)/python -m tests.kube down
 
 test: lint test-deps sandbox-deps cn attest-tools k8s-tools
+	cd operator/native && cargo test --quiet --locked --no-default-features --lib
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 crds: venv
