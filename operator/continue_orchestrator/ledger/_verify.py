@@ -5,6 +5,12 @@ to its entry hash, it links to the entry before, its payload matches its digest 
 tombstone redacted it); then that every checkpoint's root matches the tree of that size,
 is signed by the given key, and that no checkpoint covers entries that are gone. It reads
 a live ledger (in one snapshot) or a JSONL export, and never trusts stored derived data.
+
+A SQLite ledger is first scanned by the native core (``_native``, Rust), which does that
+per-entry pass several times faster and answers only "clean, with these roots" or "not
+clean"; the report is then built here from its snapshot. Anything else (not clean, a
+checkpoint that does not hold, no native core) goes through ``check``, the one place that
+says what is wrong.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ import dataclasses
 import hashlib
 import json
 import os
+import sqlite3
+import sys
 from collections.abc import Callable, Container, Iterable, Iterator
 from typing import Any
 
@@ -92,24 +100,23 @@ def verify(
     *,
     public_key: _checkpoint.PublicKey | None = None,
     trusted_checkpoint: _checkpoint.Checkpoint | None = None,
-    workers: int | None = None,
+    native: bool = True,
 ) -> VerifyReport:
     """Verify a ledger, a ledger URL or a JSONL export file.
 
     ``public_key``: every checkpoint must be signed by it. ``trusted_checkpoint``: a
     checkpoint kept outside the ledger; the only defence against an attacker who truncates
-    the ledger and deletes its stored checkpoints too. ``workers``: processes to verify a
-    SQLite ledger with (default: one per core from 100,000 entries on; 1: this process
-    only); the report is the same either way.
+    the ledger and deletes its stored checkpoints too. ``native=False``: verify a SQLite
+    ledger in Python only (slower); the report is the same either way.
     """
     if isinstance(source, _ledger.Ledger):
-        return _verify_ledger(source, public_key, trusted_checkpoint, workers)
+        return _verify_ledger(source, public_key, trusted_checkpoint, native)
     text = os.fspath(source)
     if "://" in text:
         from continue_orchestrator.ledger import _open
 
         with _open.open(text, create=False) as opened:
-            return _verify_ledger(opened, public_key, trusted_checkpoint, workers)
+            return _verify_ledger(opened, public_key, trusted_checkpoint, native)
     with _export.read(text) as material:
         return check(
             text,
@@ -126,32 +133,83 @@ def _verify_ledger(
     ledger: _ledger.Ledger,
     public_key: _checkpoint.PublicKey | None,
     trusted_checkpoint: _checkpoint.Checkpoint | None,
-    workers: int | None,
+    native: bool,
 ) -> VerifyReport:
-    from continue_orchestrator.ledger import _parallel, _sqlite
+    from continue_orchestrator.ledger import _sqlite
 
+    source = _backend.redacted_url(ledger.url)
     backend = ledger._backend
-    if isinstance(backend, _sqlite.SQLiteBackend) and workers != 1:
-        count = _parallel.workers_for(len(ledger), workers)
-        if count > 1:
-            report = _parallel.verify(
-                backend.path,
-                _backend.redacted_url(ledger.url),
-                workers=count,
-                public_key=public_key,
-                trusted_checkpoint=trusted_checkpoint,
-            )
-            if report is not None:
-                return report
+    if native and isinstance(backend, _sqlite.SQLiteBackend):
+        report = _verify_clean_sqlite(backend.path, source, public_key, trusted_checkpoint)
+        if report is not None:
+            return report
     with ledger._session() as session:
         return check(
-            _backend.redacted_url(ledger.url),
+            source,
             session.origin(),
             [checkpoint for checkpoint, _ in session.checkpoints()],
             session.rows(start=0, stop=None, run_uid=None, limit=None),
             public_key=public_key,
             trusted_checkpoint=trusted_checkpoint,
         )
+
+
+def _verify_clean_sqlite(
+    path: os.PathLike[str],
+    source: str,
+    public_key: _checkpoint.PublicKey | None,
+    trusted_checkpoint: _checkpoint.Checkpoint | None,
+) -> VerifyReport | None:
+    """The report on a SQLite ledger that the native core finds clean, all from the one
+    snapshot it read (checkpoints included); None when it is not clean, when a checkpoint
+    does not hold, or when the core is not installed: then ``check`` must say why."""
+    try:
+        from continue_orchestrator.ledger import _native
+    except ImportError:  # installed without Rust: the extension is optional
+        return None
+    scanned = _native.scan_sqlite(
+        # The SQLite library that sqlite3 loaded (its module's file; None: built into the
+        # interpreter): two copies of SQLite in one process break each other's file locks.
+        getattr(sys.modules[sqlite3.connect.__module__], "__file__", None),
+        os.fspath(path),
+        sorted(_KINDS),
+        _TOMBSTONE,
+        [trusted_checkpoint.size] if trusted_checkpoint is not None else [],
+    )
+    if isinstance(scanned, str):
+        return None  # why the core gave up; check() will say it properly
+    origin, rows, size, root_hash, roots, missing, tombstones = scanned
+    problems = _Problems()
+    stored, first_new, signatures = _check_checkpoints(
+        origin,
+        [_checkpoint.Checkpoint(*row) for row in rows],
+        public_key,
+        trusted_checkpoint,
+        problems.add,
+    )
+    redacted_by: dict[int, int] = {}
+    for sequence, payload in tombstones:
+        _note_redactions(sequence, payload, redacted_by, problems.add)
+    root_mismatches = [
+        (first_new[index], checkpoint.size)
+        for index, checkpoint in enumerate(stored)
+        if roots.get(checkpoint.size) != checkpoint.root_hash
+    ]
+    report = finish(
+        source,
+        origin,
+        size,
+        stored,
+        first_new,
+        signatures,
+        problems,
+        missing,
+        redacted_by,
+        root_mismatches,
+        root_hash,
+        public_key=public_key,
+    )
+    return report if report.ok else None
 
 
 def check(
@@ -199,7 +257,7 @@ def check(
         # No escaping: honest fields never need any (writes refuse quotes, backslashes and
         # control characters), and a field that would need it cannot reproduce an honest
         # header's bytes, since those hold a fixed number of quotes and no such characters.
-        # (scan_chunk repeats this loop body; keep the two identical.)
+        # (The native core, operator/native/src/scan.rs, hashes the same bytes.)
         try:
             leaf = sha256(
                 f'\x00{{"actor":"{actor}","kind":"{kind}","payload_digest":"{digest}",'
@@ -390,218 +448,3 @@ def _note_redactions(sequence: int, payload: str, redacted_by: dict[int, int], b
     for target in targets:
         if 0 <= target < sequence:
             redacted_by.setdefault(target, sequence)
-
-
-class ChunkAnomalyError(Exception):
-    """A chunk's rows are not exactly its sequence range: only the one-pass check can say
-    where, and exactly as it would, so the parallel path gives up."""
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Chunk:
-    """What one worker found in entries ``lo..hi-1``, for ``merge`` to stitch together."""
-
-    lo: int
-    hi: int
-    problems: list[tuple[int, str]]
-    # Where the first entry's link to entry lo-1 (unknown to the worker) would have been
-    # checked among ``problems``; -1 for the chunk at 0, which checks the genesis link.
-    link_at: int
-    first_prev_hash: str
-    first_intact: bool
-    last_hash: str
-    # The local Merkle frontier (over this chunk's leaves) at each checkpoint size inside
-    # the chunk, and at its end.
-    frontiers: dict[int, list[bytes]]
-    roots: list[bytes]
-    missing: list[int]
-    redacted: list[int]
-
-
-def scan_chunk(rows: Iterable[_backend.Row], lo: int, hi: int, marks: Iterable[int]) -> Chunk:
-    """``check``'s per-entry pass over entries ``lo..hi-1`` alone (``lo`` a multiple of
-    the chunk size, a power of two): the same checks, in the same order."""
-    problems: list[tuple[int, str]] = []
-
-    def bad(sequence: int, what: str) -> None:
-        if len(problems) < _MAX_PROBLEMS:
-            problems.append((sequence, what))
-
-    sha256 = hashlib.sha256
-    kinds = _KINDS
-    stops = sorted(size for size in set(marks) if lo < size <= hi)
-    stops.reverse()
-    next_stop = stops.pop() if stops else -1
-    frontiers: dict[int, list[bytes]] = {}
-    merkle_roots: list[bytes] = []
-    merkle_size = 0
-    expected = lo
-    previous_hash: str | None = _entry.GENESIS_HASH if lo == 0 else None
-    link_at = -1
-    first_prev_hash = ""
-    first_intact = False
-    missing: list[int] = []
-    redacted_by: dict[int, int] = {}
-    for row in rows:
-        sequence, run_uid, time, kind, actor, digest, prev_hash, entry_hash, payload = row
-        try:
-            leaf = sha256(
-                f'\x00{{"actor":"{actor}","kind":"{kind}","payload_digest":"{digest}",'
-                f'"prev_hash":"{prev_hash}","run_uid":"{run_uid}","sequence":{sequence:d},'
-                f'"time":"{time}","v":1}}'.encode()
-            ).digest()
-        except (UnicodeEncodeError, TypeError, ValueError):
-            leaf = b""
-        intact = leaf.hex() == entry_hash
-        if not intact:
-            bad(sequence, "its fields do not hash to its entry_hash (edited?)")
-        if sequence != expected:
-            raise ChunkAnomalyError(f"entry {sequence} where {expected} was expected")
-        if previous_hash is None:
-            link_at = len(problems)
-            first_prev_hash = prev_hash
-            first_intact = intact
-        elif prev_hash != previous_hash:
-            if not sequence:
-                bad(sequence, "the first entry does not start from the genesis hash")
-            elif intact:
-                bad(sequence - 1, f"entry {sequence} does not link to this entry (rewritten?)")
-            else:
-                bad(sequence, "it does not link to the entry before it (moved or replaced?)")
-        if kind not in kinds:
-            bad(sequence, f"unknown kind {kind!r}")
-        if payload is None:
-            missing.append(sequence)
-        elif sha256(payload.encode("utf-8", "surrogatepass")).hexdigest() != digest:
-            bad(sequence, "its payload does not match its payload_digest (edited?)")
-        elif kind == _TOMBSTONE:
-            _note_redactions(sequence, payload, redacted_by, bad)
-        node = leaf or _ZERO
-        carry = merkle_size
-        while carry & 1:
-            node = sha256(b"\x01" + merkle_roots.pop() + node).digest()
-            carry >>= 1
-        merkle_roots.append(node)
-        merkle_size += 1  # noqa: SIM113 (the Merkle step, as in check)
-        if sequence + 1 == next_stop:
-            frontiers[next_stop] = list(merkle_roots)
-            next_stop = stops.pop() if stops else -1
-        previous_hash = entry_hash
-        expected = sequence + 1
-    if expected != hi or previous_hash is None:
-        raise ChunkAnomalyError(f"entries {expected}..{hi - 1} are not there")
-    return Chunk(
-        lo,
-        hi,
-        problems,
-        link_at,
-        first_prev_hash,
-        first_intact,
-        previous_hash,
-        frontiers,
-        merkle_roots,
-        missing,
-        list(redacted_by),
-    )
-
-
-def merge(
-    source: str,
-    origin: str,
-    size: int,
-    checkpoints: Iterable[_checkpoint.Checkpoint],
-    chunks: Iterable[Chunk],
-    *,
-    public_key: _checkpoint.PublicKey | None = None,
-    trusted_checkpoint: _checkpoint.Checkpoint | None = None,
-) -> VerifyReport:
-    """The report ``check`` gives for entries ``0..size-1``, from the chunks covering them
-    in order (all of one power-of-two length but the last)."""
-    problems = _Problems()
-    bad = problems.add
-    stored, first_new, signatures = _check_checkpoints(
-        origin, checkpoints, public_key, trusted_checkpoint, bad
-    )
-    sha256 = hashlib.sha256
-    by_size: dict[int, list[int]] = {}
-    for index, checkpoint in enumerate(stored):
-        by_size.setdefault(checkpoint.size, []).append(index)
-    root_mismatches: list[tuple[int, int]] = []
-
-    def compare(tree_size: int, roots: list[bytes]) -> None:
-        # A right fold, as Frontier.root: also right when the chunk's own root completes
-        # a subtree with the roots before it (a checkpoint at the chunk's end).
-        root = _fold(roots)
-        for index in by_size.get(tree_size, ()):
-            if stored[index].root_hash != root.hex():
-                root_mismatches.append((first_new[index], tree_size))
-
-    merkle_roots: list[bytes] = []  # roots of whole chunks, merged as in check's frontier
-    whole = 0
-    previous_hash = _entry.GENESIS_HASH
-    missing: list[int] = []
-    redacted: set[int] = set()
-    end = 0
-    final: list[bytes] = []
-    compare(0, [])
-    length = 0
-    for chunk in chunks:
-        if chunk.lo != end:
-            raise ChunkAnomalyError(f"chunk at {chunk.lo} follows one that ends at {end}")
-        if chunk.hi < size:
-            length = length or chunk.hi - chunk.lo
-            if chunk.hi - chunk.lo != length or length & (length - 1):
-                raise ChunkAnomalyError(f"chunk {chunk.lo}..{chunk.hi - 1} is not {length} long")
-        for at, (sequence, what) in enumerate(chunk.problems):
-            if at == chunk.link_at:
-                _link(chunk, previous_hash, bad)
-            bad(sequence, what)
-        if chunk.link_at == len(chunk.problems):
-            _link(chunk, previous_hash, bad)
-        for tree_size in sorted(chunk.frontiers):
-            compare(tree_size, merkle_roots + chunk.frontiers[tree_size])
-        missing.extend(chunk.missing)
-        redacted.update(chunk.redacted)
-        previous_hash = chunk.last_hash
-        end = chunk.hi
-        final = merkle_roots + chunk.roots
-        if chunk.hi < size:
-            node = chunk.roots[0]
-            carry = whole
-            while carry & 1:
-                node = sha256(b"\x01" + merkle_roots.pop() + node).digest()
-                carry >>= 1
-            merkle_roots.append(node)
-            whole += 1
-    if end != size:
-        raise ChunkAnomalyError(f"the chunks end at {end}, not {size}")
-    return finish(
-        source,
-        origin,
-        size,
-        stored,
-        first_new,
-        signatures,
-        problems,
-        missing,
-        redacted,
-        root_mismatches,
-        _fold(final).hex(),
-        public_key=public_key,
-    )
-
-
-def _link(chunk: Chunk, previous_hash: str, bad: Callable[[int, str], None]) -> None:
-    lo = chunk.lo
-    if chunk.first_prev_hash != previous_hash:
-        if chunk.first_intact:
-            bad(lo - 1, f"entry {lo} does not link to this entry (rewritten?)")
-        else:
-            bad(lo, "it does not link to the entry before it (moved or replaced?)")
-
-
-def _fold(roots: list[bytes]) -> bytes:
-    root = roots[-1] if roots else _merkle.EMPTY_ROOT
-    for left in reversed(roots[:-1]):
-        root = _merkle.node_hash(left, root)
-    return root
