@@ -223,6 +223,10 @@ class SQLiteBackend:
     def path(self) -> pathlib.Path:
         return self._path
 
+    def ensure_open(self) -> None:
+        """Raise ``LedgerError`` if this ledger is closed, as any read through it would."""
+        self._connection()
+
     def _connection(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:

@@ -140,6 +140,7 @@ def _verify_ledger(
     source = _backend.redacted_url(ledger.url)
     backend = ledger._backend
     if native and isinstance(backend, _sqlite.SQLiteBackend):
+        backend.ensure_open()  # the core opens the file itself; a closed ledger stays closed
         report = _verify_clean_sqlite(backend.path, source, public_key, trusted_checkpoint)
         if report is not None:
             return report

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from continue_orchestrator import ledger
+from continue_orchestrator import errors, ledger
 from continue_orchestrator.ledger import _backend, _entry, _merkle, _verify
 
 N = 100
@@ -298,6 +298,15 @@ def test_clean_ledgers_never_reach_the_python_pass(
     assert nothing.ok and nothing.size == 0 and nothing.root_hash == _merkle.EMPTY_ROOT.hex()
 
 
+def test_a_closed_ledger_is_not_verified_behind_its_back(tmp_path: pathlib.Path) -> None:
+    book = ledger.open(f"sqlite://{tmp_path / 'closed.db'}")
+    book.append("run-1", ledger.Kind.TOOL_CALL, "gw", {})
+    book.close()
+    for native in (True, False):
+        with pytest.raises(errors.LedgerError, match="ledger is closed"):
+            ledger.verify(book, native=native)
+
+
 def test_the_native_core_is_built_in_this_environment(base: pathlib.Path) -> None:
     """Installed without Rust, verification silently runs in Python; CI must not."""
     from continue_orchestrator.ledger import _native  # no skip: a missing core fails here
@@ -338,7 +347,7 @@ _WRITER = textwrap.dedent(
     """
     import sys, time
     from cryptography.hazmat.primitives.asymmetric import ed25519
-    from continue_orchestrator import ledger
+    from continue_orchestrator import errors, ledger
     signer = ledger.KeySigner(ed25519.Ed25519PrivateKey.generate())
     deadline = time.monotonic() + float(sys.argv[2])
     with ledger.open("sqlite://" + sys.argv[1]) as book:
