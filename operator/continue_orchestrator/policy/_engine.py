@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+import regex
 import rfc8785
 
 from continue_orchestrator import api, errors
@@ -95,16 +96,17 @@ class _Rule:
         self.branches = globs("branches", rule.branches, segments=True)
         self.secrets = globs("secrets", rule.secrets, segments=True)
         self.hosts = _host_matcher(rule.hosts, where=f"{where}.hosts")
-        arguments: list[tuple[str, re.Pattern[str]]] = []
+        arguments: list[tuple[str, re.Pattern[str] | _BoundedRegex]] = []
         for position, matcher in enumerate(rule.arguments):
             field = f"arguments[{position}]"
+            compiled: re.Pattern[str] | _BoundedRegex | None
             if matcher.glob is not None:
                 compiled = globs(f"{field}.glob", [matcher.glob], segments=True)
                 assert compiled is not None
             else:
                 try:
-                    compiled = re.compile(matcher.regex or "", re.DOTALL)
-                except re.error as error:
+                    compiled = _BoundedRegex(matcher.regex or "", f"{where}.{field}.regex")
+                except regex.error as error:
                     raise errors.PolicyError(
                         f"{field}.regex {matcher.regex!r} does not compile: {error}",
                         where=f"{where}.{field}.regex",
@@ -210,6 +212,36 @@ def _host_matcher(patterns: Sequence[str], *, where: str) -> re.Pattern[str] | N
         port_regex = r"[0-9]+" if port == "*" else re.escape(str(int(port)))
         pieces.append(f"(?:{_glob.translate_text(host.lower().rstrip('.'))}:{port_regex})")
     return re.compile("|".join(pieces), re.DOTALL)
+
+
+class RegexTimeoutError(_cel.EvaluationError):
+    """An argument regex ran out of time on what the agent sent."""
+
+
+class _BoundedRegex:
+    """A policy author's regular expression, run with a time limit.
+
+    It matches text the model wrote, and a backtracking pattern (``(a+)+b``) can take
+    exponential time on a crafted argument: with ``re`` one tool call could stall the
+    gateway for every run it serves. ``regex`` stops after ``SECONDS``, and the rule then
+    denies, as a condition that fails does.
+    """
+
+    SECONDS = 0.05
+    __slots__ = ("pattern", "where")
+
+    def __init__(self, source: str, where: str) -> None:
+        self.pattern = regex.compile(source, regex.DOTALL | regex.VERSION0)
+        self.where = where
+
+    def fullmatch(self, text: str) -> bool:
+        try:
+            return self.pattern.fullmatch(text, timeout=self.SECONDS) is not None
+        except TimeoutError:
+            raise RegexTimeoutError(
+                f"{self.where} ran over {self.SECONDS * 1000:.0f} ms on a {len(text)}-character "
+                "argument"
+            ) from None
 
 
 class _Bound:
@@ -435,10 +467,14 @@ class CompiledPolicy:
                     if not rule.matches(request, path, bound):
                         continue
                 except _cel.EvaluationError as error:
+                    failed = (
+                        "an argument regex ran out of time"
+                        if isinstance(error, RegexTimeoutError)
+                        else "when condition failed"
+                    )
                     return Outcome(
                         self.label, _DENY, rule.qualified,
-                        f"rule {rule.qualified}: when condition failed, so the request is "
-                        f"denied: {error}",
+                        f"rule {rule.qualified}: {failed}, so the request is denied: {error}",
                         considered,
                     )
             reason = rule.reason or f"rule {rule.qualified} matched"

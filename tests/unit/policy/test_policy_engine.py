@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -335,3 +336,30 @@ def test_a_nul_or_a_lone_surrogate_cannot_hide_text_from_a_condition(hidden: str
     assert decision.effect is DENY and decision.rule == "p/no-drops", decision
     harmless = req("tool.call", tool="Write", arguments={"content": f"ok{hidden}SELECT 1"})
     assert policy.decide(policy_set, harmless).effect is ALLOW
+
+
+def test_a_backtracking_argument_regex_cannot_stall_a_decision() -> None:
+    """A model-crafted argument against a pattern like (a+)+b would run for longer than
+    the universe with Python's re; the decision ends in ~50 ms, denied, saying why."""
+    policy_set = policy.compile(
+        [make([rule("slow", "Allow", "tool.call", tools=["Write"],
+                    arguments=[{"name": "content", "regex": "(a+)+b"}])])]
+    )  # fmt: skip
+    attack = req("tool.call", tool="Write", arguments={"content": "a" * 5000 + "c"})
+    started = time.monotonic()
+    decision = policy.decide(policy_set, attack)
+    assert time.monotonic() - started < 5
+    assert decision.effect is DENY and decision.rule == "p/slow"
+    assert "an argument regex ran out of time" in decision.reason
+    assert "arguments[0].regex ran over 50 ms on a 5001-character argument" in decision.reason
+    fine = req("tool.call", tool="Write", arguments={"content": "aaab"})
+    assert policy.decide(policy_set, fine).effect is ALLOW
+
+
+def test_an_argument_regex_that_does_not_compile_names_its_place() -> None:
+    with pytest.raises(errors.PolicyError) as raised:
+        policy.compile(
+            [make([rule("bad", "Allow", "tool.call", tools=["Bash"],
+                        arguments=[{"name": "command", "regex": "(unclosed"}])])]
+        )  # fmt: skip
+    assert "spec.rules[0] (bad).arguments[0].regex" in raised.value.message
