@@ -14,6 +14,7 @@ import base64
 import datetime
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -73,6 +74,9 @@ class Reconciler:
         self.gateway = gateway
         self.settings = settings
         self.attestor = attestor
+        # A run's run.finished and its tombstone are written by different handlers (the
+        # pod's or the timer's, and the finalizer's), which kopf may run at once.
+        self._closing = threading.Lock()
 
     # -- entry points -------------------------------------------------------------------
 
@@ -264,31 +268,27 @@ class Reconciler:
     def delete(self, body: Mapping[str, Any]) -> None:
         """The finalizer: the ledger's tombstone goes in before the run's objects go."""
         uid, namespace, run_name = _uid(body), _namespace(body), _name(body)
-        kinds = {entry.kind for entry in self.book.entries(run_uid=uid)}
-        if not kinds:
-            self.gateway.unregister(uid)
-            return
-        if ledger.Kind.TOMBSTONE in kinds:
-            self.gateway.unregister(uid)
-            return
-        if ledger.Kind.RUN_FINISHED not in kinds:
-            self.book.append(
-                uid,
-                ledger.Kind.RUN_FINISHED,
-                self.settings.actor,
-                {
-                    "name": run_name,
-                    "namespace": namespace,
-                    "phase": api.Phase.CANCELLED.value,
-                    "reason": "AgentRunDeleted",
-                    "message": "the AgentRun was deleted before the run finished",
-                },
-            )
-        self.book.tombstone(
-            run_uid=uid,
-            reason=f"AgentRun {namespace}/{run_name} deleted",
-            actor=self.settings.actor,
-        )
+        with self._closing:
+            kinds = {entry.kind for entry in self.book.entries(run_uid=uid)}
+            if kinds and ledger.Kind.TOMBSTONE not in kinds:
+                if ledger.Kind.RUN_FINISHED not in kinds:
+                    self.book.append(
+                        uid,
+                        ledger.Kind.RUN_FINISHED,
+                        self.settings.actor,
+                        {
+                            "name": run_name,
+                            "namespace": namespace,
+                            "phase": api.Phase.CANCELLED.value,
+                            "reason": "AgentRunDeleted",
+                            "message": "the AgentRun was deleted before the run finished",
+                        },
+                    )
+                self.book.tombstone(
+                    run_uid=uid,
+                    reason=f"AgentRun {namespace}/{run_name} deleted",
+                    actor=self.settings.actor,
+                )
         self.gateway.unregister(uid)
 
     # -- steps ------------------------------------------------------------------------------
@@ -313,20 +313,23 @@ class Reconciler:
         self, body: Mapping[str, Any], status: Mapping[str, Any], outcome: _outcome.Outcome
     ) -> None:
         sealed = self._unregister(body)
-        self._record(
-            body,
-            ledger.Kind.RUN_FINISHED,
-            {
-                "phase": outcome.phase.value,
-                "reason": outcome.reason,
-                "message": outcome.message,
-                "startTime": status.get("startTime"),
-                "completionTime": status.get("completionTime"),
-                "inputsDigest": status.get("inputsDigest"),
-                "policyDigest": status.get("policyDigest"),
-                "recordDigest": (sealed or {}).get("recordDigest"),
-            },
-        )
+        with self._closing:  # the finalizer may have closed the run's ledger meanwhile
+            kinds = {entry.kind for entry in self.book.entries(run_uid=_uid(body))}
+            if ledger.Kind.TOMBSTONE not in kinds:
+                self._record(
+                    body,
+                    ledger.Kind.RUN_FINISHED,
+                    {
+                        "phase": outcome.phase.value,
+                        "reason": outcome.reason,
+                        "message": outcome.message,
+                        "startTime": status.get("startTime"),
+                        "completionTime": status.get("completionTime"),
+                        "inputsDigest": status.get("inputsDigest"),
+                        "policyDigest": status.get("policyDigest"),
+                        "recordDigest": (sealed or {}).get("recordDigest"),
+                    },
+                )
         _metrics.RUNS_FINISHED.labels(outcome.phase.value, outcome.reason).inc()
         kind = "Normal" if outcome.phase is api.Phase.SUCCEEDED else "Warning"
         self._event(body, outcome.phase.value, f"{outcome.reason}: {outcome.message}", kind)
