@@ -11,6 +11,7 @@ be what lets the held test change through.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -76,6 +77,28 @@ def _command(state: pathlib.Path, *extra: str) -> list[str]:
 
 def _env() -> dict[str, str]:
     return {**os.environ, "DEMO_OPENAI_API_KEY": PLACEHOLDER_KEY}
+
+
+@contextlib.contextmanager
+def _running(argv: list[str], lines: list[str], **kwargs: Any) -> Iterator[subprocess.Popen[str]]:
+    """``orchestrator run`` in the background; if the test fails or times out meanwhile,
+    it is stopped (its sandbox with it) and the output read so far is in the report."""
+    process = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs
+    )
+    try:
+        yield process
+    except BaseException:
+        print("orchestrator run said:\n" + "".join(lines)[-4000:], file=sys.stderr)
+        raise
+    finally:
+        if process.poll() is None:
+            process.terminate()  # SIGTERM: it cleans its sandbox up
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
 
 
 def _report(state: pathlib.Path) -> dict[str, Any]:
@@ -223,22 +246,19 @@ def test_the_model_key_is_in_no_record(
 def test_a_person_approves_from_another_terminal(
     origin: str, cn: str, tmp_path: pathlib.Path
 ) -> None:
-    process = subprocess.Popen(
-        _command(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env=_env(),
-    )  # fmt: skip
-    assert process.stdout is not None
     lines: list[str] = []
     approved: list[subprocess.CompletedProcess[str]] = []
-    for line in process.stdout:
-        lines.append(line)
-        match = re.search(r"approve:\s+(orchestrator approve .*)$", line)
-        if match:
-            argv = match.group(1).split()
-            argv[0] = ORCHESTRATOR
-            approved.append(subprocess.run([*argv, "--by", "alice"], capture_output=True,
-                                           text=True, timeout=60))  # fmt: skip
-    process.wait(timeout=60)
+    with _running(_command(tmp_path), lines, env=_env()) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line)
+            match = re.search(r"approve:\s+(orchestrator approve .*)$", line)
+            if match:
+                argv = match.group(1).split()
+                argv[0] = ORCHESTRATOR
+                approved.append(subprocess.run([*argv, "--by", "alice"], capture_output=True,
+                                               text=True, timeout=60))  # fmt: skip
+        process.wait(timeout=60)
     output = "".join(lines)
     assert len(approved) == 1, output
     assert approved[0].returncode == 0, approved[0].stderr
@@ -269,18 +289,18 @@ def test_stopping_while_waiting_stops_everything_and_records_it(
     origin: str, cn: str, tmp_path: pathlib.Path, stop: signal.Signals
 ) -> None:
     # A background job inherits SIGINT ignored; a person's terminal delivers it.
-    process = subprocess.Popen(
-        _command(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env=_env(), preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )  # fmt: skip
-    assert process.stdout is not None
     lines: list[str] = []
-    for line in process.stdout:
-        lines.append(line)
-        if "WAITING FOR APPROVAL" in line:
-            process.send_signal(stop)
-            break
-    rest, _ = process.communicate(timeout=60)
+    with _running(
+        _command(tmp_path), lines, env=_env(),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    ) as process:  # fmt: skip
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line)
+            if "WAITING FOR APPROVAL" in line:
+                process.send_signal(stop)
+                break
+        rest, _ = process.communicate(timeout=60)
     output = "".join(lines) + rest
     assert process.returncode == 130, output[-3000:]
     assert "phase: Cancelled (ManualStop)" in output
