@@ -91,12 +91,16 @@ async def _gateway_process(
 
 
 async def _refused(url: str) -> bool:
-    async with aiohttp.ClientSession() as fresh:
+    """Whether a new connection to ``url`` is refused. A probe that raced the signal may
+    be accepted, then held until the drain ends or dropped: that is not a refusal yet."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1)) as fresh:
         try:
             async with fresh.get(url):
                 return False
-        except aiohttp.ClientConnectionError:
+        except aiohttp.ClientConnectorError:
             return True
+        except (TimeoutError, aiohttp.ClientError):
+            return False
 
 
 def _stderr(process: subprocess.Popen[bytes]) -> str:
