@@ -26,7 +26,7 @@ from typing import Any, Literal
 import rfc8785
 
 from continue_orchestrator import api, attest, errors, ledger, records
-from continue_orchestrator.controller import _kube, _names, _outcome, _settings
+from continue_orchestrator.controller import _closing, _kube, _names, _outcome, _settings
 
 log = logging.getLogger(__name__)
 JSON = dict[str, Any]
@@ -299,8 +299,11 @@ class Attestor:
         backoff_seconds: float = 0.5,
         sleep: Callable[[float], None] = time.sleep,
         store: Callable[[str, str, str], attest.BundleStore] | None = None,
+        closing: _closing.Closing | None = None,
     ) -> None:
         self.kube = kube
+        # Shared with the reconciler: attestation.published never lands after a tombstone.
+        self.closing = closing or _closing.Closing()
         self.book = book
         self.signer = signer
         self.builder_id = builder_id
@@ -358,7 +361,8 @@ class Attestor:
             sleep=self.sleep,
         )
         signer = _signer_label(self.signer)
-        self.book.append(
+        self.closing.append(
+            self.book,
             uid,
             ledger.Kind.ATTESTATION_PUBLISHED,
             self.actor,

@@ -14,7 +14,6 @@ import base64
 import datetime
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 from continue_orchestrator import api, errors, ledger, runner
 from continue_orchestrator.controller import (
     _attestation,
+    _closing,
     _gateway,
     _kube,
     _manifests,
@@ -74,9 +74,7 @@ class Reconciler:
         self.gateway = gateway
         self.settings = settings
         self.attestor = attestor
-        # A run's run.finished and its tombstone are written by different handlers (the
-        # pod's or the timer's, and the finalizer's), which kopf may run at once.
-        self._closing = threading.Lock()
+        self._closing = attestor.closing if attestor is not None else _closing.Closing()
 
     # -- entry points -------------------------------------------------------------------
 
@@ -268,10 +266,11 @@ class Reconciler:
     def delete(self, body: Mapping[str, Any]) -> None:
         """The finalizer: the ledger's tombstone goes in before the run's objects go."""
         uid, namespace, run_name = _uid(body), _namespace(body), _name(body)
-        with self._closing:
-            kinds = {entry.kind for entry in self.book.entries(run_uid=uid)}
+        with self._closing.turn():
+            entries = list(self.book.entries(run_uid=uid))
+            kinds = {entry.kind for entry in entries}
             if kinds and ledger.Kind.TOMBSTONE not in kinds:
-                if ledger.Kind.RUN_FINISHED not in kinds:
+                if not _closing.finished_by(entries, self.settings.actor):
                     self.book.append(
                         uid,
                         ledger.Kind.RUN_FINISHED,
@@ -313,23 +312,26 @@ class Reconciler:
         self, body: Mapping[str, Any], status: Mapping[str, Any], outcome: _outcome.Outcome
     ) -> None:
         sealed = self._unregister(body)
-        with self._closing:  # the finalizer may have closed the run's ledger meanwhile
-            kinds = {entry.kind for entry in self.book.entries(run_uid=_uid(body))}
-            if ledger.Kind.TOMBSTONE not in kinds:
-                self._record(
-                    body,
-                    ledger.Kind.RUN_FINISHED,
-                    {
-                        "phase": outcome.phase.value,
-                        "reason": outcome.reason,
-                        "message": outcome.message,
-                        "startTime": status.get("startTime"),
-                        "completionTime": status.get("completionTime"),
-                        "inputsDigest": status.get("inputsDigest"),
-                        "policyDigest": status.get("policyDigest"),
-                        "recordDigest": (sealed or {}).get("recordDigest"),
-                    },
-                )
+        # The finalizer may have closed the run's ledger meanwhile.
+        self._closing.append(
+            self.book,
+            _uid(body),
+            ledger.Kind.RUN_FINISHED,
+            self.settings.actor,
+            self._payload(
+                body,
+                {
+                    "phase": outcome.phase.value,
+                    "reason": outcome.reason,
+                    "message": outcome.message,
+                    "startTime": status.get("startTime"),
+                    "completionTime": status.get("completionTime"),
+                    "inputsDigest": status.get("inputsDigest"),
+                    "policyDigest": status.get("policyDigest"),
+                    "recordDigest": (sealed or {}).get("recordDigest"),
+                },
+            ),
+        )
         _metrics.RUNS_FINISHED.labels(outcome.phase.value, outcome.reason).inc()
         kind = "Normal" if outcome.phase is api.Phase.SUCCEEDED else "Warning"
         self._event(body, outcome.phase.value, f"{outcome.reason}: {outcome.message}", kind)
@@ -371,8 +373,9 @@ class Reconciler:
     def _ensure_finished_recorded(self, body: Mapping[str, Any]) -> None:
         """After a restart: a terminal run whose run.finished did not make it is completed."""
         uid = _uid(body)
-        kinds = {entry.kind for entry in self.book.entries(run_uid=uid)}
-        if ledger.Kind.RUN_FINISHED in kinds or ledger.Kind.TOMBSTONE in kinds:
+        entries = list(self.book.entries(run_uid=uid))
+        kinds = {entry.kind for entry in entries}
+        if _closing.finished_by(entries, self.settings.actor) or ledger.Kind.TOMBSTONE in kinds:
             return
         status = body.get("status") or {}
         completed = _outcome.condition(status, "Completed") or {}
@@ -474,12 +477,15 @@ class Reconciler:
         return payload
 
     def _record(self, body: Mapping[str, Any], kind: ledger.Kind, payload: JSON) -> None:
-        payload = {
+        self.book.append(_uid(body), kind, self.settings.actor, self._payload(body, payload))
+
+    @staticmethod
+    def _payload(body: Mapping[str, Any], payload: JSON) -> JSON:
+        return {
             "name": _name(body),
             "namespace": _namespace(body),
             **{key: value for key, value in payload.items() if value is not None},
         }
-        self.book.append(_uid(body), kind, self.settings.actor, payload)
 
     def _plan_from_secret(
         self, body: Mapping[str, Any], secret: Mapping[str, Any]
