@@ -62,17 +62,7 @@ class _Rule:
         self.reason = rule.reason
 
         def globs(field: str, patterns: list[str], *, segments: bool) -> re.Pattern[str] | None:
-            if not patterns:
-                return None
-            for position, pattern in enumerate(patterns):
-                try:
-                    _glob.compile_globs([pattern], segments=segments)
-                except (_glob.GlobSyntaxError, re.error) as error:
-                    raise errors.PolicyError(
-                        f"{field}[{position}] {pattern!r} is not a valid glob: {error}",
-                        where=f"{where}.{field}",
-                    ) from None
-            return _glob.compile_globs(patterns, segments=segments)
+            return _glob.compile_checked(patterns, segments=segments, field=field, where=where)
 
         for position, pattern in enumerate(rule.paths):
             if pattern.startswith("/") or ".." in pattern.split("/") or "\\" in pattern:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from continue_orchestrator import errors
+
 Matcher = re.Pattern[str]
 
 
@@ -97,3 +99,21 @@ def compile_globs(patterns: Sequence[str], *, segments: bool) -> Matcher:
     """One regular expression matching any of ``patterns`` (use ``fullmatch``)."""
     translate = translate_segments if segments else translate_text
     return re.compile("|".join(f"(?:{translate(p)})" for p in patterns), re.DOTALL)
+
+
+def compile_checked(
+    patterns: Sequence[str], *, segments: bool, field: str, where: str
+) -> Matcher | None:
+    """``compile_globs`` of a policy field (None when empty); a bad glob is an
+    ``errors.PolicyError`` naming its place, ``WHERE.FIELD[i]``."""
+    if not patterns:
+        return None
+    for position, pattern in enumerate(patterns):
+        try:
+            compile_globs([pattern], segments=segments)
+        except (GlobSyntaxError, re.error) as error:
+            raise errors.PolicyError(
+                f"{field}[{position}] {pattern!r} is not a valid glob: {error}",
+                where=f"{where}.{field}[{position}]",
+            ) from None
+    return compile_globs(patterns, segments=segments)

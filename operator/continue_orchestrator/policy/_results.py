@@ -11,7 +11,6 @@ a hostile result nor a careless pattern can make the check backtrack.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -76,17 +75,7 @@ class _Rule:
         self.name = rule.name
         self.qualified = f"{policy_name}/{rule.name}"
         self.reason = rule.reason
-        self.tools: re.Pattern[str] | None = None
-        for position, glob in enumerate(rule.tools):
-            try:
-                _glob.compile_globs([glob], segments=True)
-            except (_glob.GlobSyntaxError, re.error) as error:
-                raise errors.PolicyError(
-                    f"tools[{position}] {glob!r} is not a valid glob: {error}",
-                    where=f"{where}.tools[{position}]",
-                ) from None
-        if rule.tools:
-            self.tools = _glob.compile_globs(rule.tools, segments=True)
+        self.tools = _glob.compile_checked(rule.tools, segments=True, field="tools", where=where)
         self.patterns: Any = None
         for position, pattern in enumerate(rule.patterns):
             _check_pattern(pattern, where=f"{where}.patterns[{position}]")
