@@ -205,3 +205,20 @@ models:
     apiKey: ${{ secrets.OPENAI_API_KEY }}
     roles: [chat, edit]
 """
+
+
+def probe_report(state_dir: pathlib.Path, uid: str, call_id: str) -> dict[str, Any]:
+    """What a probe the agent ran printed on its ``PROBE {json}`` line, read from the run's
+    record (the tool result the gateway saw), never from anything the agent claims."""
+    from continue_orchestrator import records
+
+    store = records.BlobStore(str(state_dir / "records"))
+    results = [
+        json.loads(store.get(x.blobs["result"]))
+        for x in records.load(store, uid).exchanges
+        if x.kind == "tool.result" and x.facts.get("toolCallId") == call_id
+    ]
+    assert len(results) == 1, results
+    line = next(w for w in str(results[0]["content"]).splitlines() if "PROBE " in w)
+    found: dict[str, Any] = json.loads(line.split("PROBE ", 1)[1])
+    return found

@@ -20,7 +20,6 @@ record (the tool result the gateway saw), not from anything the agent claims.
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 import secrets
@@ -29,8 +28,9 @@ import textwrap
 
 import pytest
 import yaml
+from tests import runner_support
 
-from continue_orchestrator import local, records
+from continue_orchestrator import local
 
 pytestmark = [
     pytest.mark.sandbox,
@@ -158,15 +158,7 @@ def test_the_model_key_is_nowhere_in_the_sandbox(
     assert len(model.authorizations) == 3, model.failures
     assert set(model.authorizations) == {f"Bearer {model_key}"}
 
-    store = records.BlobStore(str(tmp_path / "state" / "records"))
-    results = [
-        json.loads(store.get(x.blobs["result"]))
-        for x in records.load(store, report.uid).exchanges
-        if x.kind == "tool.result" and x.facts.get("toolCallId") == "call_probe"
-    ]
-    assert len(results) == 1
-    line = next(w for w in str(results[0]["content"]).splitlines() if "PROBE " in w)
-    found = json.loads(line.split("PROBE ", 1)[1])
+    found = runner_support.probe_report(tmp_path / "state", report.uid, "call_probe")
     assert found["model-key"] == [], found
     # The positive control: a delivered secret is seen, in the agent's config and the
     # run directory (the pod's mounted secrets/), so the search does find values.

@@ -11,7 +11,6 @@ claims.
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 import shutil
@@ -22,8 +21,9 @@ from collections.abc import Iterator
 
 import pytest
 import yaml
+from tests import runner_support
 
-from continue_orchestrator import ledger, local, records
+from continue_orchestrator import ledger, local
 
 pytestmark = [
     pytest.mark.sandbox,
@@ -126,15 +126,7 @@ def test_only_the_gateway_answers_the_agent(
     )
     assert [c.delivered for c in report.tool_calls] == [True, True], report.tool_calls
 
-    store = records.BlobStore(str(tmp_path / "state" / "records"))
-    results = [
-        json.loads(store.get(x.blobs["result"]))
-        for x in records.load(store, report.uid).exchanges
-        if x.kind == "tool.result" and x.facts.get("toolCallId") == "call_probe"
-    ]
-    assert len(results) == 1
-    line = next(w for w in str(results[0]["content"]).splitlines() if "PROBE " in w)
-    found = json.loads(line.split("PROBE ", 1)[1])
+    found = runner_support.probe_report(tmp_path / "state", report.uid, "call_probe")
     assert found.pop("gateway") == "connected"
     assert found.pop("admin-with-run-token") == "401"
     assert set(found) == {"gateway-host-other-port", "loopback", "other-host-address", "internet"}

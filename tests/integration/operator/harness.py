@@ -376,9 +376,14 @@ def exactly_once(cluster: Cluster, operator: Operator, namespace: str, names: li
         assert len(terminal) == 1 and terminal[0].get("count", 1) == 1, (name, terminal)
 
 
-def report(executor: PodExecutor, namespace: str, pod: str) -> JSON:
-    """What the stand-in runner saw in its sandbox (its first stdout line)."""
-    for line in executor.logs(namespace, pod).splitlines():
-        if line.startswith('{"report"'):
-            return dict(json.loads(line)["report"])
-    raise AssertionError(f"no report in the log of pod {namespace}/{pod}")
+def report(executor: PodExecutor, namespace: str, pod: str, *, timeout: float = 0) -> JSON:
+    """What the stand-in runner saw in its sandbox (its first stdout line), waiting up to
+    ``timeout`` seconds for it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for line in executor.logs(namespace, pod).splitlines():
+            if line.startswith('{"report"'):
+                return dict(json.loads(line)["report"])
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"no report in the log of pod {namespace}/{pod}")
+        time.sleep(0.5)
