@@ -22,6 +22,7 @@ from continue_orchestrator.policy._engine import (
     Policy,
     PolicySet,
     cel_data,
+    compile_snapshot,
     decide,
     outcomes,
 )
@@ -43,6 +44,12 @@ from continue_orchestrator.policy._results import (
 )
 from continue_orchestrator.policy._shell import CommandLine, ShellRejectedError, SimpleCommand
 from continue_orchestrator.policy._shell import split as split_command
+from continue_orchestrator.policy._snapshot import canonical as canonical_json
+from continue_orchestrator.policy._snapshot import content as snapshot_content
+from continue_orchestrator.policy._snapshot import digest_of as snapshot_digest
+from continue_orchestrator.policy._snapshot import document as snapshot_document
+from continue_orchestrator.policy._snapshot import source_digests as snapshot_source_digests
+from continue_orchestrator.policy._snapshot import sources_of as snapshot_sources
 from continue_orchestrator.policy._tools import (
     BUILT_IN_TOOLS,
     UnmappableError,
@@ -70,8 +77,10 @@ __all__ = [
     "ToolCall",
     "ToolResult",
     "UnmappableError",
+    "canonical_json",
     "cel_data",
     "compile",
+    "compile_snapshot",
     "decide",
     "decide_subject",
     "decide_tool_call",
@@ -85,6 +94,11 @@ __all__ = [
     "requests_for",
     "resolve_symlinks",
     "result_text",
+    "snapshot_content",
+    "snapshot_digest",
+    "snapshot_document",
+    "snapshot_source_digests",
+    "snapshot_sources",
     "split_command",
     "strictest",
     "to_permissions_yaml",

@@ -8,7 +8,6 @@ rule, else its default effect); across policies the stricter effect wins.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import pathlib
 import re
@@ -16,10 +15,9 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import regex
-import rfc8785
 
 from continue_orchestrator import api, errors
-from continue_orchestrator.policy import _cel, _glob, _paths, _request, _results
+from continue_orchestrator.policy import _cel, _glob, _paths, _request, _results, _snapshot
 
 Policy = api.RunPolicy | api.ClusterRunPolicy
 
@@ -487,17 +485,8 @@ class PolicySet:
             (c.label, c.tool_results) for c in self.compiled if c.tool_results is not None
         )
         """The policies that check tool results; empty when none does."""
-        snapshot = [
-            {
-                "kind": p.kind,
-                "name": p.metadata.name or "",
-                "namespace": p.metadata.namespace or "",
-                "spec": p.spec.wire(),
-            }
-            for p in self.policies
-        ]
-        canonical: bytes = rfc8785.dumps(snapshot)  # type: ignore[arg-type]
-        self.digest = "sha256:" + hashlib.sha256(canonical).hexdigest()
+        self.digest: str = _snapshot.digest_of(self.policies)
+        """``sha256:…`` of the set's snapshot (``policy.snapshot_content``)."""
 
     def find(self, label: str) -> Policy | None:
         """The policy a ``Decision.policy`` label names (for its approvers and timeout)."""
@@ -517,6 +506,11 @@ def compile_policies(policies: Sequence[Policy]) -> PolicySet:
                 where="policy.compile",
             )
     return PolicySet(policies)
+
+
+def compile_snapshot(snapshot: bytes, *, where: str = "policy snapshot") -> PolicySet:
+    """Compile the set a snapshot's canonical bytes hold; its digest is theirs."""
+    return compile_policies(_snapshot.sources_of(snapshot, where=where))
 
 
 def _paths_of(
