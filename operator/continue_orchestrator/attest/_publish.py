@@ -8,7 +8,6 @@ lesson of Tekton Chains users who saw ``signed=true`` with nothing signed.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import time
@@ -20,7 +19,7 @@ from typing import Literal, Protocol
 import prometheus_client
 from pydantic import BaseModel, ConfigDict
 
-from continue_orchestrator import errors
+from continue_orchestrator import digest, errors
 from continue_orchestrator.attest import _signers, _statement
 
 SIGNING_FAILURES = prometheus_client.Counter(
@@ -134,6 +133,7 @@ def publish(
     if attempts < 1:
         raise ValueError("attempts must be at least 1")
     payload = statement.to_bytes()
+    statement_digest = digest.text(payload)
     reason = ""
     for attempt in range(1, attempts + 1):
         stage: Stage = "sign"
@@ -165,9 +165,9 @@ def publish(
             signed=True,
             mode=signer.mode,
             attempts=attempt,
-            bundle_digest=f"sha256:{hashlib.sha256(stored).hexdigest()}",
+            bundle_digest=digest.text(stored),
             location=location,
-            statement_digest=f"sha256:{hashlib.sha256(payload).hexdigest()}",
+            statement_digest=statement_digest,
             at=datetime.now(UTC),
         )
     return SigningStatus(
@@ -175,7 +175,7 @@ def publish(
         signed=False,
         mode=signer.mode,
         attempts=attempts,
-        statement_digest=f"sha256:{hashlib.sha256(payload).hexdigest()}",
+        statement_digest=statement_digest,
         reason=reason,
         at=datetime.now(UTC),
     )

@@ -9,11 +9,10 @@ signature is ``orchestrator verify``'s job, with a key or identity you trust.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import pathlib
 import sys
 
-from continue_orchestrator import api, controller, errors
+from continue_orchestrator import api, controller, digest, errors
 from continue_orchestrator.cli import _kubeconfig
 
 
@@ -57,8 +56,8 @@ def _get(args: argparse.Namespace) -> int:
             where=f"{where} status.attestation",
             fix="wait for the operator, or see the Attested condition for the reason",
         )
-    location, digest = attestation.get("location"), attestation.get("digest")
-    if not location or not digest:
+    location, recorded = attestation.get("location"), attestation.get("digest")
+    if not location or not recorded:
         raise errors.AttestationError(
             "status.attestation says signed but names no location or digest",
             where=f"{where} status.attestation",
@@ -66,10 +65,10 @@ def _get(args: argparse.Namespace) -> int:
         )
     with _kubeconfig.api_errors(f"fetching the bundle of {where}"):
         bundle = controller.fetch_bundle(kube, str(location))
-    actual = "sha256:" + hashlib.sha256(bundle).hexdigest()
-    if actual != digest:
+    actual = digest.text(bundle)
+    if actual != recorded:
         raise errors.AttestationError(
-            f"the stored bundle's digest is {actual}, the status says {digest}",
+            f"the stored bundle's digest is {actual}, the status says {recorded}",
             where=str(location),
             fix="the bundle was replaced after signing; do not trust it",
         )
@@ -83,7 +82,7 @@ def _get(args: argparse.Namespace) -> int:
             raise errors.AttestationError(
                 f"cannot write: {error.strerror}", where=str(args.output)
             ) from error
-        print(f"{args.output}: bundle of {where} ({digest}, from {location})", file=sys.stderr)
+        print(f"{args.output}: bundle of {where} ({recorded}, from {location})", file=sys.stderr)
     return 0
 
 

@@ -8,20 +8,26 @@ renamed into place: a crash leaves either the whole blob or nothing, never half 
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
 import tempfile
 from pathlib import Path
 
-from continue_orchestrator import errors
-
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+from continue_orchestrator import digest, errors
 
 
 def digest_of(data: bytes) -> str:
-    """The store's name for ``data``: ``"sha256:"`` and the hex SHA-256."""
-    return "sha256:" + hashlib.sha256(data).hexdigest()
+    """The store's name for ``data``: its ``sha256:<hex>`` text (``digest.text``)."""
+    return digest.text(data)
+
+
+def _named(name: str) -> digest.Digest | None:
+    """The digest a blob's name stands for, or None unless ``name`` is exactly the
+    ``sha256:<hex>`` text the store writes (no bare hex, no spaces, no other case)."""
+    try:
+        parsed = digest.Digest.parse(name)
+    except errors.OrchestratorError:
+        return None
+    return parsed if str(parsed) == name else None
 
 
 class BlobStore:
@@ -39,22 +45,22 @@ class BlobStore:
                 fix="point the record store at a writable directory",
             ) from error
 
-    def path(self, digest: str) -> Path:
-        if not _DIGEST.fullmatch(digest):
+    def path(self, name: str) -> Path:
+        named = _named(name)
+        if named is None:
             raise errors.RecordError(
-                f"not a blob digest: {digest!r}",
+                f"not a blob digest: {name!r}",
                 where=str(self.root),
                 fix='digests look like "sha256:" followed by 64 lowercase hex digits',
             )
-        hexdigest = digest.removeprefix("sha256:")
-        return self.root / "sha256" / hexdigest[:2] / hexdigest[2:]
+        return self.root / "sha256" / named.hex[:2] / named.hex[2:]
 
     def put(self, data: bytes) -> str:
         """Store ``data`` (idempotent) and return its digest."""
-        digest = digest_of(data)
-        target = self.path(digest)
+        name = digest_of(data)
+        target = self.path(name)
         if target.exists():
-            return digest
+            return name
         target.parent.mkdir(exist_ok=True)
         fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
         try:
@@ -67,34 +73,30 @@ class BlobStore:
         except OSError as error:
             Path(temporary).unlink(missing_ok=True)
             raise errors.RecordError(
-                f"cannot write blob {digest}: {error.strerror}",
+                f"cannot write blob {name}: {error.strerror}",
                 where=str(target),
                 fix="check free space and permissions of the record store",
             ) from error
-        return digest
+        return name
 
-    def get(self, digest: str) -> bytes:
-        """The bytes named ``digest``; raises if missing or if they no longer match it."""
-        target = self.path(digest)
+    def get(self, name: str) -> bytes:
+        """The bytes named ``name``; raises if missing or if they no longer match it."""
+        target = self.path(name)
         try:
             data = target.read_bytes()
         except FileNotFoundError as error:
             raise errors.RecordError(
-                f"blob {digest} is not in the store",
+                f"blob {name} is not in the store",
                 where=str(self.root),
                 fix="the record was written to another store, or the blob was deleted",
             ) from error
-        if digest_of(data) != digest:
+        if digest_of(data) != name:
             raise errors.RecordError(
-                f"blob {digest} was altered: its bytes hash to {digest_of(data)}",
+                f"blob {name} was altered: its bytes hash to {digest_of(data)}",
                 where=str(target),
                 fix="restore the store from a trusted copy; do not trust this run's record",
             )
         return data
 
-    def __contains__(self, digest: object) -> bool:
-        return (
-            isinstance(digest, str)
-            and _DIGEST.fullmatch(digest) is not None
-            and (self.path(digest).exists())
-        )
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and _named(name) is not None and self.path(name).exists()

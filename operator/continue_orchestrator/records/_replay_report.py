@@ -9,7 +9,6 @@ tool-call sequence and the workspace diff all matched.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from typing import Any
 
 import rfc8785
 
-from continue_orchestrator import errors
+from continue_orchestrator import digest, errors
 from continue_orchestrator.records import _record, _replay
 
 INPUT_NAMES = ("spec", "commit", "config", "policy", "image", "cli")
@@ -30,7 +29,7 @@ REPLAY_FIELDS = ("replayOf", "trigger", "cancel")
 def spec_digest(spec: Mapping[str, Any]) -> str:
     """SHA-256 of the canonical wire spec, without the fields in ``REPLAY_FIELDS``."""
     kept = {key: value for key, value in spec.items() if key not in REPLAY_FIELDS}
-    return "sha256:" + hashlib.sha256(rfc8785.dumps(kept)).hexdigest()
+    return digest.text(rfc8785.dumps(kept))
 
 
 def input_digests(
@@ -48,7 +47,7 @@ def input_digests(
     return {
         "spec": spec_digest(spec),
         "commit": repository.get("commit"),
-        "config": "sha256:" + hashlib.sha256(config.encode("utf-8")).hexdigest(),
+        "config": digest.text(config),
         "policy": policy_digest,
         "image": runner_image,
         "cli": cli,

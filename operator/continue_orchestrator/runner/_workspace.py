@@ -24,7 +24,7 @@ import tempfile
 import urllib.parse
 from collections.abc import Mapping, Sequence
 
-from continue_orchestrator import errors
+from continue_orchestrator import digest, errors
 from continue_orchestrator.runner import _bundle
 
 BRANCH = "orchestrator-run"
@@ -173,7 +173,7 @@ def diff(workspace: pathlib.Path, base: str, *, limit: int) -> Diff:
         base=base,
         patch=patch[:limit],
         files=files,
-        digest="sha256:" + hashlib.sha256(patch).hexdigest(),
+        digest=digest.text(patch),
         size=len(patch),
         truncated=len(patch) > limit,
     )
@@ -182,7 +182,7 @@ def diff(workspace: pathlib.Path, base: str, *, limit: int) -> Diff:
 TREE_MAX_DEPTH = 512
 """Deeper workspaces get no tree digest rather than one file descriptor per level."""
 _CHUNK = 1 << 20
-_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+_EMPTY_SHA256 = digest.Digest.of(b"").hex.encode()
 
 
 def tree_digest(workspace: pathlib.Path) -> str:
@@ -235,11 +235,11 @@ def tree_digest(workspace: pathlib.Path) -> str:
                     continue
                 if stat.S_ISLNK(info.st_mode):
                     target = os.readlink(name, dir_fd=directory)
-                    records.append((path, b"link " + _hex(target)))
+                    records.append((path, b"link " + digest.Digest.of(target).hex.encode()))
                 elif stat.S_ISREG(info.st_mode):
                     records.append((path, _file_record(directory, name)))
                 else:
-                    records.append((path, b"other " + _EMPTY_SHA256.encode()))
+                    records.append((path, b"other " + _EMPTY_SHA256))
             except OSError as error:
                 raise errors.RunnerError(
                     f"cannot read {os.fsdecode(path)!r} for the tree digest: {error.strerror}",
@@ -251,7 +251,7 @@ def tree_digest(workspace: pathlib.Path) -> str:
     listing = hashlib.sha256()
     for path, record in sorted(records):
         listing.update(record + b" " + path + b"\0")
-    return "sha256:" + listing.hexdigest()
+    return str(digest.Digest.from_hash(listing))
 
 
 def _names(directory: int, path: bytes, where: str) -> list[bytes]:
@@ -264,10 +264,6 @@ def _names(directory: int, path: bytes, where: str) -> list[bytes]:
         ) from error
 
 
-def _hex(data: bytes) -> bytes:
-    return hashlib.sha256(data).hexdigest().encode()
-
-
 def _file_record(directory: int, name: bytes) -> bytes:
     # O_NOFOLLOW and O_NONBLOCK: a file swapped for a link or a fifo is neither followed
     # nor waited on; fstat then says what was really opened.
@@ -276,14 +272,14 @@ def _file_record(directory: int, name: bytes) -> bytes:
     try:
         info = os.fstat(descriptor)
         if not stat.S_ISREG(info.st_mode):
-            return b"other " + _EMPTY_SHA256.encode()
+            return b"other " + _EMPTY_SHA256
         content = hashlib.sha256()
         while chunk := os.read(descriptor, _CHUNK):
             content.update(chunk)
     finally:
         os.close(descriptor)
     kind = b"exec " if info.st_mode & stat.S_IXUSR else b"file "
-    return kind + content.hexdigest().encode()
+    return kind + digest.Digest.from_hash(content).hex.encode()
 
 
 def _check_scrubbed(git_dir: pathlib.Path, credentials: _bundle.Credentials) -> None:
