@@ -5,7 +5,9 @@ time, including tool calls streamed as ``tool_calls`` deltas with ``finish_reaso
 "tool_calls"`` the way real providers send them. Each request to ``/v1/chat/completions``
 consumes the next turn. A turn may state what it expects of the request (the last
 message's role, text it must contain); a request that does not meet it is answered with
-HTTP 409 and kept in ``failures`` so a test can tell which turn went wrong and why.
+HTTP 409 and kept in ``failures`` so a test can tell which turn went wrong and why. The
+wire (routes, the streamed chunks) is ``records.ChatServer``'s, which the replay model
+speaks too.
 
 Script format::
 
@@ -34,17 +36,12 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from continue_orchestrator import errors
+from continue_orchestrator import errors, records
 
-_CREATED = 1_700_000_000  # fixed so responses are byte-identical between runs
-_ARGUMENT_CHUNK = 16  # streamed argument fragments, like providers do
+_TEXT_DELTA = 32  # text streamed in pieces, like providers do
+_USAGE = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
 
-
-@dataclass(frozen=True)
-class ToolCall:
-    name: str
-    arguments: str  # JSON text, as providers send it
-    id: str
+ToolCall = records.ChatToolCall
 
 
 @dataclass(frozen=True)
@@ -147,7 +144,7 @@ class Failure:
 
 
 @dataclass
-class ScriptedModel:
+class ScriptedModel(records.ChatServer):
     """Serves ``script`` on ``/v1/chat/completions`` (also ``/chat/completions``)."""
 
     script: Script
@@ -155,38 +152,20 @@ class ScriptedModel:
     failures: list[Failure] = field(default_factory=list)
     authorizations: list[str] = field(default_factory=list)
     _next: int = 0
-    _runner: web.AppRunner | None = None
-    port: int = 0
 
     @property
     def exhausted(self) -> bool:
         return not self.script.loop and self._next >= len(self.script.turns)
 
     def app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", self._handle)
-        app.router.add_post("/chat/completions", self._handle)
+        app = super().app()
         app.router.add_get("/v1/models", self._models)
         return app
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        """Listen and return the base URL clients use as ``apiBase`` (ends in ``/v1``)."""
-        self._runner = web.AppRunner(self.app(), access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
-        return f"http://{host}:{self.port}/v1"
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
 
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": "scripted"}]})
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
+    async def chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.requests.append(body)
         self.authorizations.append(request.headers.get("Authorization", ""))
@@ -200,111 +179,29 @@ class ScriptedModel:
             return self._fail(index, problem)
         if turn.delay_ms:
             await asyncio.sleep(turn.delay_ms / 1000)
-        model = str(body.get("model") or "scripted")
-        if body.get("stream"):
-            return await _stream(request, turn, index, model, body)
-        return web.json_response(_completion(turn, index, model))
+        answer = records.ChatAnswer(
+            id=f"chatcmpl-scripted-{index}",
+            model=str(body.get("model") or "scripted"),
+            text=turn.text,
+            tool_calls=turn.tool_calls,
+            usage=_USAGE,
+            text_delta=_TEXT_DELTA,
+        )
+        return await records.chat_response(request, body, answer)
 
     def _fail(self, turn: int, what: str) -> web.Response:
         self.failures.append(Failure(turn, what))
-        return web.json_response(
-            {"error": {"message": f"scripted model, turn {turn}: {what}", "type": "script"}},
-            status=409,
-        )
-
-
-def _text_of(message: Mapping[str, Any]) -> str:
-    content = message.get("content")
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(str(part.get("text", "")) for part in content if isinstance(part, Mapping))
-    return ""
+        return records.chat_error(409, f"scripted model, turn {turn}: {what}", "script")
 
 
 def _unmet(turn: Turn, messages: Sequence[Mapping[str, Any]]) -> str | None:
     last = messages[-1] if messages else {}
+    text = records.message_text(last)
     if turn.expect_last_role and last.get("role") != turn.expect_last_role:
         return f"expected the last message from {turn.expect_last_role!r}, got {last.get('role')!r}"
-    if turn.expect_last_contains and turn.expect_last_contains not in _text_of(last):
+    if turn.expect_last_contains and turn.expect_last_contains not in text:
         return (
             f"expected the last message to contain {turn.expect_last_contains!r}, "
-            f"got {_text_of(last)[:200]!r}"
+            f"got {text[:200]!r}"
         )
     return None
-
-
-def _completion(turn: Turn, index: int, model: str) -> dict[str, Any]:
-    message: dict[str, Any] = {"role": "assistant", "content": turn.text or None}
-    if turn.tool_calls:
-        message["tool_calls"] = [
-            {
-                "id": call.id,
-                "type": "function",
-                "function": {"name": call.name, "arguments": call.arguments},
-            }
-            for call in turn.tool_calls
-        ]
-    return {
-        "id": f"chatcmpl-scripted-{index}",
-        "object": "chat.completion",
-        "created": _CREATED,
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": message,
-                "finish_reason": "tool_calls" if turn.tool_calls else "stop",
-            }
-        ],
-        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-    }
-
-
-async def _stream(
-    request: web.Request, turn: Turn, index: int, model: str, body: Mapping[str, Any]
-) -> web.StreamResponse:
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-    await response.prepare(request)
-
-    def chunk(delta: Mapping[str, Any], finish: str | None = None) -> bytes:
-        payload = {
-            "id": f"chatcmpl-scripted-{index}",
-            "object": "chat.completion.chunk",
-            "created": _CREATED,
-            "model": model,
-            "choices": [{"index": 0, "delta": dict(delta), "finish_reason": finish}],
-        }
-        return b"data: " + json.dumps(payload).encode() + b"\n\n"
-
-    await response.write(chunk({"role": "assistant", "content": ""}))
-    for start in range(0, len(turn.text), _ARGUMENT_CHUNK * 2):
-        await response.write(chunk({"content": turn.text[start : start + _ARGUMENT_CHUNK * 2]}))
-    for number, call in enumerate(turn.tool_calls):
-        head = {
-            "index": number,
-            "id": call.id,
-            "type": "function",
-            "function": {"name": call.name, "arguments": ""},
-        }
-        await response.write(chunk({"tool_calls": [head]}))
-        for start in range(0, len(call.arguments), _ARGUMENT_CHUNK):
-            fragment = call.arguments[start : start + _ARGUMENT_CHUNK]
-            await response.write(
-                chunk({"tool_calls": [{"index": number, "function": {"arguments": fragment}}]})
-            )
-    await response.write(chunk({}, "tool_calls" if turn.tool_calls else "stop"))
-    options = body.get("stream_options")
-    if isinstance(options, Mapping) and options.get("include_usage"):
-        usage = {
-            "id": f"chatcmpl-scripted-{index}",
-            "object": "chat.completion.chunk",
-            "created": _CREATED,
-            "model": model,
-            "choices": [],
-            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-        }
-        await response.write(b"data: " + json.dumps(usage).encode() + b"\n\n")
-    await response.write(b"data: [DONE]\n\n")
-    await response.write_eof()
-    return response

@@ -5,9 +5,19 @@ exchanges in order, each pointing at blobs, and seals into one manifest digest. 
 gateway writes both; replay and attestations read them.
 ``ReplayModel`` plays a sealed record back as an upstream model; ``compare`` and
 ``build_replay_report`` say where a replay departs from it (docs/replay.md).
+``ChatServer`` is the OpenAI-compatible server it and ``local.ScriptedModel`` both are:
+``ChatAnswer`` is one assistant turn, sent whole or streamed by ``chat_response``.
 """
 
 from continue_orchestrator.records._blobs import BlobStore, digest_of
+from continue_orchestrator.records._chat import (
+    ChatAnswer,
+    ChatServer,
+    ChatToolCall,
+    chat_error,
+    chat_response,
+    message_text,
+)
 from continue_orchestrator.records._record import (
     Exchange,
     RunRecord,
@@ -44,6 +54,9 @@ __all__ = [
     "INPUT_NAMES",
     "NORMALISATION_VERSION",
     "BlobStore",
+    "ChatAnswer",
+    "ChatServer",
+    "ChatToolCall",
     "Divergence",
     "Exchange",
     "InputDrift",
@@ -54,11 +67,14 @@ __all__ = [
     "RunRecord",
     "RunSummary",
     "build_replay_report",
+    "chat_error",
+    "chat_response",
     "compare",
     "digest_of",
     "input_digests",
     "input_drift",
     "load",
+    "message_text",
     "normalise",
     "normalised_request_hash",
     "record_by_digest",

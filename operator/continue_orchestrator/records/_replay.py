@@ -24,7 +24,7 @@ import rfc8785
 from aiohttp import web
 
 from continue_orchestrator import errors
-from continue_orchestrator.records import _blobs, _record, _redact
+from continue_orchestrator.records import _blobs, _chat, _record, _redact
 
 NORMALISATION_VERSION = 1
 """Bump whenever a rule below changes: reports name the version they compared with."""
@@ -46,7 +46,7 @@ def working_directory(body: Mapping[str, Any]) -> str | None:
     """The working directory the Continue CLI states in the request's system prompt."""
     for message in body.get("messages") or []:
         if isinstance(message, Mapping) and message.get("role") == "system":
-            found = _WORKING_DIRECTORY.search(_text(message))
+            found = _WORKING_DIRECTORY.search(_chat.message_text(message))
             if found:
                 return found.group(1).strip()
     return None
@@ -341,15 +341,6 @@ def _call_for(messages: Sequence[Any], index: int) -> dict[str, Any] | None:
     return None
 
 
-def _text(message: Mapping[str, Any]) -> str:
-    content = message.get("content")
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(str(part.get("text", "")) for part in content if isinstance(part, Mapping))
-    return ""
-
-
 def _message_lines(message: Any) -> list[str]:
     """A message for a diff: its other fields on one line, then its text line by line."""
     if message is None:
@@ -376,7 +367,7 @@ def _diff(old: list[str], new: list[str], step: int, index: int | None) -> str:
 
 
 @dataclass
-class ReplayModel:
+class ReplayModel(_chat.ChatServer):
     """An OpenAI-compatible upstream that plays back one recorded run.
 
     ``redact`` must be the redaction the recording used (the gateway stored redacted
@@ -388,8 +379,6 @@ class ReplayModel:
     divergence: Divergence | None = None
     served: int = 0
     requests: int = 0
-    port: int = 0
-    _runner: web.AppRunner | None = None
 
     @classmethod
     def from_record(
@@ -403,25 +392,6 @@ class ReplayModel:
                 fix="replay a run whose agent reached the model",
             )
         return cls(turns, redact=redact or (lambda data: data))
-
-    def app(self) -> web.Application:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_post("/v1/chat/completions", self._handle)
-        app.router.add_post("/chat/completions", self._handle)
-        return app
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        """Listen and return the ``apiBase`` to register as the run's upstream (ends /v1)."""
-        self._runner = web.AppRunner(self.app(), access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, host, port).start()
-        self.port = int(self._runner.addresses[0][1])
-        return f"http://{host}:{self.port}/v1"
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
 
     def finish(self) -> Divergence | None:
         """The divergence, counting a run that stopped before the recording did."""
@@ -438,7 +408,7 @@ class ReplayModel:
             )
         return self.divergence
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
+    async def chat(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
         raw = self.redact(await request.read())
         try:
@@ -446,10 +416,7 @@ class ReplayModel:
         except ValueError:
             body = None
         if not isinstance(body, dict):
-            return web.json_response(
-                {"error": {"message": "the request body is not a JSON object", "type": "replay"}},
-                status=400,
-            )
+            return _chat.chat_error(400, "the request body is not a JSON object", "replay")
         if self.divergence is None:
             self.divergence = self._match(body)
             if self.divergence is None:
@@ -460,7 +427,14 @@ class ReplayModel:
                     body=turn.response, status=turn.status, content_type=content_type
                 )
         step = self.divergence.step if self.divergence.step is not None else self.served
-        return await _stop(request, body, _STOP_TEXT.format(step=step))
+        # A final text turn with no tool call: the agent's loop ends.
+        stop = _chat.ChatAnswer(
+            id="chatcmpl-replay-stop",
+            model=str(body.get("model") or "replay"),
+            text=_STOP_TEXT.format(step=step),
+            created=0,
+        )
+        return await _chat.chat_response(request, body, stop)
 
     def _match(self, body: Mapping[str, Any]) -> Divergence | None:
         if self.served >= len(self.turns):
@@ -478,38 +452,6 @@ class ReplayModel:
             )
         turn = self.turns[self.served]
         return compare(turn.body(), body, turn=turn.index, step=turn.step)
-
-
-async def _stop(request: web.Request, body: Mapping[str, Any], text: str) -> web.StreamResponse:
-    """A final assistant turn with ``text`` and no tool call: the agent's loop ends."""
-    model = str(body.get("model") or "replay")
-    head = {"id": "chatcmpl-replay-stop", "created": 0, "model": model}
-    if not body.get("stream"):
-        return web.json_response(
-            {
-                **head,
-                "object": "chat.completion",
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": text},
-                        "finish_reason": "stop",
-                    }
-                ],
-            }
-        )
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-    await response.prepare(request)
-    for delta, finish in (({"role": "assistant", "content": text}, None), ({}, "stop")):
-        chunk = {
-            **head,
-            "object": "chat.completion.chunk",
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        }
-        await response.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
-    await response.write(b"data: [DONE]\n\n")
-    await response.write_eof()
-    return response
 
 
 def replay_model(
