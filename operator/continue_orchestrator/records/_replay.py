@@ -281,37 +281,28 @@ def compare(
         if old == new:
             continue
         role = str((old or new or {}).get("role"))
-        diff = _diff(_message_lines(old), _message_lines(new), step, index)
+        cause: Cause = "agent-drift"
+        call = None
         if old is not None and new is not None and old.get("role") == new.get("role") == "tool":
+            cause = "environment"
             call = _call_for(recorded.get("messages") or [], index)
             name = (call or {}).get("function", {}).get("name") or "a tool"
-            return Divergence(
-                cause="environment",
-                what=f"the result of {name} (message {index}) differs from the recording",
-                message_index=index,
-                role=role,
-                recorded=old,
-                replayed=new,
-                tool_call=call,
-                diff=diff,
-                **common_digests,
-            )
-        if old is None or new is None:
-            what = (
-                f"the agent sent an extra message {index} ({role})"
-                if old is None
-                else f"the agent left out message {index} ({role})"
-            )
+            what = f"the result of {name} (message {index}) differs from the recording"
+        elif old is None:
+            what = f"the agent sent an extra message {index} ({role})"
+        elif new is None:
+            what = f"the agent left out message {index} ({role})"
         else:
             what = f"message {index} ({role}) differs from the recording"
         return Divergence(
-            cause="agent-drift",
+            cause=cause,
             what=what,
             message_index=index,
             role=role,
             recorded=old,
             replayed=new,
-            diff=diff,
+            tool_call=call,
+            diff=_diff(_message_lines(old), _message_lines(new), step, index),
             **common_digests,
         )
     keys = sorted(key for key in set(left) | set(right) if left.get(key) != right.get(key))
