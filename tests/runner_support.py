@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from tests import continue_config
 
 from continue_orchestrator import local, runner
 
@@ -192,19 +193,8 @@ def bundle_for(
     return runner.RunBundle.model_validate(json.loads(json.dumps(data)))
 
 
-CONFIG = """\
 # An unchanged user config: the runner must route it through the gateway.
-name: fixer
-version: 1.0.0
-schema: v1
-models:
-  - name: fixer
-    provider: openai
-    model: gpt-4.1
-    apiBase: https://api.openai.com/v1
-    apiKey: ${{ secrets.OPENAI_API_KEY }}
-    roles: [chat, edit]
-"""
+CONFIG = continue_config.text(roles="[chat, edit]")
 
 
 def probe_report(state_dir: pathlib.Path, uid: str, call_id: str) -> dict[str, Any]:

@@ -18,6 +18,8 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from tests import continue_config
+
 from continue_orchestrator import gateway, ledger, local, policy
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -158,9 +160,14 @@ async def run_agent(
     api_base = server.register_run(registration)
     config = root / "config.yaml"
     config.write_text(
-        "name: e2e\nversion: 0.0.1\nschema: v1\nmodels:\n  - name: scripted\n"
-        f"    provider: openai\n    model: scripted\n    apiBase: {api_base}\n"
-        f"    apiKey: {registration.token}\n    roles: [chat]\n"
+        continue_config.text(
+            name="e2e",
+            version="0.0.1",
+            model_name="scripted",
+            model="scripted",
+            api_base=api_base,
+            api_key=registration.token,
+        )
     )
     global_dir = root / "continue"
     global_dir.mkdir()

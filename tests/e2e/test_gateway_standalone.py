@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+from tests import continue_config
 
 from continue_orchestrator import api, controller, gateway, ledger, local, policy, records
 
@@ -122,10 +123,8 @@ def _registration(model_base: str, *, uid: str = "run-standalone") -> controller
         policy=json.dumps(manifests).encode(),
         policy_digest=digest,
         allowed_egress=("127.0.0.1",),
-        config=(
-            "name: demo\nversion: 1.0.0\nschema: v1\nmodels:\n"
-            "  - name: m\n    provider: openai\n    model: m\n"
-            f"    apiBase: {model_base}\n    apiKey: ${{{{ secrets.OPENAI_API_KEY }}}}\n"
+        config=continue_config.text(
+            name="demo", model_name="m", model="m", api_base=model_base, roles=None
         ),
         secrets={"OPENAI_API_KEY": UPSTREAM_KEY},
     )

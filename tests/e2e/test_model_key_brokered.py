@@ -28,7 +28,7 @@ import textwrap
 
 import pytest
 import yaml
-from tests import runner_support
+from tests import continue_config, runner_support
 
 from continue_orchestrator import local
 
@@ -75,20 +75,11 @@ PROBE = textwrap.dedent("""\
     print("PROBE " + json.dumps(found, sort_keys=True))
 """)
 
-CONFIG = """\
-name: brokered-key
-version: 1.0.0
-schema: v1
-models:
-  - name: fixer
-    provider: openai
-    model: gpt-4.1
-    apiBase: https://api.openai.com/v1
-    apiKey: ${{ secrets.OPENAI_API_KEY }}
-    roles: [chat, edit]
-rules:
-  - "Tracker token for the ticket system: ${{ secrets.TRACKER_TOKEN }}"
-"""
+CONFIG = continue_config.text(
+    name="brokered-key",
+    roles="[chat, edit]",
+    rest='rules:\n  - "Tracker token for the ticket system: ${{ secrets.TRACKER_TOKEN }}"\n',
+)
 
 POLICY = """\
 apiVersion: orchestrator.continue.dev/v1alpha1

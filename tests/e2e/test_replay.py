@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from tests import continue_config
 
 from continue_orchestrator import attest, cli, ledger, local, records
 from continue_orchestrator.local import _run
@@ -42,17 +43,7 @@ turns:
   - tool_calls: [{id: call_ci, name: Write, arguments: {filepath: ci.yml, content: "x"}}]
   - text: "Done: src/new.py holds X."
 """
-CONFIG = """name: replay
-version: 1.0.0
-schema: v1
-models:
-  - name: fixer
-    provider: openai
-    model: gpt-4.1
-    apiBase: https://api.openai.com/v1
-    apiKey: ${{ secrets.OPENAI_API_KEY }}
-    roles: [chat]
-"""
+CONFIG = continue_config.text(name="replay")
 POLICY = """apiVersion: orchestrator.continue.dev/v1alpha1
 kind: RunPolicy
 metadata: {name: replayer, namespace: demo}
@@ -289,7 +280,7 @@ def test_a_literal_model_key_is_in_no_record_and_the_run_still_replays(
     literal = "sk-literal-" + os.urandom(16).hex()
     project = Project(tmp_path)
     run = json.loads(project.manifest.read_text())
-    run["spec"]["agent"]["config"] = CONFIG.replace("${{ secrets.OPENAI_API_KEY }}", literal)
+    run["spec"]["agent"]["config"] = continue_config.text(name="replay", api_key=literal)
     project.manifest.write_text(json.dumps(run))
     project.script.write_text(
         "turns:\n"

@@ -23,6 +23,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from tests import continue_config
 from tests.integration import cluster_support as support
 from tests.kube import ControlPlane
 
@@ -534,9 +535,9 @@ def test_the_standalone_gateway_holds_calls_on_the_agentrun(
                 policy=json.dumps(controller.snapshot_document([resource])).encode(),
                 policy_digest=policy.compile([resource]).digest,
                 allowed_egress=("127.0.0.1",),
-                config=("name: a\nversion: 1.0.0\nschema: v1\nmodels:\n  - name: m\n"
-                        f"    provider: openai\n    model: m\n    apiBase: {model_base}\n"
-                        "    apiKey: ${{ secrets.KEY }}\n"),
+                config=continue_config.text(name="a", model_name="m", model="m",
+                                            api_base=model_base,
+                                            api_key="${{ secrets.KEY }}", roles=None),
                 secrets={"KEY": "sk-upstream-for-standalone-approvals"},
             )
         )  # fmt: skip

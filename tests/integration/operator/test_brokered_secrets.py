@@ -18,6 +18,7 @@ import tempfile
 from collections.abc import Iterator
 
 import pytest
+from tests import continue_config
 from tests.integration.operator import harness
 from tests.kube import ControlPlane, PodExecutor
 
@@ -25,22 +26,14 @@ from continue_orchestrator import controller, gateway, ledger
 
 pytestmark = pytest.mark.cluster
 
-CONFIG = """\
-name: brokered
-version: 0.0.1
-schema: v1
-models:
-  - name: fixer
-    provider: openai
-    model: gpt-4.1
-    apiBase: https://api.openai.com/v1
-    apiKey: ${{ secrets.OPENAI_API_KEY }}
+MCP_SERVERS = """\
 mcpServers:
   - name: tracker
     command: tracker-mcp
     env:
       TOKEN: ${{ secrets.API_TOKEN }}
 """
+CONFIG = continue_config.text(name="brokered", version="0.0.1", roles=None, rest=MCP_SERVERS)
 
 
 @pytest.fixture
@@ -202,7 +195,9 @@ def test_a_literal_model_key_goes_to_the_gateway_and_nowhere_in_the_pod(
     harness.setup_cluster(kube)
     cluster = harness.Cluster(kube)
     literal = "sk-literal-" + secrets.token_hex(16)
-    config = CONFIG.replace("${{ secrets.OPENAI_API_KEY }}", literal)
+    config = continue_config.text(
+        name="brokered", version="0.0.1", api_key=literal, roles=None, rest=MCP_SERVERS
+    )
     cluster.create(
         harness.run_policy(
             namespace,

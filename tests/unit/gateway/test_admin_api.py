@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
+from tests import continue_config
 
 from continue_orchestrator import api, controller, errors, gateway, local, policy, records
 
@@ -375,11 +376,8 @@ def test_client_registers_what_the_controller_hands_it(tmp_path: pathlib.Path) -
             policy=json.dumps(manifests).encode(),
             policy_digest=digest,
             allowed_egress=("127.0.0.1",),
-            config=(
-                "name: demo\nversion: 1.0.0\nschema: v1\nmodels:\n"
-                f"  - name: m\n    provider: openai\n    model: m\n"
-                f"    apiBase: {_model_base(model)}\n"
-                "    apiKey: ${{ secrets.OPENAI_API_KEY }}\n"
+            config=continue_config.text(
+                name="demo", model_name="m", model="m", api_base=_model_base(model), roles=None
             ),
             secrets={"OPENAI_API_KEY": "sk-from-the-run-secret"},
         )
@@ -437,8 +435,8 @@ def test_a_restarted_gateway_refuses_the_run_until_the_operator_registers_it_aga
             uid, name, namespace, token = "run-1", "r", "demo", TOKEN
             expires_at = time.time() + 600
             allowed_egress = ("127.0.0.1",)
-            config = (
-                f"models:\n  - model: m\n    apiBase: {_model_base(model)}\n    apiKey: k1234\n"
+            config = continue_config.text(
+                model="m", api_base=_model_base(model), api_key="k1234", roles=None
             )
             secrets: dict[str, str] = {}
             policy = json.dumps(snapshot()[0]).encode()
