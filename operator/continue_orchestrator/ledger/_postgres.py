@@ -10,7 +10,6 @@ ledger's role SELECT and INSERT only (plus DELETE on payloads, for tombstones).
 from __future__ import annotations
 
 import contextlib
-import threading
 import uuid
 from collections.abc import Iterator, Sequence
 
@@ -18,40 +17,14 @@ import psycopg
 from psycopg import sql
 
 from continue_orchestrator import errors
-from continue_orchestrator.ledger import _backend, _checkpoint, _entry
+from continue_orchestrator.ledger import _backend, _entry
 
 # Arbitrary but fixed: every writer of every ledger in a database takes this lock.
 _LOCK_KEY = 0x6C6564676572  # "ledger"
 
-SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS ledger_meta (key text PRIMARY KEY, value text NOT NULL);
-CREATE TABLE IF NOT EXISTS ledger_entries (
-    sequence bigint PRIMARY KEY,
-    run_uid text NOT NULL,
-    time text NOT NULL,
-    kind text NOT NULL,
-    actor text NOT NULL,
-    payload_digest text NOT NULL,
-    prev_hash text NOT NULL,
-    entry_hash text NOT NULL
-);
-CREATE INDEX IF NOT EXISTS ledger_entries_run ON ledger_entries (run_uid, sequence);
-CREATE TABLE IF NOT EXISTS ledger_payloads (sequence bigint PRIMARY KEY, payload text NOT NULL);
-CREATE TABLE IF NOT EXISTS ledger_redactions (
-    sequence bigint PRIMARY KEY,
-    tombstone bigint NOT NULL
-);
-CREATE TABLE IF NOT EXISTS ledger_checkpoints (
-    size bigint NOT NULL,
-    origin text NOT NULL,
-    root_hash text NOT NULL,
-    time text NOT NULL,
-    key_id text NOT NULL,
-    signature text NOT NULL,
-    frontier text NOT NULL,
-    PRIMARY KEY (size, key_id)
-);
-
+SCHEMA = (
+    _backend.tables(int64="bigint", text="text")
+    + f"""
 CREATE OR REPLACE FUNCTION ledger_reject() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     RAISE EXCEPTION '% is append-only: % rejected', TG_TABLE_NAME, TG_OP
@@ -81,35 +54,33 @@ BEGIN
     END IF;
     RETURN OLD;
 END $$;
-
-DROP TRIGGER IF EXISTS ledger_entries_chain ON ledger_entries;
-CREATE TRIGGER ledger_entries_chain BEFORE INSERT ON ledger_entries
-    FOR EACH ROW EXECUTE FUNCTION ledger_chain();
-DROP TRIGGER IF EXISTS ledger_payloads_redact ON ledger_payloads;
-CREATE TRIGGER ledger_payloads_redact BEFORE DELETE ON ledger_payloads
-    FOR EACH ROW EXECUTE FUNCTION ledger_redact_only();
-DROP TRIGGER IF EXISTS ledger_payloads_no_update ON ledger_payloads;
-CREATE TRIGGER ledger_payloads_no_update BEFORE UPDATE ON ledger_payloads
-    FOR EACH ROW EXECUTE FUNCTION ledger_reject();
-DROP TRIGGER IF EXISTS ledger_payloads_no_truncate ON ledger_payloads;
-CREATE TRIGGER ledger_payloads_no_truncate BEFORE TRUNCATE ON ledger_payloads
-    FOR EACH STATEMENT EXECUTE FUNCTION ledger_reject();
 """
+)
 
-_APPEND_ONLY = ("ledger_meta", "ledger_entries", "ledger_redactions", "ledger_checkpoints")
+
+def _trigger(table: str, name: str, event: str, function: str) -> str:
+    """(Re)create trigger ``{table}_{name}``, running ``function`` before ``event``: once
+    per statement for TRUNCATE, once per row otherwise."""
+    each = "STATEMENT" if event == "TRUNCATE" else "ROW"
+    return (
+        f"DROP TRIGGER IF EXISTS {table}_{name} ON {table};\n"
+        f"CREATE TRIGGER {table}_{name} BEFORE {event} ON {table} "
+        f"FOR EACH {each} EXECUTE FUNCTION {function}();"
+    )
 
 
-def _append_only_triggers() -> str:
-    statements = []
-    for table in _APPEND_ONLY:
-        statements.append(
-            f"DROP TRIGGER IF EXISTS {table}_append_only ON {table};\n"
-            f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
-            "FOR EACH ROW EXECUTE FUNCTION ledger_reject();\n"
-            f"DROP TRIGGER IF EXISTS {table}_no_truncate ON {table};\n"
-            f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
-            "FOR EACH STATEMENT EXECUTE FUNCTION ledger_reject();"
-        )
+def _triggers() -> str:
+    """Every trigger: the chain check on insert, payloads removed only by a tombstone,
+    and no UPDATE, DELETE or TRUNCATE of anything else."""
+    statements = [
+        _trigger("ledger_entries", "chain", "INSERT", "ledger_chain"),
+        _trigger("ledger_payloads", "redact", "DELETE", "ledger_redact_only"),
+        _trigger("ledger_payloads", "no_update", "UPDATE", "ledger_reject"),
+        _trigger("ledger_payloads", "no_truncate", "TRUNCATE", "ledger_reject"),
+    ]
+    for table in _backend.APPEND_ONLY:
+        statements.append(_trigger(table, "append_only", "UPDATE OR DELETE", "ledger_reject"))
+        statements.append(_trigger(table, "no_truncate", "TRUNCATE", "ledger_reject"))
     return "\n".join(statements)
 
 
@@ -129,13 +100,13 @@ def init(admin_url: str, *, writer_role: str | None = None) -> None:
     what appending needs: SELECT and INSERT, plus DELETE on payloads for tombstones."""
     with _connect(admin_url) as db, db.transaction():
         db.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
-        db.execute(SCHEMA + _append_only_triggers())
+        db.execute(SCHEMA + _triggers())
         db.execute(
             "INSERT INTO ledger_meta VALUES ('origin', %s), ('schema_version', %s) "
             "ON CONFLICT (key) DO NOTHING",
             (f"urn:uuid:{uuid.uuid4()}", _backend.SCHEMA_VERSION),
         )
-        tables = ("ledger_meta", *_APPEND_ONLY[1:], "ledger_payloads")
+        tables = (*_backend.APPEND_ONLY, "ledger_payloads")
         for table in tables:
             db.execute(sql.SQL("REVOKE ALL ON {} FROM PUBLIC").format(sql.Identifier(table)))
         if writer_role is not None:
@@ -152,19 +123,8 @@ def init(admin_url: str, *, writer_role: str | None = None) -> None:
             )
 
 
-class _Session:
-    def __init__(self, connection: psycopg.Connection[tuple[object, ...]]) -> None:
-        self._db = connection
-
-    def origin(self) -> str:
-        row = self._db.execute("SELECT value FROM ledger_meta WHERE key = 'origin'").fetchone()
-        return str(row[0]) if row else ""
-
-    def head(self) -> tuple[int, str]:
-        row = self._db.execute(
-            "SELECT sequence, entry_hash FROM ledger_entries ORDER BY sequence DESC LIMIT 1"
-        ).fetchone()
-        return (0, _entry.GENESIS_HASH) if row is None else (int(row[0]) + 1, str(row[1]))  # type: ignore[call-overload]
+class _Session(_backend.SqlSession[psycopg.Connection[tuple[object, ...]]]):
+    placeholder = "%s"
 
     def insert(
         self, rows: Sequence[_backend.EntryRow], payloads: Sequence[tuple[int, str]]
@@ -179,19 +139,6 @@ class _Session:
             with cursor.copy("COPY ledger_payloads (sequence, payload) FROM STDIN") as copy:
                 for payload in payloads:
                     copy.write_row(payload)
-
-    def targets(self, *, run_uid: str | None, sequence: int | None) -> list[_backend.Target]:
-        query = (
-            "SELECT e.sequence, e.run_uid, e.kind, p.sequence IS NOT NULL FROM ledger_entries e "
-            "LEFT JOIN ledger_payloads p ON p.sequence = e.sequence "
-        )
-        if sequence is not None:
-            cursor = self._db.execute(query + "WHERE e.sequence = %s", (sequence,))
-        else:
-            cursor = self._db.execute(
-                query + "WHERE e.run_uid = %s ORDER BY e.sequence", (run_uid,)
-            )
-        return [(int(r[0]), str(r[1]), str(r[2]), bool(r[3])) for r in cursor]  # type: ignore[call-overload]
 
     def redact(self, sequences: Sequence[int], tombstone: int) -> None:
         if not sequences:
@@ -216,42 +163,10 @@ class _Session:
             cursor.execute(query.encode(), params)
             yield from cursor
 
-    def hashes(self, start: int, stop: int) -> list[str]:
-        cursor = self._db.execute(
-            "SELECT entry_hash FROM ledger_entries WHERE sequence >= %s AND sequence < %s "
-            "ORDER BY sequence",
-            (start, stop),
-        )
-        return [str(row[0]) for row in cursor]
 
-    def checkpoints(self) -> list[tuple[_checkpoint.Checkpoint, str]]:
-        cursor = self._db.execute(
-            "SELECT origin, size, root_hash, time, key_id, signature, frontier "
-            "FROM ledger_checkpoints ORDER BY size, key_id"
-        )
-        return [
-            (_checkpoint.Checkpoint(*row[:6]), str(row[6]))  # type: ignore[arg-type]
-            for row in cursor
-        ]
-
-    def insert_checkpoint(self, checkpoint: _checkpoint.Checkpoint, frontier: str) -> None:
-        c = checkpoint
-        self._db.execute(
-            "INSERT INTO ledger_checkpoints (size, origin, root_hash, time, key_id, signature, "
-            "frontier) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (size, key_id) DO NOTHING",
-            (c.size, c.origin, c.root_hash, c.time, c.key_id, c.signature, frontier),
-        )
-
-
-class PostgresBackend:
+class PostgresBackend(_backend.SqlBackend[psycopg.Connection[tuple[object, ...]]]):
     def __init__(self, url: str, *, create: bool = True) -> None:
-        self.url = url
-        self._where = _backend.redacted_url(url)
-        self._write_lock = threading.Lock()
-        self._local = threading.local()
-        self._all: list[psycopg.Connection[tuple[object, ...]]] = []
-        self._all_lock = threading.Lock()
-        self._closed = False
+        super().__init__(url)
         db = self._connection()
         exists = db.execute("SELECT to_regclass('ledger_entries') IS NOT NULL").fetchone()
         if not (exists and exists[0]):
@@ -272,43 +187,27 @@ class PostgresBackend:
                     fix="run 'orchestrator ledger init' as the schema owner first",
                 ) from None
 
-    def _connection(self) -> psycopg.Connection[tuple[object, ...]]:
-        db: psycopg.Connection[tuple[object, ...]] | None = getattr(self._local, "db", None)
-        if db is None or db.closed:
-            if self._closed:
-                raise errors.LedgerError(
-                    "ledger is closed", where=self._where, fix="open it again with ledger.open()"
-                )
-            db = _connect(self.url)
-            self._local.db = db
-            with self._all_lock:
-                self._all.append(db)
-        return db
+    def _open(self) -> psycopg.Connection[tuple[object, ...]]:
+        return _connect(self.url)
+
+    def _usable(self, connection: psycopg.Connection[tuple[object, ...]]) -> bool:
+        return not connection.closed
 
     @contextlib.contextmanager
-    def session(self, *, write: bool) -> Iterator[_backend.Session]:
-        db = self._connection()
-        lock = self._write_lock if write else contextlib.nullcontext()
-        with lock:
-            try:
-                with db.transaction():
-                    if write:
-                        db.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
-                    else:
-                        db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                    yield _Session(db)
-            except psycopg.Error as error:
-                raise errors.LedgerError(
-                    f"{'write' if write else 'read'} failed: {str(error).strip()}",
-                    where=self._where,
-                    fix="if a trigger or privilege rejected it, the ledger is append-only; "
-                    "otherwise check the server and run 'orchestrator ledger verify'",
-                ) from None
-
-    def close(self) -> None:
-        self._closed = True
-        with self._all_lock:
-            for db in self._all:
-                db.close()
-            self._all.clear()
-        self._local = threading.local()
+    def _transaction(
+        self, db: psycopg.Connection[tuple[object, ...]], *, write: bool
+    ) -> Iterator[_backend.Session]:
+        try:
+            with db.transaction():
+                if write:
+                    db.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+                else:
+                    db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                yield _Session(db)
+        except psycopg.Error as error:
+            raise errors.LedgerError(
+                f"{'write' if write else 'read'} failed: {str(error).strip()}",
+                where=self._where,
+                fix="if a trigger or privilege rejected it, the ledger is append-only; "
+                "otherwise check the server and run 'orchestrator ledger verify'",
+            ) from None

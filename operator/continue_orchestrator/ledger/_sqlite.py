@@ -13,43 +13,16 @@ from __future__ import annotations
 import contextlib
 import pathlib
 import sqlite3
-import threading
 import urllib.parse
 import uuid
 from collections.abc import Iterator, Sequence
 
 from continue_orchestrator import errors
-from continue_orchestrator.ledger import _backend, _checkpoint, _entry
+from continue_orchestrator.ledger import _backend, _entry
 
-_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS ledger_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS ledger_entries (
-    sequence INTEGER PRIMARY KEY,
-    run_uid TEXT NOT NULL,
-    time TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    actor TEXT NOT NULL,
-    payload_digest TEXT NOT NULL,
-    prev_hash TEXT NOT NULL,
-    entry_hash TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS ledger_entries_run ON ledger_entries (run_uid, sequence);
-CREATE TABLE IF NOT EXISTS ledger_payloads (sequence INTEGER PRIMARY KEY, payload TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS ledger_redactions (
-    sequence INTEGER PRIMARY KEY,
-    tombstone INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS ledger_checkpoints (
-    size INTEGER NOT NULL,
-    origin TEXT NOT NULL,
-    root_hash TEXT NOT NULL,
-    time TEXT NOT NULL,
-    key_id TEXT NOT NULL,
-    signature TEXT NOT NULL,
-    frontier TEXT NOT NULL,
-    PRIMARY KEY (size, key_id)
-);
-CREATE TRIGGER IF NOT EXISTS ledger_entries_chain BEFORE INSERT ON ledger_entries
+_SCHEMA = (
+    _backend.tables(int64="INTEGER", text="TEXT")
+    + f"""CREATE TRIGGER IF NOT EXISTS ledger_entries_chain BEFORE INSERT ON ledger_entries
 WHEN NEW.sequence IS NOT (SELECT coalesce(max(sequence) + 1, 0) FROM ledger_entries)
   OR NEW.prev_hash IS NOT coalesce(
        (SELECT entry_hash FROM ledger_entries ORDER BY sequence DESC LIMIT 1),
@@ -59,12 +32,12 @@ CREATE TRIGGER IF NOT EXISTS ledger_payloads_delete BEFORE DELETE ON ledger_payl
 WHEN NOT EXISTS (SELECT 1 FROM ledger_redactions WHERE sequence = OLD.sequence)
 BEGIN SELECT RAISE(ABORT, 'ledger_payloads: only a tombstone may redact a payload'); END;
 """
-_APPEND_ONLY = ("ledger_meta", "ledger_entries", "ledger_redactions", "ledger_checkpoints")
+)
 
 
 def _schema() -> str:
     statements = [_SCHEMA]
-    for table in (*_APPEND_ONLY, "ledger_payloads"):
+    for table in (*_backend.APPEND_ONLY, "ledger_payloads"):
         verbs = ("UPDATE", "DELETE") if table != "ledger_payloads" else ("UPDATE",)
         for verb in verbs:
             statements.append(
@@ -95,36 +68,14 @@ def path_from_url(url: str) -> tuple[pathlib.Path, dict[str, str]]:
     return pathlib.Path(urllib.parse.unquote(path)), options
 
 
-class _Session:
-    def __init__(self, connection: sqlite3.Connection) -> None:
-        self._db = connection
-
-    def origin(self) -> str:
-        row = self._db.execute("SELECT value FROM ledger_meta WHERE key = 'origin'").fetchone()
-        return str(row[0]) if row else ""
-
-    def head(self) -> tuple[int, str]:
-        row = self._db.execute(
-            "SELECT sequence, entry_hash FROM ledger_entries ORDER BY sequence DESC LIMIT 1"
-        ).fetchone()
-        return (0, _entry.GENESIS_HASH) if row is None else (row[0] + 1, row[1])
+class _Session(_backend.SqlSession[sqlite3.Connection]):
+    placeholder = "?"
 
     def insert(
         self, rows: Sequence[_backend.EntryRow], payloads: Sequence[tuple[int, str]]
     ) -> None:
         self._db.executemany("INSERT INTO ledger_entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
         self._db.executemany("INSERT INTO ledger_payloads VALUES (?, ?)", payloads)
-
-    def targets(self, *, run_uid: str | None, sequence: int | None) -> list[_backend.Target]:
-        query = (
-            "SELECT e.sequence, e.run_uid, e.kind, p.sequence IS NOT NULL FROM ledger_entries e "
-            "LEFT JOIN ledger_payloads p ON p.sequence = e.sequence "
-        )
-        if sequence is not None:
-            cursor = self._db.execute(query + "WHERE e.sequence = ?", (sequence,))
-        else:
-            cursor = self._db.execute(query + "WHERE e.run_uid = ? ORDER BY e.sequence", (run_uid,))
-        return [(r[0], r[1], r[2], bool(r[3])) for r in cursor]
 
     def redact(self, sequences: Sequence[int], tombstone: int) -> None:
         self._db.executemany(
@@ -144,35 +95,10 @@ class _Session:
         while batch := cursor.fetchmany(4096):
             yield from batch
 
-    def hashes(self, start: int, stop: int) -> list[str]:
-        return [
-            row[0]
-            for row in self._db.execute(
-                "SELECT entry_hash FROM ledger_entries WHERE sequence >= ? AND sequence < ? "
-                "ORDER BY sequence",
-                (start, stop),
-            )
-        ]
 
-    def checkpoints(self) -> list[tuple[_checkpoint.Checkpoint, str]]:
-        cursor = self._db.execute(
-            "SELECT origin, size, root_hash, time, key_id, signature, frontier "
-            "FROM ledger_checkpoints ORDER BY size, key_id"
-        )
-        return [(_checkpoint.Checkpoint(*row[:6]), row[6]) for row in cursor]
-
-    def insert_checkpoint(self, checkpoint: _checkpoint.Checkpoint, frontier: str) -> None:
-        c = checkpoint
-        self._db.execute(
-            "INSERT INTO ledger_checkpoints (size, origin, root_hash, time, key_id, signature, "
-            "frontier) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (size, key_id) DO NOTHING",
-            (c.size, c.origin, c.root_hash, c.time, c.key_id, c.signature, frontier),
-        )
-
-
-class SQLiteBackend:
+class SQLiteBackend(_backend.SqlBackend[sqlite3.Connection]):
     def __init__(self, url: str, *, create: bool = True) -> None:
-        self.url = url
+        super().__init__(url)
         self._path, options = path_from_url(url)
         self._synchronous = options.get("synchronous", "full").upper()
         if not create and not self._path.exists():
@@ -181,11 +107,6 @@ class SQLiteBackend:
                 where=str(self._path),
                 fix="check the path, or append to the ledger once to create it",
             )
-        self._write_lock = threading.Lock()
-        self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
-        self._all_lock = threading.Lock()
-        self._closed = False
         db = self._connection()
         try:
             if create:
@@ -227,57 +148,37 @@ class SQLiteBackend:
         """Raise ``LedgerError`` if this ledger is closed, as any read through it would."""
         self._connection()
 
-    def _connection(self) -> sqlite3.Connection:
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is None:
-            if self._closed:
-                raise errors.LedgerError(
-                    "ledger is closed", where=self.url, fix="open it again with ledger.open()"
-                )
-            try:
-                db = sqlite3.connect(
-                    self._path, isolation_level=None, check_same_thread=False, timeout=60.0
-                )
-            except sqlite3.Error as error:
-                raise errors.LedgerError(
-                    f"cannot open: {error}",
-                    where=str(self._path),
-                    fix="check the path and its permissions",
-                ) from None
-            db.execute(f"PRAGMA synchronous={self._synchronous}")
-            db.execute("PRAGMA busy_timeout=60000")
-            self._local.db = db
-            with self._all_lock:
-                self._all.append(db)
+    def _open(self) -> sqlite3.Connection:
+        try:
+            db = sqlite3.connect(
+                self._path, isolation_level=None, check_same_thread=False, timeout=60.0
+            )
+        except sqlite3.Error as error:
+            raise errors.LedgerError(
+                f"cannot open: {error}",
+                where=str(self._path),
+                fix="check the path and its permissions",
+            ) from None
+        db.execute(f"PRAGMA synchronous={self._synchronous}")
+        db.execute("PRAGMA busy_timeout=60000")
         return db
 
     @contextlib.contextmanager
-    def session(self, *, write: bool) -> Iterator[_backend.Session]:
-        db = self._connection()
-        lock = self._write_lock if write else contextlib.nullcontext()
-        with lock:
-            try:
-                db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-                yield _Session(db)
-                db.execute("COMMIT")
-            except sqlite3.Error as error:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise errors.LedgerError(
-                    f"{'write' if write else 'read'} failed: {error}",
-                    where=str(self._path),
-                    fix="if a trigger rejected it, the ledger is append-only; otherwise check "
-                    "the disk and run 'orchestrator ledger verify'",
-                ) from None
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
-
-    def close(self) -> None:
-        self._closed = True
-        with self._all_lock:
-            for db in self._all:
-                db.close()
-            self._all.clear()
-        self._local = threading.local()
+    def _transaction(self, db: sqlite3.Connection, *, write: bool) -> Iterator[_backend.Session]:
+        try:
+            db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            yield _Session(db)
+            db.execute("COMMIT")
+        except sqlite3.Error as error:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise errors.LedgerError(
+                f"{'write' if write else 'read'} failed: {error}",
+                where=str(self._path),
+                fix="if a trigger rejected it, the ledger is append-only; otherwise check "
+                "the disk and run 'orchestrator ledger verify'",
+            ) from None
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
