@@ -177,13 +177,13 @@ def _litellm() -> str | None:
 
 
 def _policy() -> tuple[list[dict[str, Any]], str]:
-    from continue_orchestrator import api, controller, policy
+    from continue_orchestrator import api, policy
 
     sources = [
         api.parse(yaml.safe_load((REPO / "examples" / "demo" / name).read_text()))
         for name in ("clusterrunpolicy.yaml", "runpolicy.yaml")
     ]
-    manifests = controller.snapshot_document(sources)  # type: ignore[arg-type]
+    manifests = policy.snapshot_document(sources)  # type: ignore[arg-type]
     return manifests, policy.compile(sources).digest  # type: ignore[arg-type]
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 from tests import continue_config
 
-from continue_orchestrator import api, controller, gateway, ledger, local, policy, records
+from continue_orchestrator import api, gateway, ledger, local, policy, records, runs
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 ADMIN = "standalone-admin-token-0123456789abcdef"
@@ -33,7 +33,7 @@ def _snapshot() -> tuple[list[dict[str, Any]], str]:
         for name in ("clusterrunpolicy.yaml", "runpolicy.yaml")
     ]
     return (
-        controller.snapshot_document(sources),  # type: ignore[arg-type]
+        policy.snapshot_document(sources),  # type: ignore[arg-type]
         policy.compile(sources).digest,  # type: ignore[arg-type]
     )
 
@@ -112,9 +112,9 @@ def _stderr(process: subprocess.Popen[bytes]) -> str:
     return process.stderr.read().decode(errors="replace")
 
 
-def _registration(model_base: str, *, uid: str = "run-standalone") -> controller.Registration:
+def _registration(model_base: str, *, uid: str = "run-standalone") -> runs.Registration:
     manifests, digest = _snapshot()
-    return controller.Registration(
+    return runs.Registration(
         uid=uid,
         name="fix-rounding",
         namespace="demo",

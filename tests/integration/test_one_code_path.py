@@ -36,7 +36,7 @@ from tests.integration.operator import harness
 from tests.kube import ControlPlane, PodExecutor
 from tests.kube.rest import ApiError
 
-from continue_orchestrator import controller, gateway, ledger, local, records
+from continue_orchestrator import controller, gateway, ledger, local, records, runs
 
 pytestmark = [
     pytest.mark.cluster,
@@ -98,7 +98,7 @@ class _GatewayThread:
 
     # controller.GatewayClient, through the real admin API. Like --model-script, the
     # scripted model stands in for the config's provider; nothing else changes.
-    def register(self, registration: controller.Registration) -> None:
+    def register(self, registration: runs.Registration) -> None:
         config = yaml.safe_load(registration.config)
         for model in config["models"]:
             model["apiBase"] = self.model_base

@@ -6,7 +6,9 @@ names and owner references: a Secret (run token, policy snapshot, runner bundle,
 values only), a NetworkPolicy (no ingress; egress to the gateway only) and the sandbox
 Pod. Pod state becomes the AgentRun's phase, conditions and Events; cancel stops the
 pod; deletion tombstones the run in the ledger first. ``run(settings)`` starts it under
-kopf; ``Reconciler`` is the same logic without kopf. See docs/operations.md.
+kopf; ``Reconciler`` is the same logic without kopf. See docs/operations.md. What any
+run does wherever it runs (its plan and digests, its facts, its finish) is ``runs``,
+which the operator drives as local mode does.
 
 Also the cluster side of approvals (``KubeApprovalBroker``: held calls in
 status.pendingApprovals, decisions as RunApprovals) and of attestations (``Attestor``:
@@ -29,18 +31,9 @@ from continue_orchestrator.controller._attestation import (
     load_signer,
 )
 from continue_orchestrator.controller._attestation import fetch as fetch_bundle
-from continue_orchestrator.controller._gateway import GatewayClient, InMemoryGateway, Registration
+from continue_orchestrator.controller._gateway import GatewayClient, InMemoryGateway
 from continue_orchestrator.controller._kube import ApiError, Kube
-from continue_orchestrator.controller._manifests import (
-    Plan,
-    Snapshot,
-    bundle,
-    inputs_digest,
-    network_policy,
-    pod,
-    secret,
-    secret_purpose,
-)
+from continue_orchestrator.controller._manifests import network_policy, pod, secret
 from continue_orchestrator.controller._metrics import REGISTRY as METRICS_REGISTRY
 from continue_orchestrator.controller._names import (
     INPUTS_DIGEST_ANNOTATION,
@@ -52,7 +45,7 @@ from continue_orchestrator.controller._operator import FINALIZER, build_registry
 from continue_orchestrator.controller._outcome import RUNNER_EXIT_CODES, Outcome, advance, from_pod
 from continue_orchestrator.controller._reconcile import Reconciler
 from continue_orchestrator.controller._settings import DEFAULT_ACTOR, Settings
-from continue_orchestrator.controller._validate import Rejection, plan, snapshot, snapshot_document
+from continue_orchestrator.controller._validate import Rejection, plan
 
 __all__ = [
     "DEFAULT_ACTOR",
@@ -72,23 +65,18 @@ __all__ = [
     "Kube",
     "KubeApprovalBroker",
     "Outcome",
-    "Plan",
     "Reconciler",
-    "Registration",
     "Rejection",
     "RunEvidence",
     "RunScope",
     "Settings",
-    "Snapshot",
     "advance",
     "approvers_for",
     "build_registry",
-    "bundle",
     "bundle_name",
     "evidence_from_records",
     "fetch_bundle",
     "from_pod",
-    "inputs_digest",
     "load_signer",
     "network_policy",
     "object_name",
@@ -96,7 +84,4 @@ __all__ = [
     "pod",
     "run",
     "secret",
-    "secret_purpose",
-    "snapshot",
-    "snapshot_document",
 ]

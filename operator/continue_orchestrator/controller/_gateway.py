@@ -2,43 +2,23 @@
 
 The gateway runs as its own Deployment; how it learns of runs (an HTTP admin call, a
 watch on run Secrets) is its business. The operator only promises to call
-``register`` before the pod exists and ``unregister`` when the run is gone.
+``register`` (with ``runs.registration(plan)``) before the pod exists and
+``unregister`` when the run is gone.
 ``InMemoryGateway`` keeps registrations in the process, for tests and single-process
 setups.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Registration:
-    """What the gateway needs to serve one run: its token and the policy snapshot."""
-
-    uid: str
-    name: str
-    namespace: str
-    token: str
-    expires_at: float
-    """Unix time after which the token is refused (the run's deadline plus grace)."""
-    policy: bytes
-    """The snapshot (canonical JSON) the run was started under; never the live policy."""
-    policy_digest: str
-    allowed_egress: tuple[str, ...]
-    config: str
-    secrets: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    """Granted secret values, delivered and brokered: models' upstream keys are read from
-    them, and the gateway redacts all of them from records."""
-    replay_of: str = ""
-    """For a ``spec.replayOf`` run: the record digest whose answers the gateway serves."""
+from continue_orchestrator import runs
 
 
 class GatewayClient(Protocol):
-    def register(self, registration: Registration) -> None: ...
+    def register(self, registration: runs.Registration) -> None: ...
 
     def unregister(self, uid: str) -> Mapping[str, Any] | None:
         """Stop serving ``uid``; the gateway's answer (``recordDigest``, and ``replay``,
@@ -50,10 +30,10 @@ class InMemoryGateway:
     """Keeps registrations in memory; thread-safe."""
 
     def __init__(self) -> None:
-        self._runs: dict[str, Registration] = {}
+        self._runs: dict[str, runs.Registration] = {}
         self._lock = threading.Lock()
 
-    def register(self, registration: Registration) -> None:
+    def register(self, registration: runs.Registration) -> None:
         with self._lock:
             self._runs[registration.uid] = registration
 
@@ -61,7 +41,7 @@ class InMemoryGateway:
         with self._lock:
             self._runs.pop(uid, None)
 
-    def get(self, uid: str) -> Registration | None:
+    def get(self, uid: str) -> runs.Registration | None:
         with self._lock:
             return self._runs.get(uid)
 

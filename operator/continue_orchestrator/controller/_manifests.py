@@ -9,104 +9,17 @@ no service-account token, no service links); its only network peer is the gatewa
 from __future__ import annotations
 
 import base64
-import dataclasses
-import hashlib
 import ipaddress
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-import rfc8785
-
-from continue_orchestrator import api, runner
+from continue_orchestrator import policy, runner, runs
 from continue_orchestrator.controller import _names, _settings
 
 JSON = dict[str, Any]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Snapshot:
-    """The policy set in force for one run, frozen when the run starts."""
-
-    digest: str
-    """sha256:... of ``content``."""
-    content: bytes
-    """Canonical JSON of the compiled policy set; what the gateway and runner enforce."""
-    runtime_class: str
-    resources: Mapping[str, Mapping[str, str | int]]
-    max_timeout_seconds: int
-    allowed_egress: tuple[str, ...] = ()
-    sources: tuple[str, ...] = ()
-    """Digests of the individual policies (cluster baseline first), for the inputs digest."""
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Plan:
-    """Everything validated about a run that its objects are built from."""
-
-    run: api.AgentRun
-    uid: str
-    namespace: str
-    name: str
-    """Shared name of the Pod, Secret and NetworkPolicy."""
-    snapshot: Snapshot
-    config: str
-    secret_values: Mapping[str, bytes]
-    """Values delivered to the sandbox: granted, mapped, used other than as a model key."""
-    inputs_digest: str
-    token: str
-    git_token: bytes | None = None
-    permissions_yaml: str = ""
-    """Continue's permissions.yaml rendered from the policy set (an extra fence only)."""
-    brokered_values: Mapping[str, bytes] = dataclasses.field(default_factory=dict)
-    """Model credentials (``runner.brokered_secrets``): for the gateway's registration
-    only, never in the run's Secret, the pod or the bundle."""
-
-    @property
-    def owner(self) -> JSON:
-        return {
-            "apiVersion": api.API_VERSION,
-            "kind": "AgentRun",
-            "name": self.run.metadata.name,
-            "uid": self.uid,
-            "controller": True,
-            "blockOwnerDeletion": True,
-        }
-
-    @property
-    def timeout_seconds(self) -> int:
-        return self.run.spec.timeout_seconds
-
-
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def canonical(value: Any) -> bytes:
-    return bytes(rfc8785.dumps(value))
-
-
-def spec_document(run: api.AgentRun) -> JSON:
-    """The spec as digested: wire form, without ``cancel`` (the one mutable field)."""
-    spec = run.spec.wire()
-    spec.pop("cancel", None)
-    return spec
-
-
-def inputs_digest(
-    run: api.AgentRun, *, config: str, snapshot: Snapshot, settings: _settings.Settings
-) -> str:
-    """Digest of everything that determines what a run does, as one sha256."""
-    document = {
-        "spec": spec_document(run),
-        "config": sha256(config.encode("utf-8")),
-        "policy": snapshot.digest,
-        "policies": list(snapshot.sources),
-        "runner": {"image": settings.runner_image, "command": list(settings.runner_command)},
-    }
-    return sha256(canonical(document))
-
-
-def _meta(plan: Plan, *, annotations: Mapping[str, str] | None = None) -> JSON:
+def _meta(plan: runs.Plan, *, annotations: Mapping[str, str] | None = None) -> JSON:
     return {
         "name": plan.name,
         "namespace": plan.namespace,
@@ -125,41 +38,17 @@ def secret_key(continue_name: str) -> str:
     return f"secret.{continue_name}"
 
 
-def secret_purpose(index: int, name: str, brokered: Collection[str]) -> str:
-    """What a read secret is for, as the ledger's secret.read entry says."""
-    if name in brokered:
-        return f"spec.secrets[{index}] {name} for the gateway (model credential, not the sandbox)"
-    return f"spec.secrets[{index}] {name} for the run's sandbox"
-
-
-def bundle(plan: Plan, settings: _settings.Settings) -> runner.RunBundle:
-    """What the runner in the pod reads: no secret value, only where to find them."""
-    spec = plan.run.spec
-    return runner.RunBundle(
-        run=plan.uid,
-        namespace=plan.namespace,
-        repository=runner.RepositoryPin(
-            url=spec.repository.url, ref=spec.repository.ref, commit=spec.repository.commit
-        ),
-        config=plan.config,
-        prompt=spec.prompt,
-        verify=tuple(spec.verify),
-        gateway_url=settings.effective_gateway_url,
-        allowed_secrets=tuple(sorted({*plan.secret_values, *plan.brokered_values})),
-        secrets_dir=f"{_names.RUN_DIR}/secrets",
-        token_file=f"{_names.RUN_DIR}/token",
-        permissions_yaml=plan.permissions_yaml,
-        agent_timeout_seconds=spec.timeout_seconds,
-    )
-
-
-def secret(plan: Plan, settings: _settings.Settings) -> JSON:
+def secret(plan: runs.Plan, settings: _settings.Settings) -> JSON:
     """The run's Secret: token, policy snapshot, runner bundle, and delivered values only
     (brokered model credentials go to the gateway and are never written here)."""
     data: dict[str, bytes] = {
         "token": plan.token.encode("ascii"),
         "policy.json": plan.snapshot.content,
-        "bundle.json": canonical(bundle(plan, settings).model_dump(by_alias=True, mode="json")),
+        "bundle.json": policy.canonical_json(
+            runs.bundle(plan, gateway_url=settings.effective_gateway_url).model_dump(
+                by_alias=True, mode="json"
+            )
+        ),
     }
     for name, value in sorted(plan.secret_values.items()):
         data[secret_key(name)] = value
@@ -180,12 +69,12 @@ def _host_port(entry: str) -> tuple[str, str]:
     return host.strip("[]"), port
 
 
-def dns_granted(snapshot: Snapshot) -> bool:
+def dns_granted(snapshot: runs.Snapshot) -> bool:
     """DNS is opened only when the policy lists a port-53 destination."""
     return any(_host_port(entry)[1] == "53" for entry in snapshot.allowed_egress)
 
 
-def network_policy(plan: Plan, settings: _settings.Settings) -> JSON:
+def network_policy(plan: runs.Plan, settings: _settings.Settings) -> JSON:
     """Deny all ingress; egress only to the gateway pods' port (plus what policy grants)."""
     egress: list[JSON] = [
         {
@@ -237,7 +126,7 @@ def network_policy(plan: Plan, settings: _settings.Settings) -> JSON:
     }
 
 
-def _resources(plan: Plan, settings: _settings.Settings) -> JSON:
+def _resources(plan: runs.Plan, settings: _settings.Settings) -> JSON:
     limits: dict[str, str | int] = {
         "cpu": settings.default_cpu,
         "memory": settings.default_memory,
@@ -283,19 +172,19 @@ def _quantity(value: str | int) -> float:
 NON_ROOT_UID = 65532
 
 
-def pod(plan: Plan, settings: _settings.Settings) -> JSON:
+def pod(plan: runs.Plan, settings: _settings.Settings) -> JSON:
     """The sandbox pod."""
     env: list[JSON] = [
         {"name": "ORCHESTRATOR_RUN_UID", "value": plan.uid},
         {"name": "ORCHESTRATOR_RUN_NAME", "value": str(plan.run.metadata.name)},
         {"name": "ORCHESTRATOR_RUN_NAMESPACE", "value": plan.namespace},
-        {"name": "ORCHESTRATOR_RUN_DIR", "value": _names.RUN_DIR},
-        {"name": "ORCHESTRATOR_WORKSPACE", "value": _names.WORKSPACE_DIR},
+        {"name": "ORCHESTRATOR_RUN_DIR", "value": runs.RUN_DIR},
+        {"name": "ORCHESTRATOR_WORKSPACE", "value": runs.WORKSPACE_DIR},
         {"name": "ORCHESTRATOR_GATEWAY_URL", "value": settings.effective_gateway_url},
         {"name": "ORCHESTRATOR_INPUTS_DIGEST", "value": plan.inputs_digest},
         {"name": "ORCHESTRATOR_POLICY_DIGEST", "value": plan.snapshot.digest},
         {"name": "HOME", "value": "/tmp"},
-        {"name": runner.BUNDLE_FILE_ENV, "value": f"{_names.RUN_DIR}/bundle.json"},
+        {"name": runner.BUNDLE_FILE_ENV, "value": f"{runs.RUN_DIR}/bundle.json"},
     ]
     if plan.git_token is not None:
         env.append(
@@ -343,15 +232,15 @@ def pod(plan: Plan, settings: _settings.Settings) -> JSON:
                     "image": settings.runner_image,
                     "imagePullPolicy": "IfNotPresent",
                     "command": list(settings.runner_command),
-                    "workingDir": _names.WORKSPACE_DIR,
+                    "workingDir": runs.WORKSPACE_DIR,
                     "env": env,
                     "securityContext": container_security,
                     "resources": _resources(plan, settings),
                     "terminationMessagePolicy": "FallbackToLogsOnError",
                     "volumeMounts": [
-                        {"name": "workspace", "mountPath": _names.WORKSPACE_DIR},
+                        {"name": "workspace", "mountPath": runs.WORKSPACE_DIR},
                         {"name": "tmp", "mountPath": "/tmp"},
-                        {"name": "run", "mountPath": _names.RUN_DIR, "readOnly": True},
+                        {"name": "run", "mountPath": runs.RUN_DIR, "readOnly": True},
                     ],
                 }
             ],

@@ -26,8 +26,6 @@ GATEWAY_NAME_LABEL = "app.kubernetes.io/name"
 GATEWAY_NAME = "continue-orchestrator-gateway"
 
 CONTAINER = "runner"
-RUN_DIR = "/var/run/continue-orchestrator"
-WORKSPACE_DIR = "/workspace"
 
 _UNSAFE = re.compile(r"[^a-z0-9-]+")
 

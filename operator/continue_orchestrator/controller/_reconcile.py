@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from continue_orchestrator import api, errors, ledger, runner
+from continue_orchestrator import api, errors, ledger, runner, runs
 from continue_orchestrator.controller import (
     _attestation,
     _closing,
@@ -424,7 +424,7 @@ class Reconciler:
             self._record(body, ledger.Kind.RUN_CREATED, self._created_payload(body, None))
         self._finished(body, won[1], outcome)
 
-    def _record_created(self, plan: _manifests.Plan) -> None:
+    def _record_created(self, plan: runs.Plan) -> None:
         if any(
             entry.kind is ledger.Kind.RUN_CREATED for entry in self.book.entries(run_uid=plan.uid)
         ):
@@ -447,15 +447,13 @@ class Reconciler:
                         "name": mapping.secret_key_ref.name,
                         "namespace": plan.namespace,
                         "key": mapping.secret_key_ref.key,
-                        "purpose": _manifests.secret_purpose(
-                            index, mapping.name, plan.brokered_values
-                        ),
+                        "purpose": runs.secret_purpose(index, mapping.name, plan.brokered_values),
                     },
                 )
             )
         self.book.append_many(items)
 
-    def _created_payload(self, body: Mapping[str, Any], plan: _manifests.Plan | None) -> JSON:
+    def _created_payload(self, body: Mapping[str, Any], plan: runs.Plan | None) -> JSON:
         metadata = body.get("metadata") or {}
         spec = body.get("spec") or {}
         payload: JSON = {
@@ -487,14 +485,12 @@ class Reconciler:
             **{key: value for key, value in payload.items() if value is not None},
         }
 
-    def _plan_from_secret(
-        self, body: Mapping[str, Any], secret: Mapping[str, Any]
-    ) -> _manifests.Plan:
+    def _plan_from_secret(self, body: Mapping[str, Any], secret: Mapping[str, Any]) -> runs.Plan:
         """The plan the run was started with, from its Secret: never re-read live policy."""
         data = {key: base64.b64decode(value) for key, value in (secret.get("data") or {}).items()}
         run = _validate.parse_run(body)
         try:
-            snapshot = _validate.snapshot(data["policy.json"], self.settings)
+            snapshot = runs.snapshot(data["policy.json"], runtime_class=self.settings.runtime_class)
             bundle = runner.RunBundle.model_validate(json.loads(data["bundle.json"]))
             token = data["token"].decode("ascii")
             inputs = str(_annotations(secret)[_names.INPUTS_DIGEST_ANNOTATION])
@@ -516,7 +512,7 @@ class Reconciler:
             ),
             **_validate.resumed_literal_keys(self.kube, run, bundle.config),
         }
-        return _manifests.Plan(
+        return runs.Plan(
             run=run,
             uid=_uid(body),
             namespace=_namespace(body),
@@ -545,25 +541,14 @@ class Reconciler:
             return
         self.gateway.register(self._registration(plan))
 
-    def _registration(self, plan: _manifests.Plan) -> _gateway.Registration:
-        return _gateway.Registration(
-            uid=plan.uid,
-            name=str(plan.run.metadata.name),
-            namespace=plan.namespace,
-            token=plan.token,
+    def _registration(self, plan: runs.Plan) -> runs.Registration:
+        return runs.registration(
+            plan,
             expires_at=time.time() + plan.timeout_seconds + self.settings.timeout_grace_seconds,
-            policy=plan.snapshot.content,
-            policy_digest=plan.snapshot.digest,
-            allowed_egress=plan.snapshot.allowed_egress,
-            config=plan.config,
-            secrets={
-                name: value.decode("utf-8", "replace")
-                for name, value in {**plan.secret_values, **plan.brokered_values}.items()
-            },
             replay_of=str((_replay.started(self.book, plan.uid) or {}).get("record") or ""),
         )
 
-    def _create_pod_at_most_once(self, body: Mapping[str, Any], plan: _manifests.Plan) -> bool:
+    def _create_pod_at_most_once(self, body: Mapping[str, Any], plan: runs.Plan) -> bool:
         """Create the run's pod unless an earlier one may have acted: True if this call did.
 
         ``SandboxRequested`` is written before the create. A start that finds it (after a
@@ -609,7 +594,7 @@ class Reconciler:
             raise
 
     def _note_sandbox_requested(
-        self, body: Mapping[str, Any], plan: _manifests.Plan, state: str, reason: str, message: str
+        self, body: Mapping[str, Any], plan: runs.Plan, state: str, reason: str, message: str
     ) -> bool:
         def noted(current: JSON) -> JSON | None:
             old = dict(current.get("status") or {})

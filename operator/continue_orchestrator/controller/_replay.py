@@ -5,7 +5,7 @@ an AgentRun in the namespace, by its ``status.record.digest``; ``replayOf.record
 run whose ``run.finished`` ledger entry names that record) and its input digests, noted
 in its ``run.created`` entry, are compared with the new run's. Any difference is input
 drift: the run ends and nothing starts. Otherwise the gateway is told to serve the
-recorded answers (``Registration.replay_of``) and, when the run is unregistered, answers
+recorded answers (``runs.Registration.replay_of``) and, when the run is unregistered, answers
 with the replay report, from which the ``Replayed`` condition is set. See docs/replay.md.
 """
 
@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from continue_orchestrator import api, ledger, records
-from continue_orchestrator.controller import _kube, _manifests, _settings, _validate
+from continue_orchestrator import api, ledger, records, runs
+from continue_orchestrator.controller import _kube, _settings, _validate
 
 REASONS = frozenset(
     {"InputDrift", "ReplaySourceNotFound", "ReplaySourceNotRecorded", "ReplaySourceNotReplayable"}
@@ -23,7 +23,7 @@ REASONS = frozenset(
 """Rejection reasons that are about ``spec.replayOf``; they set ``Replayed`` False too."""
 
 
-def input_digests(plan: _manifests.Plan, settings: _settings.Settings) -> dict[str, str | None]:
+def input_digests(plan: runs.Plan, settings: _settings.Settings) -> dict[str, str | None]:
     """The run's input digests, as ``orchestrator run`` notes them (the image pins the CLI)."""
     return records.input_digests(
         plan.run.spec.wire(),
@@ -78,7 +78,7 @@ def started(book: ledger.Ledger, uid: str) -> Mapping[str, Any] | None:
 
 
 def check(
-    kube: _kube.Kube, book: ledger.Ledger, plan: _manifests.Plan, settings: _settings.Settings
+    kube: _kube.Kube, book: ledger.Ledger, plan: runs.Plan, settings: _settings.Settings
 ) -> None:
     """For a run with ``spec.replayOf``: note ``replay.started``; raise a Rejection
     (after noting ``replay.finished``) if the source is missing or the inputs drifted.

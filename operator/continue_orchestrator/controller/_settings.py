@@ -9,13 +9,14 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from continue_orchestrator import errors
+from continue_orchestrator import errors, runs
 
 _PINNED = re.compile(r"^[^@\s]+@sha256:[0-9a-f]{64}$")
 
 
 # The chart passes the real ServiceAccount as --actor; this matches its default install.
 DEFAULT_ACTOR = "system:serviceaccount:continue-orchestrator:continue-orchestrator-operator"
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Settings:
@@ -25,7 +26,7 @@ class Settings:
     """Runner image; must be pinned by digest (name@sha256:...) unless allowed otherwise."""
     ledger_url: str
     """Where the ledger lives (sqlite:///path or postgresql://...)."""
-    runner_command: tuple[str, ...] = ("orchestrator", "runner")
+    runner_command: tuple[str, ...] = runs.RUNNER_COMMAND
     """Command of the runner container."""
     operator_namespace: str = "continue-orchestrator"
     """Namespace of the operator and the gateway pods."""
@@ -35,7 +36,7 @@ class Settings:
     """URL the runner reaches the gateway at; derived from the namespace when empty."""
     namespaces: tuple[str, ...] = ()
     """Namespaces to watch; empty means all (cluster-wide)."""
-    runtime_class: str = "gvisor"
+    runtime_class: str = runs.RUNTIME_CLASS
     """RuntimeClass used when a policy does not name one."""
     allow_unpinned_runner_image: bool = False
     """Accept a runner image without a digest (development only: the inputs digest then

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import json
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
-from continue_orchestrator import api, errors, policy, runner
-from continue_orchestrator.controller import _kube, _manifests, _names, _settings
+from continue_orchestrator import api, errors, policy, runner, runs
+from continue_orchestrator.controller import _kube, _names, _settings
 
 JSON = dict[str, Any]
 
@@ -50,65 +49,6 @@ def parse_run(body: Mapping[str, Any]) -> api.AgentRun:
     return resource
 
 
-def snapshot_document(sources: Sequence[api.ClusterRunPolicy | api.RunPolicy]) -> list[JSON]:
-    """The policy set in force as data, baseline first; its canonical form is what
-    ``policy.PolicySet.digest`` digests, so the snapshot's digest is the set's digest."""
-    return [
-        {
-            "kind": source.kind,
-            "name": source.metadata.name or "",
-            "namespace": source.metadata.namespace or "",
-            "spec": source.spec.wire(),
-        }
-        for source in sources
-    ]
-
-
-def snapshot_sources(content: bytes) -> list[api.ClusterRunPolicy | api.RunPolicy]:
-    out: list[api.ClusterRunPolicy | api.RunPolicy] = []
-    for item in json.loads(content):
-        metadata = {"name": item["name"]}
-        if item.get("namespace"):
-            metadata["namespace"] = item["namespace"]
-        resource = api.parse(
-            {
-                "apiVersion": api.API_VERSION,
-                "kind": item["kind"],
-                "metadata": metadata,
-                "spec": item["spec"],
-            },
-            where="policy snapshot",
-        )
-        assert isinstance(resource, api.ClusterRunPolicy | api.RunPolicy)
-        out.append(resource)
-    return out
-
-
-def snapshot(content: bytes, settings: _settings.Settings) -> _manifests.Snapshot:
-    """The snapshot and what the sandbox takes from it; a function of ``content`` alone."""
-    sources = snapshot_sources(content)
-    run_policy = sources[-1]
-    resources = run_policy.spec.sandbox.resources
-    return _manifests.Snapshot(
-        digest=_manifests.sha256(content),
-        content=content,
-        runtime_class=run_policy.spec.sandbox.runtime_class_name or settings.runtime_class,
-        resources={
-            "requests": dict(resources.requests) if resources else {},
-            "limits": dict(resources.limits) if resources else {},
-        },
-        max_timeout_seconds=min(s.spec.sandbox.max_timeout_seconds for s in sources),
-        allowed_egress=tuple(
-            entry
-            for entry in run_policy.spec.allowed_egress
-            if all(entry in s.spec.allowed_egress for s in sources)
-        ),
-        sources=tuple(
-            _manifests.sha256(_manifests.canonical(doc)) for doc in snapshot_document(sources)
-        ),
-    )
-
-
 def _describe(decision: policy.Decision, subject: str) -> str:
     verdict = {api.Effect.DENY: "denied", api.Effect.REQUIRE_APPROVAL: "held for approval"}
     text = f"{subject} is {verdict.get(decision.effect, decision.effect.value)}"
@@ -117,9 +57,7 @@ def _describe(decision: policy.Decision, subject: str) -> str:
     return text + (f": {decision.reason}" if decision.reason else "")
 
 
-def plan(
-    kube: _kube.Kube, body: Mapping[str, Any], settings: _settings.Settings
-) -> _manifests.Plan:
+def plan(kube: _kube.Kube, body: Mapping[str, Any], settings: _settings.Settings) -> runs.Plan:
     """Validate the run against the live objects; raise ``Rejection`` when it cannot run."""
     run = parse_run(body)
     namespace = str(run.metadata.namespace)
@@ -147,8 +85,7 @@ def plan(
         raise _failed("PolicyInvalid", f"spec.policyRef.name: {error.message}") from None
 
     context = policy.RunContext(namespace=namespace, name=str(run.metadata.name), uid=uid)
-    content = _manifests.canonical(snapshot_document(sources))
-    snap = snapshot(content, settings)
+    snap = runs.snapshot(policy.snapshot_content(sources), runtime_class=settings.runtime_class)
 
     if spec.timeout_seconds > snap.max_timeout_seconds:
         raise _denied(
@@ -208,7 +145,7 @@ def plan(
             "RuntimeClass, or name another one in the policy deliberately",
         )
     name = _names.object_name(str(run.metadata.name), uid)
-    return _manifests.Plan(
+    return runs.Plan(
         run=run,
         uid=uid,
         namespace=namespace,
@@ -222,8 +159,12 @@ def plan(
         },
         git_token=git_token,
         permissions_yaml=policy.to_permissions_yaml(compiled),
-        inputs_digest=_manifests.inputs_digest(
-            run, config=config, snapshot=snap, settings=settings
+        inputs_digest=runs.inputs_digest(
+            run,
+            config=config,
+            snapshot=snap,
+            runner_image=settings.runner_image,
+            runner_command=settings.runner_command,
         ),
         token=secrets.token_urlsafe(32),
     )

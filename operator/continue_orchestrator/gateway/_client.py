@@ -37,7 +37,7 @@ _SECRET_REFERENCE = re.compile(r"\$\{\{\s*secrets\.([A-Za-z0-9_.\-/]+)\s*\}\}")
 
 
 class RunSource(Protocol):
-    """What the operator knows of a run (``controller.Registration`` has exactly this)."""
+    """What the operator knows of a run (``runs.Registration`` has exactly this)."""
 
     @property
     def uid(self) -> str: ...

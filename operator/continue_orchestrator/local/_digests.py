@@ -17,9 +17,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-import rfc8785
-
-from continue_orchestrator import api, controller, errors, records, runner
+from continue_orchestrator import api, errors, policy, records, runner
 from continue_orchestrator.local import _inputs
 
 
@@ -60,11 +58,7 @@ def input_digests(
 
 def policy_digest(inputs: _inputs.Inputs) -> str:
     """The policy snapshot's digest, as ``orchestrator run`` and the operator compute it."""
-    content = rfc8785.dumps(controller.snapshot_document(list(inputs.policies)))
-    settings = controller.Settings(
-        runner_image="unused", ledger_url="sqlite://", gateway_url="http://unused"
-    )
-    return controller.snapshot(content, settings).digest
+    return policy.snapshot_digest(inputs.policies)
 
 
 # A brokered literal key's reference, as ``runner.broker_literal_keys`` writes it.
@@ -93,10 +87,10 @@ def _without_literal_keys(config: str) -> str:
 
 def inputs_document(inputs: _inputs.Inputs) -> bytes:
     """The run's inputs without secret values: enough to run it again from its record."""
-    return rfc8785.dumps(
+    return policy.canonical_json(
         {
             "agentRun": recordable_run(inputs.run).wire(),
-            "policies": [policy.wire() for policy in inputs.policies],
+            "policies": [source.wire() for source in inputs.policies],
             "config": recordable_config(inputs.config),
             "manifest": str(inputs.manifest),
         }

@@ -1,7 +1,7 @@
 """``orchestrator run``: the operator's pipeline for one AgentRun, on one machine.
 
 The pieces are the operator's own: the policy snapshot, inputs digest and runner bundle
-come from ``controller``, the gateway is ``gateway.Gateway``, the sandbox runs the same
+come from ``runs``, the gateway is ``gateway.Gateway``, the sandbox runs the same
 ``python -m continue_orchestrator.runner`` a pod runs, with the run directory and
 workspace at the pod's paths. Only the surroundings differ: gVisor in a network
 namespace instead of a pod and NetworkPolicy, a SQLite ledger and a record store under
@@ -27,7 +27,6 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
-import rfc8785
 import yaml
 
 from continue_orchestrator import (
@@ -40,6 +39,7 @@ from continue_orchestrator import (
     policy,
     records,
     runner,
+    runs,
 )
 from continue_orchestrator.local import _digests, _inputs, _report, _sandbox, _scripted
 
@@ -152,11 +152,10 @@ class _Pipeline:
         policy_set = self._check_policy()
         cn = self._cn = self._find_cn()
         script = _scripted.Script.from_file(options.model_script) if options.model_script else None
-        settings = controller.Settings(
-            runner_image=runner_image(), ledger_url=self.ledger_url, gateway_url="http://pending"
+        image = runner_image()
+        snapshot = runs.snapshot(
+            policy.snapshot_content(inputs.policies), runtime_class=runs.RUNTIME_CLASS
         )
-        content = rfc8785.dumps(controller.snapshot_document(list(inputs.policies)))
-        snapshot = controller.snapshot(content, settings)
         (self.run_root / "run").mkdir(parents=True, exist_ok=True)
         workspace = self.run_root / "workspace"
         workspace.mkdir(exist_ok=True)
@@ -183,15 +182,13 @@ class _Pipeline:
                 )
                 base_url = await server.start(host=box.host_address)
                 box.allow_tcp(int(base_url.rsplit(":", 1)[1]))
-                settings = dataclasses.replace(settings, gateway_url=base_url)
-                plan = self._plan(snapshot, settings, policy_set)
-                bundle = self._bundle(plan, settings, policy_set, cn, workspace)
-                token = gateway.new_token()
-                server.register_run(self._registration(plan, token, bundle, model, model_base))
+                plan = self._plan(snapshot, image, policy_set, token=gateway.new_token())
+                bundle = self._bundle(plan, base_url, cn, workspace)
+                server.register_run(self._registration(plan, bundle, model, model_base))
                 token_file = self.run_root / "admin-token"
                 _write_private(token_file, admin_token)
-                self._write_run_dir(bundle, token)
-                self._record_start(book, plan, settings)
+                self._write_run_dir(bundle, plan.token)
+                self._record_start(book, plan, image)
                 self.say(f"gateway: {base_url} (run {self.uid})")
                 self.say(
                     f"approvals: orchestrator approvals {self.uid} --gateway {base_url} "
@@ -211,7 +208,7 @@ class _Pipeline:
             if model is not None:
                 await model.stop()
         try:
-            report = self._finish(book, plan, settings, outcome, completed, record_digest)
+            report = self._finish(book, plan, image, base_url, outcome, completed, record_digest)
         finally:
             book.close()
         (self.run_root / "report.json").write_text(
@@ -221,7 +218,7 @@ class _Pipeline:
 
     # -- before the sandbox ----------------------------------------------------------------
 
-    def _check_policy(self) -> Any:
+    def _check_policy(self) -> policy.PolicySet:
         """The operator's admission checks: policy compiles, timeout, repository, secrets."""
         inputs = self.inputs
         spec = inputs.run.spec
@@ -277,29 +274,14 @@ class _Pipeline:
 
     def _registration(
         self,
-        plan: controller.Plan,
-        token: str,
+        plan: runs.Plan,
         bundle: runner.RunBundle,
         model: ModelServer | None,
         model_base: str,
     ) -> gateway.RunRegistration:
         """The run as the operator registers it: the same admin-API body, parsed by the
         gateway's own parser (policy recompiled and checked against its digest)."""
-        source = controller.Registration(
-            uid=self.uid,
-            name=self.inputs.name,
-            namespace=self.inputs.namespace,
-            token=token,
-            expires_at=time.time() + plan.timeout_seconds + 300,
-            policy=plan.snapshot.content,
-            policy_digest=plan.snapshot.digest,
-            allowed_egress=plan.snapshot.allowed_egress,
-            config=plan.config,
-            secrets={
-                name: value.decode()
-                for name, value in {**plan.secret_values, **plan.brokered_values}.items()
-            },
-        )
+        source = runs.registration(plan, expires_at=time.time() + plan.timeout_seconds + 300)
         models = None
         if model is not None:
             # A local model stands in for every upstream, and is handed the credential the
@@ -319,7 +301,9 @@ class _Pipeline:
             body["allowedEgress"] = sorted({*body["allowedEgress"], f"127.0.0.1:{model.port}"})
         return gateway.parse_registration(body)
 
-    def _decider(self, policy_set: Any, workspace: pathlib.Path) -> gateway.ToolDecider:
+    def _decider(
+        self, policy_set: policy.PolicySet, workspace: pathlib.Path
+    ) -> gateway.ToolDecider:
         context = policy.RunContext(
             namespace=self.inputs.namespace, name=self.inputs.name, uid=self.uid,
             workspace_root="/workspace" if self.options.sandbox != "none" else str(workspace),
@@ -336,10 +320,10 @@ class _Pipeline:
         return decide
 
     def _plan(
-        self, snapshot: controller.Snapshot, settings: controller.Settings, policy_set: Any
-    ) -> controller.Plan:
+        self, snapshot: runs.Snapshot, image: str, policy_set: policy.PolicySet, *, token: str
+    ) -> runs.Plan:
         run = self.inputs.run
-        return controller.Plan(
+        return runs.Plan(
             run=run,
             uid=self.uid,
             namespace=self.inputs.namespace,
@@ -359,23 +343,22 @@ class _Pipeline:
                 },
                 **{name: value.encode() for name, value in self._literals.values.items()},
             },
-            inputs_digest=controller.inputs_digest(
-                run, config=self._literals.text, snapshot=snapshot, settings=settings
+            inputs_digest=runs.inputs_digest(
+                run,
+                config=self._literals.text,
+                snapshot=snapshot,
+                runner_image=image,
+                runner_command=runs.RUNNER_COMMAND,
             ),
-            token="",
+            token=token,
             permissions_yaml=policy.to_permissions_yaml(policy_set),
         )
 
     def _bundle(
-        self,
-        plan: controller.Plan,
-        settings: controller.Settings,
-        policy_set: Any,
-        cn: str,
-        workspace: pathlib.Path,
+        self, plan: runs.Plan, gateway_url: str, cn: str, workspace: pathlib.Path
     ) -> runner.RunBundle:
         """The operator's bundle; local mode changes only where things are."""
-        bundle = controller.bundle(plan, settings)
+        bundle = runs.bundle(plan, gateway_url=gateway_url)
         update: dict[str, Any] = {"run": self.uid}
         if self.options.sandbox == "none":
             run_dir = self.run_root / "run"
@@ -402,9 +385,7 @@ class _Pipeline:
                 secret = run_dir / "secrets" / mapping.name
                 _write_private(secret, self.inputs.secrets[mapping.name])
 
-    def _record_start(
-        self, book: ledger.Ledger, plan: controller.Plan, settings: controller.Settings
-    ) -> None:
+    def _record_start(self, book: ledger.Ledger, plan: runs.Plan, image: str) -> None:
         spec = self.inputs.run.spec
         base = {"name": self.inputs.name, "namespace": self.inputs.namespace}
         items = [
@@ -415,20 +396,20 @@ class _Pipeline:
                 "inputsDigest": plan.inputs_digest,
                 "policyDigest": plan.snapshot.digest,
                 "policies": list(plan.snapshot.sources),
-                "runnerImage": settings.runner_image,
+                "runnerImage": image,
                 "sandbox": self.options.sandbox,
                 "secrets": sorted({*plan.secret_values, *plan.brokered_values}),
                 "mode": "local",
                 **_digests.run_created_fields(
                     self.inputs, records.BlobStore(str(self.state / "records")),
-                    policy_digest=plan.snapshot.digest, runner_image=settings.runner_image,
+                    policy_digest=plan.snapshot.digest, runner_image=image,
                     cli=_digests.cli_version(self._cn, CN_VERSION),
                 ),
             }),
             *(ledger.Append(self.uid, ledger.Kind.SECRET_READ, self.actor, {
                 "name": m.name,
                 "namespace": self.inputs.namespace,
-                "purpose": controller.secret_purpose(i, m.name, self._brokered),
+                "purpose": runs.secret_purpose(i, m.name, self._brokered),
             }) for i, m in enumerate(spec.secrets)),
             ledger.Append(self.uid, ledger.Kind.RUN_STARTED, self.actor, {
                 **base, "startTime": self.started.isoformat(), "sandbox": self.options.sandbox,
@@ -561,9 +542,7 @@ class _Pipeline:
         elif kind is ledger.Kind.RUN_FINISHED and entry.actor == "runner":
             self.say(f"  [{entry.sequence}] runner reported {payload.get('status')}")
 
-    async def _stopped(
-        self, server: gateway.Gateway, book: ledger.Ledger, plan: controller.Plan
-    ) -> None:
+    async def _stopped(self, server: gateway.Gateway, book: ledger.Ledger, plan: runs.Plan) -> None:
         """Ctrl-C: held calls are refused, and the run ends Cancelled, as a manual stop."""
         broker = server.broker
         if isinstance(broker, gateway.LocalApprovalBroker):
@@ -586,8 +565,9 @@ class _Pipeline:
     def _finish(
         self,
         book: ledger.Ledger,
-        plan: controller.Plan,
-        settings: controller.Settings,
+        plan: runs.Plan,
+        image: str,
+        gateway_url: str,
         outcome: Mapping[str, Any] | None,
         completed: Any,
         record_digest: str | None,
@@ -640,14 +620,14 @@ class _Pipeline:
         report = _report.Report(
             run=self.inputs.name, uid=self.uid, namespace=self.inputs.namespace,
             sandbox=self.options.sandbox, phase=phase.value, reason=reason, message=message,
-            exit_code=completed.exit_code, gateway=settings.gateway_url,
+            exit_code=completed.exit_code, gateway=gateway_url,
             tool_calls=calls, allowed=allowed, denied=denied, approved=approved,
             verify=verify,
             diff_files=[_report.ChangedFile(**f) for f in diff.get("files") or []],
             diff_digest=diff.get("digest"), record_digest=record_digest,
             ledger=summary, state_dir=str(self.state),
         )  # fmt: skip
-        facts = self._facts(report, plan, settings, outcome, entries, finished, calls)
+        facts = self._facts(report, plan, image, outcome, entries, finished, calls)
         report.attestation = self._attest(book, facts)
         head = list(book.entries(run_uid=self.uid, start=last.sequence + 1))
         if head:
@@ -660,8 +640,8 @@ class _Pipeline:
     def _facts(
         self,
         report: _report.Report,
-        plan: controller.Plan,
-        settings: controller.Settings,
+        plan: runs.Plan,
+        image: str,
         outcome: Mapping[str, Any] | None,
         entries: list[ledger.Entry],
         finished: datetime,
@@ -716,14 +696,14 @@ class _Pipeline:
                 merkle_root=report.ledger.merkle_root,
             ),
             inputs={
-                "agentrun-spec": _sha(rfc8785.dumps(_spec_document(self.inputs.run))),
+                "agentrun-spec": _sha(policy.canonical_json(runs.spec_document(self.inputs.run))),
                 "config.yaml": _sha(self._literals.text.encode()),
                 "prompt": _sha(spec.prompt.encode()),
                 "repository": _sha(repository.encode()),
                 "inputs": _hex(plan.inputs_digest),
             },
             policy_digest=_hex(plan.snapshot.digest),
-            runner_image=settings.runner_image,
+            runner_image=image,
             cli_version=(outcome or {}).get("cliVersion") or None,
             models=tuple(
                 attest.ModelUse(provider=provider, model=name, requests=n)
@@ -830,9 +810,3 @@ def _write_private(path: pathlib.Path, text: str) -> None:
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
         handle.write(text)
-
-
-def _spec_document(run: api.AgentRun) -> dict[str, Any]:
-    spec = run.spec.wire()
-    spec.pop("cancel", None)
-    return spec

@@ -27,7 +27,17 @@ from tests import continue_config
 from tests.integration import cluster_support as support
 from tests.kube import ControlPlane
 
-from continue_orchestrator import api, cli, controller, errors, gateway, ledger, local, policy
+from continue_orchestrator import (
+    api,
+    cli,
+    controller,
+    errors,
+    gateway,
+    ledger,
+    local,
+    policy,
+    runs,
+)
 
 pytestmark = pytest.mark.cluster
 RULE = "default/release"
@@ -529,10 +539,10 @@ def test_the_standalone_gateway_holds_calls_on_the_agentrun(
         resource = _policy_resource(namespace)
         client = gateway.BlockingClient(admin, ADMIN_TOKEN)
         client.register(
-            controller.Registration(
+            runs.Registration(
                 uid=uid, name=name, namespace=namespace, token=TOKEN,
                 expires_at=time.time() + 600,
-                policy=json.dumps(controller.snapshot_document([resource])).encode(),
+                policy=json.dumps(policy.snapshot_document([resource])).encode(),
                 policy_digest=policy.compile([resource]).digest,
                 allowed_egress=("127.0.0.1",),
                 config=continue_config.text(name="a", model_name="m", model="m",

@@ -30,7 +30,7 @@ from tests.integration.test_one_code_path import (  # noqa: F401 (fixtures)
 )
 from tests.kube import ControlPlane, PodExecutor
 
-from continue_orchestrator import controller, gateway, ledger, local
+from continue_orchestrator import controller, gateway, ledger, local, runs
 
 pytestmark = [
     pytest.mark.cluster,
@@ -70,7 +70,7 @@ class _Gateway:
     def call(self, coroutine: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(60)
 
-    def register(self, registration: controller.Registration) -> None:
+    def register(self, registration: runs.Registration) -> None:
         config = yaml.safe_load(registration.config)
         for model in config["models"]:
             model["apiBase"] = self.model_base

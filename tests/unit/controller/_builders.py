@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from continue_orchestrator import api, controller
-from continue_orchestrator.controller import _manifests, _validate
+from continue_orchestrator import api, controller, policy, runs
 
 IMAGE = "registry.example/runner@sha256:" + "a" * 64
 UID = "0b6f3f7e-1111-4222-8333-944445555666"
@@ -34,7 +33,7 @@ def policy_spec(**spec: Any) -> dict[str, Any]:
     return {"rules": [], "defaultEffect": "Deny", **spec}
 
 
-def snapshot_of(*specs: dict[str, Any], settings: controller.Settings) -> controller.Snapshot:
+def snapshot_of(*specs: dict[str, Any], settings: controller.Settings) -> runs.Snapshot:
     sources: list[api.ClusterRunPolicy | api.RunPolicy] = []
     for index, spec in enumerate(specs):
         last = index == len(specs) - 1
@@ -49,8 +48,7 @@ def snapshot_of(*specs: dict[str, Any], settings: controller.Settings) -> contro
         )
         assert isinstance(resource, api.RunPolicy | api.ClusterRunPolicy)
         sources.append(resource)
-    content = _manifests.canonical(_validate.snapshot_document(sources))
-    return controller.snapshot(content, settings)
+    return runs.snapshot(policy.snapshot_content(sources), runtime_class=settings.runtime_class)
 
 
 def make_settings(**overrides: Any) -> controller.Settings:
@@ -66,14 +64,14 @@ def make_settings(**overrides: Any) -> controller.Settings:
 def make_plan(
     settings: controller.Settings,
     run: api.AgentRun | None = None,
-    snapshot: controller.Snapshot | None = None,
+    snapshot: runs.Snapshot | None = None,
     secret_values: dict[str, bytes] | None = None,
     git_token: bytes | None = None,
-) -> controller.Plan:
+) -> runs.Plan:
     run = run or agent_run()
     snapshot = snapshot or snapshot_of(policy_spec(), settings=settings)
     config = run.spec.agent.config or ""
-    return controller.Plan(
+    return runs.Plan(
         run=run,
         uid=UID,
         namespace="team-a",
@@ -82,8 +80,12 @@ def make_plan(
         config=config,
         secret_values=secret_values or {},
         git_token=git_token,
-        inputs_digest=controller.inputs_digest(
-            run, config=config, snapshot=snapshot, settings=settings
+        inputs_digest=runs.inputs_digest(
+            run,
+            config=config,
+            snapshot=snapshot,
+            runner_image=settings.runner_image,
+            runner_command=settings.runner_command,
         ),
         token="t0k3n-" + "x" * 40,
     )

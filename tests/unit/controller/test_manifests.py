@@ -8,7 +8,7 @@ import json
 import pytest
 from tests.unit.controller import _builders
 
-from continue_orchestrator import api, controller, errors
+from continue_orchestrator import api, controller, errors, policy, runs
 
 SECRET_VALUE = b"s3cr3t-value-that-must-not-leak"
 
@@ -176,7 +176,7 @@ def test_snapshot_is_a_function_of_its_content(settings: controller.Settings) ->
         _builders.policy_spec(sandbox={"maxTimeoutSeconds": 3600}),
         settings=settings,
     )
-    again = controller.snapshot(first.content, settings)
+    again = runs.snapshot(first.content, runtime_class=settings.runtime_class)
     assert again == first
     assert first.max_timeout_seconds == 900
     assert first.digest.startswith("sha256:") and len(first.sources) == 2
@@ -185,7 +185,13 @@ def test_snapshot_is_a_function_of_its_content(settings: controller.Settings) ->
 def test_inputs_digest_covers_every_input(settings: controller.Settings) -> None:
     base = _builders.make_plan(settings)
     run, snapshot = base.run, base.snapshot
-    digest = controller.inputs_digest(run, config=base.config, snapshot=snapshot, settings=settings)
+    digest = runs.inputs_digest(
+        run,
+        config=base.config,
+        snapshot=snapshot,
+        runner_image=settings.runner_image,
+        runner_command=settings.runner_command,
+    )
     assert digest == base.inputs_digest
 
     def other(**kwargs: object) -> str:
@@ -195,11 +201,13 @@ def test_inputs_digest_covers_every_input(settings: controller.Settings) -> None
             "settings": settings,
             **kwargs,
         }
-        return controller.inputs_digest(
+        chosen: controller.Settings = values["settings"]  # type: ignore[assignment]
+        return runs.inputs_digest(
             kwargs.get("run", run),  # type: ignore[arg-type]
             config=values["config"],  # type: ignore[arg-type]
             snapshot=values["snapshot"],  # type: ignore[arg-type]
-            settings=values["settings"],  # type: ignore[arg-type]
+            runner_image=chosen.runner_image,
+            runner_command=chosen.runner_command,
         )
 
     assert other(config=base.config + "# changed\n") != digest
@@ -250,13 +258,10 @@ def test_settings_refuse_unpinned_runner_image() -> None:
 
 
 def test_snapshot_digest_is_the_policy_sets_digest(settings: controller.Settings) -> None:
-    from continue_orchestrator import policy
-    from continue_orchestrator.controller import _validate
-
     snapshot = _builders.snapshot_of(
         _builders.policy_spec(allowedEgress=["10.0.0.1:443"]),
         _builders.policy_spec(allowedSecrets=["A"]),
         settings=settings,
     )
-    compiled = policy.compile(_validate.snapshot_sources(snapshot.content))
+    compiled = policy.compile(policy.snapshot_sources(snapshot.content))
     assert compiled.digest == snapshot.digest

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from tests import continue_config
 
-from continue_orchestrator import api, controller, errors, gateway, local, policy, records
+from continue_orchestrator import api, controller, errors, gateway, local, policy, records, runs
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
 ADMIN = "admin-token-0123456789-0123456789-abcdef"
@@ -28,7 +28,7 @@ def snapshot() -> tuple[list[dict[str, Any]], str]:
         api.parse(yaml.safe_load((REPO / "examples/demo" / name).read_text()))
         for name in ("clusterrunpolicy.yaml", "runpolicy.yaml")
     ]
-    manifests = controller.snapshot_document(sources)  # type: ignore[arg-type]
+    manifests = policy.snapshot_document(sources)  # type: ignore[arg-type]
     return manifests, policy.compile(sources).digest  # type: ignore[arg-type]
 
 
@@ -360,14 +360,14 @@ def test_the_admin_api_can_live_on_its_own_port(tmp_path: pathlib.Path) -> None:
 
 
 def test_client_registers_what_the_controller_hands_it(tmp_path: pathlib.Path) -> None:
-    """``BlockingClient`` is the controller's GatewayClient: a controller.Registration
+    """``BlockingClient`` is the controller's GatewayClient: a runs.Registration
     goes in, models and keys come from its config.yaml and granted secrets."""
 
     async def check(
         server: gateway.Gateway, model: local.ScriptedModel, session: aiohttp.ClientSession
     ) -> None:
         manifests, digest = snapshot()
-        registration = controller.Registration(
+        registration = runs.Registration(
             uid="run-7",
             name="fix-rounding",
             namespace="demo",
