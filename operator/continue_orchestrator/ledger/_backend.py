@@ -63,9 +63,8 @@ CREATE TABLE IF NOT EXISTS ledger_checkpoints (
 """
 
 
-# sequence, run_uid, time, kind, actor, payload_digest, prev_hash, entry_hash
-EntryRow = tuple[int, str, str, str, str, str, str, str]
-# ... then the canonical payload text, or None once redacted
+# An entry as stored (``_entry.EntryRow``), then its canonical payload text, or None once
+# redacted
 Row = tuple[int, str, str, str, str, str, str, str, str | None]
 # sequence, run_uid, kind, whether the payload is still stored
 Target = tuple[int, str, str, bool]
@@ -80,7 +79,9 @@ class Session(Protocol):
         """(number of entries, hash of the last entry or the genesis hash)."""
         ...
 
-    def insert(self, rows: Sequence[EntryRow], payloads: Sequence[tuple[int, str]]) -> None: ...
+    def insert(
+        self, rows: Sequence[_entry.EntryRow], payloads: Sequence[tuple[int, str]]
+    ) -> None: ...
 
     def targets(self, *, run_uid: str | None, sequence: int | None) -> list[Target]: ...
 

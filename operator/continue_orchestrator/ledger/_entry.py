@@ -56,6 +56,13 @@ class Kind(enum.StrEnum):
 SECRET_READ_FIELDS = frozenset({"name", "namespace", "key", "purpose"})
 
 
+HeaderFields = tuple[int, str, str, str, str, str, str]
+"""What an entry's hash covers, in ``header``'s order: sequence, run_uid, time, kind,
+actor, payload_digest, prev_hash."""
+EntryRow = tuple[int, str, str, str, str, str, str, str]
+"""An entry as stored: its ``HeaderFields``, then its entry_hash."""
+
+
 def header(
     sequence: int,
     run_uid: str,
@@ -74,17 +81,15 @@ def header(
     ).encode()
 
 
-def entry_hash(
-    sequence: int,
-    run_uid: str,
-    time: str,
-    kind: str,
-    actor: str,
-    payload_digest: str,
-    prev_hash: str,
-) -> str:
-    data = header(sequence, run_uid, time, kind, actor, payload_digest, prev_hash)
-    return _sha256(b"\x00" + data).hexdigest()
+def entry_hash(*fields: *HeaderFields) -> str:
+    """The entry hash of ``header(*fields)``: its RFC 6962 leaf hash, in hex."""
+    return _sha256(b"\x00" + header(*fields)).hexdigest()
+
+
+def chained(sequence: int, item: Prepared, time: str, prev_hash: str) -> EntryRow:
+    """``item`` as entry ``sequence`` after ``prev_hash``: the row to store, hash last."""
+    fields = (sequence, item.run_uid, time, item.kind, item.actor, item.payload_digest, prev_hash)
+    return (*fields, entry_hash(*fields))
 
 
 def payload_digest(canonical_payload: bytes) -> str:
@@ -131,8 +136,9 @@ class Entry:
             )
         return value
 
-    def header(self) -> bytes:
-        return header(
+    def computed_hash(self) -> str:
+        """The entry hash its fields give now (``entry_hash`` unless altered)."""
+        return entry_hash(
             self.sequence,
             self.run_uid,
             self.time,
@@ -141,9 +147,6 @@ class Entry:
             self.payload_digest,
             self.prev_hash,
         )
-
-    def computed_hash(self) -> str:
-        return _sha256(b"\x00" + self.header()).hexdigest()
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -188,33 +188,13 @@ class Ledger:
         with self._backend.session(write=True) as session:
             size, prev_hash = session.head()
             time = _entry.now()
-            rows: list[_backend.EntryRow] = []
+            rows: list[_entry.EntryRow] = []
             payloads: list[tuple[int, str]] = []
             for offset, item in enumerate(prepared):
-                sequence = size + offset
-                entry_hash = _entry.entry_hash(
-                    sequence,
-                    item.run_uid,
-                    time,
-                    item.kind,
-                    item.actor,
-                    item.payload_digest,
-                    prev_hash,
-                )
-                rows.append(
-                    (
-                        sequence,
-                        item.run_uid,
-                        time,
-                        item.kind,
-                        item.actor,
-                        item.payload_digest,
-                        prev_hash,
-                        entry_hash,
-                    )
-                )
-                payloads.append((sequence, item.payload.decode("utf-8")))
-                prev_hash = entry_hash
+                row = _entry.chained(size + offset, item, time, prev_hash)
+                rows.append(row)
+                payloads.append((row[0], item.payload.decode("utf-8")))
+                prev_hash = row[-1]
             session.insert(rows, payloads)
         self._after_append(size, size + len(rows))
         return [
@@ -294,21 +274,7 @@ class Ledger:
                 where=where,
                 tombstone=True,
             )
-            time = _entry.now()
-            kind = _entry.Kind.TOMBSTONE.value
-            entry_hash = _entry.entry_hash(
-                size, target_run, time, kind, actor, prepared.payload_digest, prev_hash
-            )
-            row = (
-                size,
-                target_run,
-                time,
-                kind,
-                actor,
-                prepared.payload_digest,
-                prev_hash,
-                entry_hash,
-            )
+            row = _entry.chained(size, prepared, _entry.now(), prev_hash)
             payload = prepared.payload.decode("utf-8")
             session.insert([row], [(size, payload)])
             session.redact(redacted, size)
