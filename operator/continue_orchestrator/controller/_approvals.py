@@ -8,16 +8,15 @@ that id, whose ``spec.decidedBy`` the API server has
 already checked against the requesting user (deploy/admission/runapproval-identity.yaml).
 The broker still counts a decision only if that user, or one of their groups, is an
 approver of the policy snapshot the run started with; any other decision is ignored
-and reported as a Warning Event on the run. Every status write is a compare-and-swap on
-the run's resourceVersion, so it never overwrites what the operator writes meanwhile.
+and reported as a Warning Event on the run. Every status write goes through
+``_status.patch`` (a compare-and-swap), so it never overwrites what the operator writes
+meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import datetime
-import hashlib
 import logging
 import secrets
 import threading
@@ -26,13 +25,13 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import prometheus_client
+import pydantic
 
 from continue_orchestrator import api, errors, gateway, policy, records
-from continue_orchestrator.controller import _kube, _metrics, _names
+from continue_orchestrator.controller import _agentrun, _clock, _events, _kube, _metrics, _status
 
 log = logging.getLogger(__name__)
 JSON = dict[str, Any]
-_CAS_ATTEMPTS = 10
 _SUMMARY_LIMIT = 4096
 
 
@@ -46,6 +45,10 @@ class RunScope:
     redact: Callable[[str], str] = lambda text: text
     """Removes secret values from what goes into the status (anyone who may read the
     AgentRun reads it)."""
+
+    def ref(self, uid: str) -> _agentrun.Ref:
+        """The AgentRun of gateway run ``uid``."""
+        return _agentrun.Ref(self.namespace, self.name, uid)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -93,10 +96,6 @@ def approvers_for(policy_set: policy.PolicySet | None, rule: str) -> Approvers:
 def run_approvals_path(namespace: str, name: str | None = None) -> str:
     path = f"/apis/{api.GROUP}/{api.VERSION}/namespaces/{namespace}/runapprovals"
     return f"{path}/{name}" if name else path
-
-
-def _rfc3339(at: float) -> str:
-    return datetime.datetime.fromtimestamp(at, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _summary(approval: gateway.Approval) -> str:
@@ -211,17 +210,20 @@ class KubeApprovalBroker:
             "tool": approval.tool[:256],
             "summary": scope.redact(_summary(approval))[:_SUMMARY_LIMIT],
             "rule": approval.rule[:128] or None,
-            "requestedAt": _rfc3339(approval.requested_at),
-            "expiresAt": _rfc3339(approval.requested_at + approval.timeout),
+            "requestedAt": _clock.rfc3339(approval.requested_at),
+            "expiresAt": _clock.rfc3339(approval.requested_at + approval.timeout),
         }
         entry = {k: v for k, v in entry.items() if v is not None}
 
         call = approval.id
 
-        def hold(status: JSON) -> JSON | None:
-            pending = [p for p in status.get("pendingApprovals") or [] if p.get("id") != call]
+        def hold(current: _agentrun.Run) -> JSON | None:
+            status = current.status
+            if status.phase.terminal:
+                return None
+            pending = [p.wire() for p in status.pending_approvals if p.id != call]
             new: JSON = {"pendingApprovals": [*pending, entry]}
-            if status.get("phase") in (api.Phase.RUNNING.value, api.Phase.AWAITING_APPROVAL.value):
+            if status.phase in (api.Phase.RUNNING, api.Phase.AWAITING_APPROVAL):
                 new["phase"] = api.Phase.AWAITING_APPROVAL.value
                 new["message"] = (
                     f"{approval.tool} call {approval.id} waits for an approver until "
@@ -229,7 +231,7 @@ class KubeApprovalBroker:
                 )
             return new
 
-        if not self._patch_status(scope, run, hold):
+        if _status.patch(self.kube, scope.ref(run), hold) is None:
             raise errors.GatewayError(
                 "the AgentRun is gone or finished; nobody can approve this call",
                 where=f"AgentRun {scope.namespace}/{scope.name}, tool call {approval.id}",
@@ -240,20 +242,18 @@ class KubeApprovalBroker:
     ) -> None:
         call = approval.id
         counter = "approvals" if verdict is not None and verdict.approved else "rejections"
-        removed = False
 
-        def settle(status: JSON) -> JSON | None:
-            nonlocal removed
-            held = status.get("pendingApprovals") or []
-            pending = [p for p in held if p.get("id") != call]
-            removed = len(pending) < len(held)
-            if not removed:
+        def settle(current: _agentrun.Run) -> JSON | None:
+            status = current.status
+            pending = [p.wire() for p in status.pending_approvals if p.id != call]
+            if len(pending) == len(status.pending_approvals):
                 return None  # never held (the run had finished): nothing to count
-            counts = dict(status.get("interventions") or {})
-            counts[counter] = int(counts.get(counter, 0)) + 1
-            counts["total"] = int(counts.get("total", 0)) + 1
-            new: JSON = {"pendingApprovals": pending, "interventions": counts}
-            if not pending and status.get("phase") == api.Phase.AWAITING_APPROVAL.value:
+            counts = status.interventions or api.Interventions()
+            counted = counts.model_copy(
+                update={counter: getattr(counts, counter) + 1, "total": counts.total + 1}
+            )
+            new: JSON = {"pendingApprovals": pending, "interventions": counted.wire()}
+            if not pending and status.phase is api.Phase.AWAITING_APPROVAL:
                 new["phase"] = api.Phase.RUNNING.value
                 decided = (
                     "timed out"
@@ -264,54 +264,12 @@ class KubeApprovalBroker:
             return new
 
         try:
-            self._patch_status(scope, run, settle, terminal_too=True)
+            settled = _status.patch(self.kube, scope.ref(run), settle)
         except Exception:  # the decision stands; a stale entry is only cosmetic
             log.exception("could not clear pending approval %s of %s", approval.id, run)
-        if removed:
+            return
+        if settled is not None:
             _metrics.INTERVENTIONS.labels(counter.removesuffix("s")).inc()
-
-    def _patch_status(
-        self,
-        scope: RunScope,
-        run: str,
-        change: Callable[[JSON], JSON | None],
-        *,
-        terminal_too: bool = False,
-    ) -> bool:
-        """Compare-and-swap ``change`` into the run's status; False if the run is gone
-        (or finished, unless ``terminal_too``)."""
-        path = _kube.agentruns(scope.namespace, scope.name)
-        for _ in range(_CAS_ATTEMPTS):
-            current = self.kube.get(path)
-            if current is None or current["metadata"].get("uid") != run:
-                return False
-            status = dict(current.get("status") or {})
-            phase = str(status.get("phase") or api.Phase.PENDING.value)
-            if not terminal_too and phase in {p.value for p in api.TERMINAL_PHASES}:
-                return False
-            new = change(status)
-            if new is None:
-                return True
-            patch = {
-                "metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
-                "status": new,
-            }
-            try:
-                self.kube.merge_patch(
-                    _kube.agentruns(scope.namespace, scope.name, status=True), patch
-                )
-            except _kube.ApiError as error:
-                if error.status == 409:
-                    continue
-                if error.status == 404:
-                    return False
-                raise
-            return True
-        raise errors.GatewayError(
-            f"the status kept changing under {_CAS_ATTEMPTS} writes",
-            where=f"AgentRun {scope.namespace}/{scope.name}",
-            fix="nothing: the gateway retries with the next held call",
-        )
 
     # -- decisions ---------------------------------------------------------------------
 
@@ -373,23 +331,25 @@ class KubeApprovalBroker:
     ) -> _Verdict | None:
         for obj in sorted(objects, key=lambda o: str(o["metadata"].get("creationTimestamp"))):
             name = str(obj["metadata"]["name"])
-            spec = obj.get("spec") or {}
-            if spec.get("runName") != scope.name or spec.get("callId") != approval.id:
+            try:
+                spec = api.RunApprovalSpec.model_validate(obj.get("spec") or {})
+            except pydantic.ValidationError as error:  # the API server checks the same model
+                log.warning("RunApproval %s/%s is malformed: %s", scope.namespace, name, error)
+                continue
+            if spec.run_name != scope.name or spec.call_id != approval.id:
                 continue
             if name in seen:
                 continue
             seen.add(name)
-            decided_by = spec.get("decidedBy") or {}
-            username = str(decided_by.get("username") or "")
-            groups = tuple(str(g) for g in decided_by.get("groups") or ())
+            username, groups = spec.decided_by.username, tuple(spec.decided_by.groups)
             if not approvers.admit(username, groups):
                 self._ignored(scope, run, approval, name, username, approvers)
                 continue
             return _Verdict(
-                approved=spec.get("decision") == api.Decision.APPROVE.value,
+                approved=spec.decision is api.Decision.APPROVE,
                 username=username,
                 groups=groups,
-                reason=str(spec.get("reason") or ""),
+                reason=spec.reason,
                 approval_name=name,
             )
         return None
@@ -409,55 +369,9 @@ class KubeApprovalBroker:
             f"(approvers: {approvers.describe()})"
         )
         log.warning("AgentRun %s/%s: %s", scope.namespace, scope.name, message)
-        post_event(self.kube, scope, run, "ApprovalIgnored", message, "Warning", approval_name)
-
-
-def post_event(
-    kube: _kube.Kube,
-    scope: RunScope,
-    run: str,
-    reason: str,
-    message: str,
-    kind: str,
-    key: str,
-) -> None:
-    """A core/v1 Event on the AgentRun; failures are logged, never raised."""
-    at = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    event = {
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {
-            "name": _names.event_name(
-                _names.object_name(scope.name, run),
-                f"{reason}-{hashlib.sha256(key.encode()).hexdigest()[:12]}",
-            ),
-            "namespace": scope.namespace,
-            "labels": {_names.RUN_UID_LABEL: run},
-        },
-        "involvedObject": {
-            "apiVersion": api.API_VERSION,
-            "kind": "AgentRun",
-            "name": scope.name,
-            "namespace": scope.namespace,
-            "uid": run,
-        },
-        "reason": reason,
-        "message": message[:1024],
-        "type": kind,
-        "source": {"component": _names.MANAGED_BY},
-        "reportingComponent": _names.MANAGED_BY,
-        "reportingInstance": _names.MANAGED_BY,
-        "firstTimestamp": at,
-        "lastTimestamp": at,
-        "count": 1,
-    }
-    try:
-        kube.create(_kube.core(scope.namespace, "events"), event)
-    except _kube.ApiError as error:
-        if error.status != 409:
-            log.warning(
-                "could not post event %s on %s/%s: %s", reason, scope.namespace, scope.name, error
-            )
+        _events.post(
+            self.kube, scope.ref(run), "ApprovalIgnored", message, "Warning", key=approval_name
+        )
 
 
 _REGISTRIES_SERVING_INTERVENTIONS: set[int] = set()

@@ -26,7 +26,16 @@ from typing import Any, Literal
 import rfc8785
 
 from continue_orchestrator import api, attest, errors, ledger, records
-from continue_orchestrator.controller import _closing, _kube, _names, _outcome, _settings
+from continue_orchestrator.controller import (
+    _agentrun,
+    _clock,
+    _closing,
+    _kube,
+    _names,
+    _outcome,
+    _settings,
+    _status,
+)
 
 log = logging.getLogger(__name__)
 JSON = dict[str, Any]
@@ -34,7 +43,6 @@ JSON = dict[str, Any]
 BUNDLE_KEY = "bundle.sigstore.json"
 LOCATION_SCHEME = "configmap:"
 ATTESTATION_COMPONENT = "attestation"
-_CAS_ATTEMPTS = 10
 
 
 def bundle_name(run_name: str) -> str:
@@ -244,41 +252,6 @@ def evidence_from_records(root: str | pathlib.Path) -> EvidenceSource:
     return evidence
 
 
-def patch_status(
-    kube: _kube.Kube,
-    namespace: str,
-    name: str,
-    uid: str,
-    change: Callable[[JSON], JSON | None],
-) -> JSON | None:
-    """Compare-and-swap ``change(status)`` (a partial status) into the run; the run as
-    patched, or None if it is gone or ``change`` had nothing to write."""
-    for _ in range(_CAS_ATTEMPTS):
-        current = kube.get(_kube.agentruns(namespace, name))
-        if current is None or current["metadata"].get("uid") != uid:
-            return None
-        new = change(dict(current.get("status") or {}))
-        if new is None:
-            return None
-        patch = {
-            "metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
-            "status": new,
-        }
-        try:
-            return kube.merge_patch(_kube.agentruns(namespace, name, status=True), patch)
-        except _kube.ApiError as error:
-            if error.status == 409:
-                continue
-            if error.status == 404:
-                return None
-            raise
-    raise errors.OrchestratorError(
-        f"the status kept changing under {_CAS_ATTEMPTS} writes",
-        where=f"AgentRun {namespace}/{name}",
-        fix="nothing: the operator retries",
-    )
-
-
 class Attestor:
     """Signs and publishes the attestation of each finished run; never raises.
 
@@ -399,27 +372,31 @@ class Attestor:
         published: attest.SigningStatus | None,
     ) -> JSON | None:
         signed = value["signed"] == "true"
+        attested = (
+            _outcome.Setting(
+                "Attested",
+                "True",
+                "Signed",
+                f"bundle {value.get('digest')} stored at {value.get('location')} and verified",
+            )
+            if signed
+            else _outcome.Setting(
+                "Attested", "False", "SigningFailed", str(value.get("reason") or "signing failed")
+            )
+        )
 
-        def change(status: JSON) -> JSON | None:
-            if (status.get("attestation") or {}).get("signed") == "true":
+        def change(run: _agentrun.Run) -> JSON | None:
+            stored = run.status.attestation
+            if stored is not None and stored.signed == "true":
                 return None  # never downgrade a stored, verified bundle
-            return {
-                "attestation": value,
-                "conditions": _outcome.set_condition(
-                    list(status.get("conditions") or []),
-                    "Attested",
-                    "True" if signed else "False",
-                    "Signed" if signed else "SigningFailed",
-                    f"bundle {value.get('digest')} stored at {value.get('location')} and verified"
-                    if signed
-                    else str(value.get("reason") or "signing failed"),
-                    at=_outcome.now(),
-                    generation=None,
-                ),
-            }
+            at = _clock.now()
+            conditions = _outcome.set_conditions(
+                run.status.conditions, attested, at=at, generation=None
+            )
+            return {"attestation": value, "conditions": conditions}
 
         try:
-            patch_status(self.kube, namespace, name, uid, change)
+            _status.patch(self.kube, _agentrun.Ref(namespace, name, uid), change)
         except (errors.OrchestratorError, _kube.ApiError) as error:
             log.error("could not write status.attestation of %s/%s: %s", namespace, name, error)
             return None

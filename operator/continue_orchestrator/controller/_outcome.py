@@ -1,20 +1,21 @@
 """From what the pod did to what the AgentRun says: phases, reasons, conditions.
 
-Pure functions over plain dicts, so the mapping is tested without a cluster. Phases
-only move forward (Pending, then Running, then one terminal phase); a status that would
-go backwards or change a terminal phase is not produced, which is half of how a run
-reaches its terminal phase exactly once (the other half is the compare-and-swap write).
+Pure functions, so the mapping is tested without a cluster: they read a pod as the API
+server sends it and a run's status as ``api.AgentRunStatus``, and return the status
+fields to write as JSON. Phases only move forward (Pending, then Running, then one
+terminal phase); a status that would go backwards or change a terminal phase is not
+produced, which is half of how a run reaches its terminal phase exactly once (the other
+half is the compare-and-swap write, ``_status.patch``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
 
 from continue_orchestrator import api, runner
-from continue_orchestrator.controller import _names
+from continue_orchestrator.controller import _clock, _names
 
 JSON = dict[str, Any]
 
@@ -51,10 +52,6 @@ class Outcome:
     reason: str
     message: str
     started_at: str | None = None
-
-
-def now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def pod_deleted(pod_name: str) -> Outcome:
@@ -177,6 +174,30 @@ def set_condition(
     return out
 
 
+class Setting(NamedTuple):
+    """One condition to set: its type, status, reason and message."""
+
+    type: str
+    status: str
+    reason: str
+    message: str
+
+
+def set_conditions(
+    conditions: Iterable[api.Condition | Mapping[str, Any]],
+    *settings: Setting,
+    at: str,
+    generation: int | None,
+) -> list[JSON]:
+    """``conditions`` (as read) with each of ``settings`` set, as JSON for a status patch."""
+    out = [c.wire() if isinstance(c, api.Condition) else dict(c) for c in conditions]
+    for s in settings:
+        out = set_condition(
+            out, s.type, s.status, s.reason, s.message, at=at, generation=generation
+        )
+    return out
+
+
 def current_phase(status: Mapping[str, Any] | None) -> api.Phase:
     try:
         return api.Phase((status or {}).get("phase") or api.Phase.PENDING)
@@ -185,64 +206,42 @@ def current_phase(status: Mapping[str, Any] | None) -> api.Phase:
 
 
 def advance(
-    status: Mapping[str, Any] | None,
+    status: api.AgentRunStatus | Mapping[str, Any] | None,
     outcome: Outcome,
     *,
     generation: int | None,
     at: str | None = None,
 ) -> JSON | None:
-    """The status after ``outcome``, or None if it would not move the run forward.
+    """The status fields ``outcome`` changes, or None if it would not move the run forward.
 
     Terminal phases never change; a phase of equal rank is left alone (AwaitingApproval is
     set and cleared by the gateway, not by pod state; the first Pending status is written
-    when the pod is created).
+    when the pod is created). ``status`` is the run's status as read (JSON is parsed).
     """
-    old = dict(status or {})
-    phase = current_phase(old)
-    if phase.terminal:
+    old = (
+        status
+        if isinstance(status, api.AgentRunStatus)
+        else api.AgentRunStatus.model_validate(status or {})
+    )
+    if old.phase.terminal or rank(outcome.phase) <= rank(old.phase):
         return None
-    if rank(outcome.phase) <= rank(phase):
-        return None
-    at = at or now()
-    new = dict(old)
-    new["phase"] = outcome.phase.value
-    new["message"] = outcome.message
+    at = at or _clock.now()
+    new: JSON = {"phase": outcome.phase.value, "message": outcome.message}
     if generation is not None:
         new["observedGeneration"] = generation
-    conditions = list(old.get("conditions") or [])
     if outcome.phase is api.Phase.RUNNING:
-        conditions = set_condition(
-            conditions,
-            "SandboxReady",
-            "True",
-            outcome.reason,
-            outcome.message,
-            at=at,
-            generation=generation,
-        )
-        new.setdefault("startTime", outcome.started_at or at)
+        settings = [Setting("SandboxReady", "True", outcome.reason, outcome.message)]
+        if old.start_time is None:
+            new["startTime"] = outcome.started_at or at
     else:
-        if condition(old, "SandboxReady") is not None:
-            conditions = set_condition(
-                conditions,
-                "SandboxReady",
-                "False",
-                "RunFinished",
-                f"the run ended {outcome.phase.value}",
-                at=at,
-                generation=generation,
-            )
-        conditions = set_condition(
-            conditions,
-            "Completed",
-            "True",
-            outcome.reason,
-            outcome.message,
-            at=at,
-            generation=generation,
-        )
-        if outcome.started_at and "startTime" not in new:
+        settings = [
+            Setting("Completed", "True", outcome.reason, outcome.message),
+        ]
+        if any(c.type == "SandboxReady" for c in old.conditions):
+            ended = f"the run ended {outcome.phase.value}"
+            settings.insert(0, Setting("SandboxReady", "False", "RunFinished", ended))
+        if outcome.started_at and old.start_time is None:
             new["startTime"] = outcome.started_at
         new["completionTime"] = at
-    new["conditions"] = conditions
+    new["conditions"] = set_conditions(old.conditions, *settings, at=at, generation=generation)
     return new

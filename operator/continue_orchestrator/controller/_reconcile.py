@@ -11,17 +11,19 @@ swap appends ``run.finished``, posts the Event and counts it.
 from __future__ import annotations
 
 import base64
-import datetime
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from continue_orchestrator import api, errors, ledger, runner, runs
 from continue_orchestrator.controller import (
+    _agentrun,
     _attestation,
+    _clock,
     _closing,
+    _events,
     _gateway,
     _kube,
     _manifests,
@@ -30,32 +32,13 @@ from continue_orchestrator.controller import (
     _outcome,
     _replay,
     _settings,
+    _status,
+    _transitions,
     _validate,
 )
 
 JSON = dict[str, Any]
 log = logging.getLogger(__name__)
-
-_CAS_ATTEMPTS = 10
-POLICY_REASONS = frozenset(
-    {
-        "PolicyNotFound",
-        "PolicyInvalid",
-        "TimeoutExceedsPolicy",
-        "RepositoryDenied",
-        "SecretNotAllowed",
-        "InvalidSpec",
-    }
-)
-
-
-def _parse_time(text: str | None) -> float | None:
-    if not text:
-        return None
-    try:
-        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 class Reconciler:
@@ -80,21 +63,21 @@ class Reconciler:
 
     def start(self, body: Mapping[str, Any]) -> None:
         """On create and on operator restart: validate, record, create or adopt objects."""
-        status = body.get("status") or {}
-        if _outcome.current_phase(status).terminal:
+        run = _agentrun.Run.of(body)
+        if run.status.phase.terminal:
             self._ensure_finished_recorded(body)
             if self.attestor is not None:  # catch up after a crash before attesting
                 self.attestor.attest_run(body)
             return
-        if (body.get("spec") or {}).get("cancel"):
+        if run.cancel:
             self.cancel(body)
             return
-        if _outcome.condition(status, "SandboxReady") is not None:
+        if run.condition("SandboxReady") is not None:
             self._register_again(body)
             self.resync(body)
             return
-        uid, namespace = _uid(body), _namespace(body)
-        name = _names.object_name(_name(body), uid)
+        uid, namespace = run.ref.uid, run.ref.namespace
+        name = run.ref.object_name
         found = self.kube.get(_kube.core(namespace, "secrets", name))
         try:
             if found is not None:
@@ -117,78 +100,48 @@ class Reconciler:
                 _manifests.network_policy(plan, self.settings),
                 uid,
             )
-            pod_created = self._create_pod_at_most_once(body, plan)
+            pod_created = self._create_pod_at_most_once(run, plan)
         except _validate.Rejection as rejection:
             self._reject(body, rejection)
             return
         if pod_created:
-            created_at = _parse_time(body.get("metadata", {}).get("creationTimestamp"))
+            created_at = _clock.parse(run.created_at)
             if created_at is not None:
                 _metrics.POD_CREATE_SECONDS.observe(max(0.0, time.time() - created_at))
-
-        def sandbox_created(current: JSON) -> JSON | None:
-            old = dict(current.get("status") or {})
-            if _outcome.current_phase(old).terminal:
-                return None
-            new = dict(old)
-            if _outcome.condition(old, "SandboxReady") is not None and old.get("inputsDigest"):
-                return None
-            at = _outcome.now()
-            generation = current["metadata"].get("generation")
-            new.setdefault("phase", api.Phase.PENDING.value)
-            new.setdefault("message", f"pod {plan.name} created")
-            new["inputsDigest"] = plan.inputs_digest
-            new["policyDigest"] = plan.snapshot.digest
-            new["runnerImage"] = self.settings.runner_image
-            new["observedGeneration"] = generation
-            conditions = _outcome.set_condition(
-                list(old.get("conditions") or []),
-                "PolicyValid",
-                "True",
-                "PolicyAllowed",
-                f"policy snapshot {plan.snapshot.digest} allows the run",
-                at=at,
-                generation=generation,
-            )
-            if _outcome.condition(old, "SandboxReady") is None:
-                conditions = _outcome.set_condition(
-                    conditions,
-                    "SandboxReady",
-                    "False",
-                    "PodCreated",
-                    f"pod {plan.name} created with runtimeClassName {plan.snapshot.runtime_class}",
-                    at=at,
-                    generation=generation,
-                )
-            new["conditions"] = conditions
-            return new
-
-        if self._transition(body, sandbox_created) is not None:
-            self._event(body, "SandboxCreated", f"pod {plan.name} created", "Normal")
+        written = self._write(
+            run,
+            lambda current: _transitions.sandbox_created(
+                current,
+                pod=plan.name,
+                inputs_digest=plan.inputs_digest,
+                policy_digest=plan.snapshot.digest,
+                runtime_class=plan.snapshot.runtime_class,
+                runner_image=self.settings.runner_image,
+            ),
+        )
+        if written is not None:
+            self._event(body, "SandboxCreated", f"pod {plan.name} created")
         # Pod events that came before SandboxReady was written were ignored: catch up.
         self.resync(body)
 
     def resync(self, body: Mapping[str, Any]) -> None:
         """Bring the status up to the pod's state; also the timeout backstop."""
-        current = self._get_run(body)
-        if current is None:
+        run = _status.read(self.kube, _agentrun.Ref.of(body))
+        if run is None or run.status.phase.terminal:
             return
-        status = current.get("status") or {}
-        if _outcome.current_phase(status).terminal:
+        if run.cancel:
+            self.cancel(run.body)
             return
-        if (current.get("spec") or {}).get("cancel"):
-            self.cancel(current)
-            return
-        if _outcome.condition(status, "SandboxReady") is None:
+        if run.condition("SandboxReady") is None:
             return  # the create handler has not finished; it will get here
-        name = _names.object_name(_name(current), _uid(current))
-        pod = self.kube.get(_kube.core(_namespace(current), "pods", name))
-        if pod is None or _labels(pod).get(_names.RUN_UID_LABEL) != _uid(current):
-            self._advance(current, _outcome.pod_deleted(name))
+        name = run.ref.object_name
+        pod = self.kube.get(_kube.core(run.ref.namespace, "pods", name))
+        if pod is None or _agentrun.labels(pod).get(_names.RUN_UID_LABEL) != run.ref.uid:
+            self._advance(run, _outcome.pod_deleted(name))
             return
         outcome = _outcome.from_pod(pod)
-        if outcome is not None and not outcome.phase.terminal and self._past_deadline(current, pod):
-            self.kube.delete(_kube.core(_namespace(current), "pods", name), grace_seconds=0)
+        if outcome is not None and not outcome.phase.terminal and self._past_deadline(run, pod):
+            self.kube.delete(_kube.core(run.ref.namespace, "pods", name), grace_seconds=0)
             outcome = _outcome.Outcome(
                 api.Phase.TIMED_OUT,
                 "DeadlineExceeded",
@@ -197,32 +150,18 @@ class Reconciler:
                 "the operator stopped it",
             )
         if outcome is not None:
-            self._advance(current, outcome)
+            self._advance(run, outcome)
 
     def on_pod(self, pod: Mapping[str, Any], *, deleted: bool) -> None:
         """A watch event for a pod carrying the run-uid label."""
-        uid = _labels(pod).get(_names.RUN_UID_LABEL)
-        owner = next(
-            (
-                ref
-                for ref in pod.get("metadata", {}).get("ownerReferences") or ()
-                if ref.get("kind") == "AgentRun" and ref.get("uid") == uid
-            ),
-            None,
-        )
-        if owner is None:
+        owner = _agentrun.owner_of(pod)
+        run = _status.read(self.kube, owner) if owner is not None else None
+        if run is None or run.deleting or run.status.phase.terminal:
             return
-        namespace = str(pod["metadata"]["namespace"])
-        run = self.kube.get(_kube.agentruns(namespace, str(owner["name"])))
-        if run is None or _uid(run) != uid or run["metadata"].get("deletionTimestamp"):
+        if run.cancel:
+            self.cancel(run.body)
             return
-        status = run.get("status") or {}
-        if _outcome.current_phase(status).terminal:
-            return
-        if (run.get("spec") or {}).get("cancel"):
-            self.cancel(run)
-            return
-        if _outcome.condition(status, "SandboxReady") is None:
+        if run.condition("SandboxReady") is None:
             return
         if deleted:
             self._advance(run, _outcome.pod_deleted(str(pod["metadata"]["name"])))
@@ -234,34 +173,20 @@ class Reconciler:
     def cancel(self, body: Mapping[str, Any]) -> None:
         """spec.cancel: Cancelled first (so the pod's deletion is not a PodDeleted), then
         stop the pod."""
-        name = _names.object_name(_name(body), _uid(body))
+        run = _agentrun.Run.of(body)
         outcome = _outcome.Outcome(
             api.Phase.CANCELLED,
             "Cancelled",
             "spec.cancel was set; the sandbox pod was stopped",
         )
-
-        def cancelled(current: JSON) -> JSON | None:
-            new = _outcome.advance(
-                current.get("status"), outcome, generation=current["metadata"].get("generation")
-            )
-            if new is None:
-                return None
-            counts = dict(new.get("interventions") or {})
-            counts["manualStops"] = int(counts.get("manualStops", 0)) + 1
-            counts["total"] = int(counts.get("total", 0)) + 1
-            new["interventions"] = counts
-            return new
-
-        won = self._transition(body, cancelled)
-        if won is not None:
+        written = self._write(run, lambda current: _transitions.cancelled(current, outcome))
+        if written is not None:
             _metrics.INTERVENTIONS.labels("manual_stop").inc()
-            self._finished(body, won[1], outcome)
-        current = self._get_run(body)
-        if current is not None and _outcome.current_phase(current.get("status")).value == (
-            api.Phase.CANCELLED.value
-        ):
-            self.kube.delete(_kube.core(_namespace(body), "pods", name), grace_seconds=5)
+            self._finished(body, written.body["status"], outcome)
+        current = _status.read(self.kube, run.ref)
+        if current is not None and current.status.phase is api.Phase.CANCELLED:
+            pod = _kube.core(run.ref.namespace, "pods", run.ref.object_name)
+            self.kube.delete(pod, grace_seconds=5)
 
     def delete(self, body: Mapping[str, Any]) -> None:
         """The finalizer: the ledger's tombstone goes in before the run's objects go."""
@@ -292,21 +217,16 @@ class Reconciler:
 
     # -- steps ------------------------------------------------------------------------------
 
-    def _advance(self, body: Mapping[str, Any], outcome: _outcome.Outcome) -> None:
-        won = self._transition(
-            body,
-            lambda current: _outcome.advance(
-                current.get("status"), outcome, generation=current["metadata"].get("generation")
-            ),
-        )
-        if won is None:
+    def _advance(self, run: _agentrun.Run, outcome: _outcome.Outcome) -> None:
+        written = self._write(run, lambda current: _transitions.advanced(current, outcome))
+        if written is None:
             return
-        new = won[1]
         if outcome.phase is api.Phase.RUNNING:
-            self._record(body, ledger.Kind.RUN_STARTED, {"startTime": new.get("startTime")})
-            self._event(body, "Running", outcome.message, "Normal")
+            started = {"startTime": written.status.start_time}
+            self._record(run.body, ledger.Kind.RUN_STARTED, started)
+            self._event(run.body, "Running", outcome.message)
         elif outcome.phase.terminal:
-            self._finished(body, new, outcome)
+            self._finished(run.body, written.body["status"], outcome)
 
     def _finished(
         self, body: Mapping[str, Any], status: Mapping[str, Any], outcome: _outcome.Outcome
@@ -350,24 +270,15 @@ class Reconciler:
         if not digest:
             return sealed
         report = (sealed or {}).get("replay")
-
-        def recorded(current: JSON) -> JSON | None:
-            new = dict(current.get("status") or {})
-            new["record"] = {"digest": digest, "location": f"gateway records: runs/{_uid(body)}"}
-            if isinstance(report, Mapping):
-                state, reason, message = _replay.condition(report)
-                new["conditions"] = _outcome.set_condition(
-                    list(new.get("conditions") or []),
-                    "Replayed",
-                    state,
-                    reason,
-                    message,
-                    at=_outcome.now(),
-                    generation=current["metadata"].get("generation"),
-                )
-            return new
-
-        self._transition(body, recorded)
+        self._write(
+            _agentrun.Run.of(body),
+            lambda current: _transitions.recorded(
+                current,
+                digest=str(digest),
+                location=f"gateway records: runs/{_uid(body)}",
+                replay=report if isinstance(report, Mapping) else None,
+            ),
+        )
         return sealed
 
     def _ensure_finished_recorded(self, body: Mapping[str, Any]) -> None:
@@ -389,40 +300,13 @@ class Reconciler:
 
     def _reject(self, body: Mapping[str, Any], rejection: _validate.Rejection) -> None:
         outcome = _outcome.Outcome(rejection.phase, rejection.reason, rejection.message)
-        policy_problem = rejection.reason in POLICY_REASONS
-
-        def rejected(current: JSON) -> JSON | None:
-            generation = current["metadata"].get("generation")
-            new = _outcome.advance(current.get("status"), outcome, generation=generation)
-            if new is None:
-                return None
-            new["conditions"] = _outcome.set_condition(
-                list(new.get("conditions") or []),
-                "PolicyValid",
-                "False" if policy_problem else "True",
-                rejection.reason if policy_problem else "PolicyAllowed",
-                rejection.message if policy_problem else "the policy allows the run",
-                at=new.get("completionTime") or _outcome.now(),
-                generation=generation,
-            )
-            if rejection.reason in _replay.REASONS:
-                new["conditions"] = _outcome.set_condition(
-                    new["conditions"],
-                    "Replayed",
-                    "False",
-                    rejection.reason,
-                    rejection.message,
-                    at=new.get("completionTime") or _outcome.now(),
-                    generation=generation,
-                )
-            return new
-
-        won = self._transition(body, rejected)
-        if won is None:
+        run = _agentrun.Run.of(body)
+        written = self._write(run, lambda current: _transitions.rejected(current, outcome))
+        if written is None:
             return
-        if not any(True for _ in self.book.entries(run_uid=_uid(body))):
+        if not any(True for _ in self.book.entries(run_uid=run.ref.uid)):
             self._record(body, ledger.Kind.RUN_CREATED, self._created_payload(body, None))
-        self._finished(body, won[1], outcome)
+        self._finished(body, written.body["status"], outcome)
 
     def _record_created(self, plan: runs.Plan) -> None:
         if any(
@@ -493,7 +377,7 @@ class Reconciler:
             snapshot = runs.snapshot(data["policy.json"], runtime_class=self.settings.runtime_class)
             bundle = runner.RunBundle.model_validate(json.loads(data["bundle.json"]))
             token = data["token"].decode("ascii")
-            inputs = str(_annotations(secret)[_names.INPUTS_DIGEST_ANNOTATION])
+            inputs = str(secret["metadata"]["annotations"][_names.INPUTS_DIGEST_ANNOTATION])
         except (KeyError, ValueError, errors.OrchestratorError) as error:
             raise _validate.Rejection(
                 api.Phase.FAILED,
@@ -533,7 +417,7 @@ class Reconciler:
         uid, namespace = _uid(body), _namespace(body)
         name = _names.object_name(_name(body), uid)
         found = self.kube.get(_kube.core(namespace, "secrets", name))
-        if found is None or _labels(found).get(_names.RUN_UID_LABEL) != uid:
+        if found is None or _agentrun.labels(found).get(_names.RUN_UID_LABEL) != uid:
             return  # resync sees what is missing and ends the run
         try:
             plan = self._plan_from_secret(body, found)
@@ -548,7 +432,7 @@ class Reconciler:
             replay_of=str((_replay.started(self.book, plan.uid) or {}).get("record") or ""),
         )
 
-    def _create_pod_at_most_once(self, body: Mapping[str, Any], plan: runs.Plan) -> bool:
+    def _create_pod_at_most_once(self, run: _agentrun.Run, plan: runs.Plan) -> bool:
         """Create the run's pod unless an earlier one may have acted: True if this call did.
 
         ``SandboxRequested`` is written before the create. A start that finds it (after a
@@ -560,11 +444,11 @@ class Reconciler:
         so the resync timer cannot race it.
         """
         pods = _kube.core(plan.namespace, "pods")
-        current = self._get_run(body)
+        current = _status.read(self.kube, run.ref)
         if current is None:
             return False
-        requested = _outcome.condition(current.get("status") or {}, "SandboxRequested") or {}
-        if requested.get("status") == "True":
+        requested = current.condition("SandboxRequested")
+        if requested is not None and requested.status == "True":
             found = self.kube.get(f"{pods}/{plan.name}")
             if found is not None:
                 self._check_ours(found, plan.uid, "Pod")
@@ -575,45 +459,33 @@ class Reconciler:
                 raise _validate.Rejection(
                     api.Phase.FAILED,
                     "PodDeleted",
-                    f"pod {plan.name} (requested at {requested.get('lastTransitionTime')}) is "
+                    f"pod {plan.name} (requested at {requested.last_transition_time}) is "
                     f"gone, and the ledger shows it ran ({acted[0].kind.value} at entry "
                     f"{acted[0].sequence}): it is not created again, for a run never acts "
                     "twice (create a new AgentRun to run again)",
                 )
-        elif not self._note_sandbox_requested(current, plan, "True", "PodRequested",
-                                               f"pod {plan.name} requested"):  # fmt: skip
+        elif not self._request_sandbox(
+            current, "True", "PodRequested", f"pod {plan.name} requested"
+        ):
             return False  # the run ended (cancel, delete) in the meantime
         try:
             return self._ensure(pods, _manifests.pod(plan, self.settings), plan.uid) is None
         except _kube.ApiError as error:
             if 400 <= error.status < 500 and error.status != 408:
-                self._note_sandbox_requested(
-                    body, plan, "False", "PodRefused", f"the API server refused pod {plan.name}: "
-                    f"{error.status} {error.reason}; the operator retries",
-                )  # fmt: skip
+                self._request_sandbox(
+                    current,
+                    "False",
+                    "PodRefused",
+                    f"the API server refused pod {plan.name}: {error.status} {error.reason}; "
+                    "the operator retries",
+                )
             raise
 
-    def _note_sandbox_requested(
-        self, body: Mapping[str, Any], plan: runs.Plan, state: str, reason: str, message: str
-    ) -> bool:
-        def noted(current: JSON) -> JSON | None:
-            old = dict(current.get("status") or {})
-            if _outcome.current_phase(old).terminal or (current.get("spec") or {}).get("cancel"):
-                return None
-            new = dict(old)
-            new.setdefault("phase", api.Phase.PENDING.value)
-            new["conditions"] = _outcome.set_condition(
-                list(old.get("conditions") or []),
-                "SandboxRequested",
-                state,
-                reason,
-                message,
-                at=_outcome.now(),
-                generation=current["metadata"].get("generation"),
-            )
-            return new
-
-        return self._transition(body, noted) is not None
+    def _request_sandbox(self, run: _agentrun.Run, state: str, reason: str, message: str) -> bool:
+        """Write ``SandboxRequested``; False if the run ended or is being cancelled."""
+        setting = _outcome.Setting("SandboxRequested", state, reason, message)
+        written = self._write(run, lambda current: _transitions.sandbox_requested(current, setting))
+        return written is not None
 
     def _ensure(self, collection: str, manifest: JSON, uid: str) -> JSON | None:
         """Create ``manifest``; None if this call created it, else the existing object
@@ -637,7 +509,7 @@ class Reconciler:
 
     @staticmethod
     def _check_ours(found: Mapping[str, Any], uid: str, kind: str) -> None:
-        if _labels(found).get(_names.RUN_UID_LABEL) != uid:
+        if _agentrun.labels(found).get(_names.RUN_UID_LABEL) != uid:
             raise _validate.Rejection(
                 api.Phase.FAILED,
                 "NameConflict",
@@ -645,94 +517,27 @@ class Reconciler:
                 "and does not belong to this run; the operator will not adopt or replace it",
             )
 
-    def _past_deadline(self, run: Mapping[str, Any], pod: Mapping[str, Any]) -> bool:
-        started = _parse_time((pod.get("status") or {}).get("startTime")) or _parse_time(
+    def _past_deadline(self, run: _agentrun.Run, pod: Mapping[str, Any]) -> bool:
+        pod_status: Mapping[str, Any] = pod.get("status") or {}
+        started = _clock.parse(pod_status.get("startTime")) or _clock.parse(
             pod["metadata"].get("creationTimestamp")
         )
         if started is None:
             return False
-        timeout = int((run.get("spec") or {}).get("timeoutSeconds", 1800))
-        return time.time() > started + timeout + self.settings.timeout_grace_seconds
+        return time.time() > started + run.timeout_seconds + self.settings.timeout_grace_seconds
 
-    def _get_run(self, body: Mapping[str, Any]) -> JSON | None:
-        current = self.kube.get(_kube.agentruns(_namespace(body), _name(body)))
-        if current is None or _uid(current) != _uid(body):
-            return None
-        return current
+    def _write(self, run: _agentrun.Run, change: _status.Change) -> _agentrun.Run | None:
+        """``_status.patch`` starting from ``run`` in hand; the gauge of phases sees the
+        phase written at once."""
+        written = _status.patch(self.kube, run.ref, change, in_hand=run)
+        if written is not None:
+            _metrics.PHASES.observe(run.ref.uid, written.status.phase.value)
+        return written
 
-    def _transition(
-        self, body: Mapping[str, Any], compute: Callable[[JSON], JSON | None]
-    ) -> tuple[JSON, JSON] | None:
-        """Compare-and-swap the status: (old, new) if this call moved it, else None."""
-        namespace, name = _namespace(body), _name(body)
-        # The first try swaps against the body in hand: if it is stale the API server
-        # answers 409 and the next try reads the current object.
-        current: JSON | None = dict(body) if body["metadata"].get("resourceVersion") else None
-        for _ in range(_CAS_ATTEMPTS):
-            if current is None:
-                current = self._get_run(body)
-            if current is None:
-                return None
-            new = compute(current)
-            if new is None:
-                return None
-            patch = {
-                "metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
-                "status": new,
-            }
-            try:
-                self.kube.merge_patch(_kube.agentruns(namespace, name, status=True), patch)
-            except _kube.ApiError as error:
-                if error.status == 409:
-                    current = None
-                    continue
-                if error.status == 404:
-                    return None
-                raise
-            _metrics.PHASES.observe(_uid(body), str(new.get("phase")))
-            return dict(current.get("status") or {}), new
-        raise errors.OrchestratorError(
-            f"status of AgentRun {namespace}/{name} kept changing under {_CAS_ATTEMPTS} writes",
-            where="operator status update",
-            fix="nothing: the operator retries",
-        )
-
-    def _event(self, body: Mapping[str, Any], reason: str, message: str, kind: str) -> None:
-        """One Event per transition; a second post of the same transition is a no-op."""
-        uid, namespace, run_name = _uid(body), _namespace(body), _name(body)
-        at = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        event = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {
-                "name": _names.event_name(_names.object_name(run_name, uid), reason),
-                "namespace": namespace,
-                "labels": {_names.RUN_UID_LABEL: uid},
-            },
-            "involvedObject": {
-                "apiVersion": api.API_VERSION,
-                "kind": "AgentRun",
-                "name": run_name,
-                "namespace": namespace,
-                "uid": uid,
-            },
-            "reason": reason,
-            "message": message[:1024],
-            "type": kind,
-            "source": {"component": _names.MANAGED_BY},
-            "reportingComponent": _names.MANAGED_BY,
-            "reportingInstance": _names.MANAGED_BY,
-            "firstTimestamp": at[:19] + "Z",
-            "lastTimestamp": at[:19] + "Z",
-            "count": 1,
-        }
-        try:
-            self.kube.create(_kube.core(namespace, "events"), event)
-        except _kube.ApiError as error:
-            if error.status != 409:
-                log.warning(
-                    "could not post event %s for %s/%s: %s", reason, namespace, run_name, error
-                )
+    def _event(
+        self, body: Mapping[str, Any], reason: str, message: str, kind: str = "Normal"
+    ) -> None:
+        _events.post(self.kube, _agentrun.Ref.of(body), reason, message, kind)
 
 
 def _uid(body: Mapping[str, Any]) -> str:
@@ -745,11 +550,3 @@ def _name(body: Mapping[str, Any]) -> str:
 
 def _namespace(body: Mapping[str, Any]) -> str:
     return str(body["metadata"]["namespace"])
-
-
-def _labels(body: Mapping[str, Any]) -> Mapping[str, str]:
-    return (body.get("metadata") or {}).get("labels") or {}
-
-
-def _annotations(body: Mapping[str, Any]) -> Mapping[str, str]:
-    return (body.get("metadata") or {}).get("annotations") or {}
