@@ -9,18 +9,18 @@ refusal names the field at fault.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import time
 from collections.abc import Mapping
 from typing import Any
 
-from continue_orchestrator import api, errors, policy
+from continue_orchestrator import digest, errors, policy
 from continue_orchestrator.gateway import _registry
 
 UID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _KNOWN = frozenset(
     {
         "uid",
@@ -79,58 +79,39 @@ def _kind(value: Any) -> str:
     )
 
 
-def policy_set(document: Any) -> Any:
+def _sha256(value: Any, field: str) -> str:
+    """``value`` if it is exactly a digest's text form (``sha256:`` and 64 lower-case hex)."""
+    if isinstance(value, str):
+        with contextlib.suppress(errors.OrchestratorError):
+            if str(digest.Digest.parse(value, where=field)) == value:
+                return value
+    raise _bad(field, "must be sha256: and 64 lower-case hex digits")
+
+
+def policy_set(document: Any) -> policy.PolicySet:
     """Compile ``{"digest", "manifests"}``; raises unless the manifests give that digest."""
     if not isinstance(document, dict):
         raise _bad("policy", f"must be an object with digest and manifests, got {_kind(document)}")
-    digest = document.get("digest")
-    if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
-        raise _bad("policy.digest", "must be sha256: and 64 lower-case hex digits")
-    manifests = document.get("manifests")
-    if not isinstance(manifests, list) or not manifests:
-        raise _bad(
-            "policy.manifests",
-            "must be a non-empty list of {kind, name, namespace, spec}",
-            fix="send the run's policy snapshot (its Secret's policy.json), baseline first",
-        )
-    sources: list[api.ClusterRunPolicy | api.RunPolicy] = []
-    for index, item in enumerate(manifests):
-        field = f"policy.manifests[{index}]"
-        if not isinstance(item, dict) or not isinstance(item.get("spec"), dict):
-            raise _bad(field, "must be an object with kind, name, namespace and spec")
-        metadata = {"name": item.get("name")}
-        if item.get("namespace"):
-            metadata["namespace"] = item["namespace"]
-        try:
-            resource = api.parse(
-                {
-                    "apiVersion": api.API_VERSION,
-                    "kind": item.get("kind"),
-                    "metadata": metadata,
-                    "spec": item["spec"],
-                },
-                where=field,
-            )
-        except errors.ManifestError as error:
-            raise _bad(field, error.what, error.fix) from None
-        if not isinstance(resource, api.ClusterRunPolicy | api.RunPolicy):
-            raise _bad(f"{field}.kind", "must be RunPolicy or ClusterRunPolicy")
-        sources.append(resource)
+    claimed = _sha256(document.get("digest"), "policy.digest")
+    try:
+        sources = policy.snapshot_sources_from(document.get("manifests"), where="policy.manifests")
+    except errors.ManifestError as error:
+        raise _bad(error.where, error.what, error.fix) from None
     try:
         compiled = policy.compile(sources)
     except errors.PolicyError as error:
         raise _bad("policy.manifests", error.message) from None
-    if compiled.digest != digest:
+    if compiled.digest != claimed:
         raise _bad(
             "policy.digest",
-            f"the manifests digest to {compiled.digest}, not {digest}; refusing a policy "
+            f"the manifests digest to {compiled.digest}, not {claimed}; refusing a policy "
             "that is not the run's snapshot",
             fix="send the snapshot the run was admitted under, unchanged",
         )
     return compiled
 
 
-def _approval_timeout(compiled: Any) -> float:
+def _approval_timeout(compiled: policy.PolicySet) -> float:
     return float(min(p.spec.approval_timeout_seconds for p in compiled.policies))
 
 
@@ -196,8 +177,7 @@ def registration(body: Any, *, now: float | None = None) -> _registry.RunRegistr
     if replay_of is not None:
         if not isinstance(replay_of, dict) or set(replay_of) != {"record"}:
             raise _bad("replayOf", 'must be {"record": "sha256:..."}')
-        if not isinstance(replay_of["record"], str) or not _DIGEST.fullmatch(replay_of["record"]):
-            raise _bad("replayOf.record", "must be sha256: and 64 lower-case hex digits")
+        _sha256(replay_of["record"], "replayOf.record")
     try:
         return _registry.RunRegistration(
             uid=uid,

@@ -49,6 +49,7 @@ from continue_orchestrator.policy._snapshot import content as snapshot_content
 from continue_orchestrator.policy._snapshot import digest_of as snapshot_digest
 from continue_orchestrator.policy._snapshot import document as snapshot_document
 from continue_orchestrator.policy._snapshot import source_digests as snapshot_source_digests
+from continue_orchestrator.policy._snapshot import sources_from as snapshot_sources_from
 from continue_orchestrator.policy._snapshot import sources_of as snapshot_sources
 from continue_orchestrator.policy._tools import (
     BUILT_IN_TOOLS,
@@ -99,6 +100,7 @@ __all__ = [
     "snapshot_document",
     "snapshot_source_digests",
     "snapshot_sources",
+    "snapshot_sources_from",
     "split_command",
     "strictest",
     "to_permissions_yaml",
