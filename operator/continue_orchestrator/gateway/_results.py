@@ -11,12 +11,12 @@ model's copy holds the notice, the record's copy a placeholder with its digest a
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from continue_orchestrator import digest, policy
 from continue_orchestrator.gateway import _registry
 
 Message = dict[str, Any]
@@ -58,13 +58,12 @@ class Checked:
         """What the record stores in the result's place."""
         return f"[withheld by policy rule {self.rule}: {self.digest}, {self.size} bytes]"
 
+    def content(self) -> dict[str, Any]:
+        """What the record and the ledger keep of a withheld result: digest and size."""
+        return {"contentDigest": self.digest, "contentBytes": self.size}
+
     def facts(self) -> dict[str, Any]:
-        return {
-            "rule": self.rule,
-            "reason": self.reason,
-            "contentDigest": self.digest,
-            "contentBytes": self.size,
-        }
+        return {"rule": self.rule, "reason": self.reason, **self.content()}
 
     def decision_payload(self) -> dict[str, Any]:
         """The ``policy.decision`` ledger payload."""
@@ -78,8 +77,7 @@ class Checked:
             "policyDigest": self.policy_digest,
         }
         if self.withheld:
-            payload["contentDigest"] = self.digest
-            payload["contentBytes"] = self.size
+            payload.update(self.content())
         return payload
 
 
@@ -108,7 +106,7 @@ def content_bytes(content: Any) -> bytes:
 
 def checks_results(registration: _registry.RunRegistration) -> bool:
     """Whether the run's policy checks tool results at all."""
-    return bool(getattr(registration.policy_set, "tool_results", ()))
+    return bool(registration.policy_set.tool_results)
 
 
 class Checker:
@@ -136,12 +134,14 @@ class Checker:
             call_id = call if isinstance(call, str) else ""
             content = message.get("content")
             data = content_bytes(content)
-            digest = "sha256:" + hashlib.sha256(data).hexdigest()
-            found = self._decided.get((call_id, digest))
+            content_digest = digest.text(data)
+            found = self._decided.get((call_id, content_digest))
             if found is not None:
                 results.checked[index] = found
             else:
-                todo.append((index, call_id, delivered.get(call_id), content, digest, len(data)))
+                todo.append(
+                    (index, call_id, delivered.get(call_id), content, content_digest, len(data))
+                )
         if todo:
             if sum(item[5] for item in todo) > _THREAD_BYTES:
                 decided = await asyncio.to_thread(_decide_all, registration, todo)
@@ -166,8 +166,6 @@ def _decide_all(
     registration: _registry.RunRegistration,
     todo: Sequence[tuple[int, str, str | None, Any, str, int]],
 ) -> list[Checked]:
-    from continue_orchestrator import policy
-
     run = policy.RunContext(
         namespace=registration.namespace,
         name=registration.name,
@@ -175,17 +173,15 @@ def _decide_all(
         workspace_root=registration.workspace or "/workspace",
     )
     decided = []
-    for _, call_id, tool, content, digest, size in todo:
+    for _, call_id, tool, content, content_digest, size in todo:
         try:
-            decision = policy.decide_tool_result(
-                registration.policy_set, tool, content, run=run
-            )
+            decision = policy.decide_tool_result(registration.policy_set, tool, content, run=run)
             effect, rule = str(decision.effect), str(decision.rule or "")
             reason, policy_digest = decision.reason, decision.policy_digest
         except Exception as error:  # fail closed: a broken policy withholds
             effect, rule = "Deny", "gateway.policy-error"
             reason, policy_digest = f"the policy failed: {error}", ""
         decided.append(
-            Checked(call_id, tool, effect, rule, reason, policy_digest, digest, size)
+            Checked(call_id, tool, effect, rule, reason, policy_digest, content_digest, size)
         )
     return decided

@@ -11,7 +11,7 @@ from typing import Any
 
 import aiohttp
 
-from continue_orchestrator import gateway, local
+from continue_orchestrator import gateway, local, policy
 
 TOKEN = "run-token-for-unit-tests-0123456789"
 
@@ -56,7 +56,7 @@ def _with_gateway(
                 uid="run-1",
                 token=TOKEN,
                 expires_at=time.time() + expires_in,
-                policy_set=None,
+                policy_set=policy.compile([]),
                 models={"m": gateway.Upstream(base, "sk-real")},
                 allowed_egress=egress,
                 approval_timeout=5,

@@ -111,7 +111,7 @@ def test_a_request_that_is_not_canonical_json_is_still_recorded(tmp_path: Any) -
 
     import aiohttp
 
-    from continue_orchestrator import gateway, local
+    from continue_orchestrator import gateway, local, policy
 
     token = "surrogate-run-token-0123456789abcdef"
 
@@ -125,7 +125,7 @@ def test_a_request_that_is_not_canonical_json_is_still_recorded(tmp_path: Any) -
                 uid="run-s",
                 token=token,
                 expires_at=time.time() + 60,
-                policy_set=None,
+                policy_set=policy.compile([]),
                 models={"m": gateway.Upstream(base, "sk-upstream-0123456789")},
                 allowed_egress={"127.0.0.1"},
             )
