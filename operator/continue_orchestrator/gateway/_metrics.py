@@ -10,45 +10,44 @@ import prometheus_client
 
 REGISTRY = prometheus_client.CollectorRegistry()
 
-MODEL_CALLS = prometheus_client.Counter(
+
+def _counter(name: str, documentation: str, *labels: str) -> prometheus_client.Counter:
+    return prometheus_client.Counter(name, documentation, labels, registry=REGISTRY)
+
+
+def _gauge(name: str, documentation: str) -> prometheus_client.Gauge:
+    return prometheus_client.Gauge(name, documentation, registry=REGISTRY)
+
+
+MODEL_CALLS = _counter(
     "orchestrator_gateway_model_calls",
     "Chat completion calls answered to agents, by streaming and HTTP status.",
-    ["stream", "status"],
-    registry=REGISTRY,
+    "stream",
+    "status",
 )
-REFUSED = prometheus_client.Counter(
+REFUSED = _counter(
     "orchestrator_gateway_refused_calls",
     "Agent calls refused before reaching upstream, by reason.",
-    ["reason"],
-    registry=REGISTRY,
+    "reason",
 )
-DECISIONS = prometheus_client.Counter(
+DECISIONS = _counter(
     "orchestrator_gateway_tool_decisions",
     "Tool calls decided, by final effect (after any approval).",
-    ["effect"],
-    registry=REGISTRY,
+    "effect",
 )
-TOOL_RESULTS = prometheus_client.Counter(
+TOOL_RESULTS = _counter(
     "orchestrator_gateway_tool_result_decisions",
     "Tool results decided against spec.toolResults, by effect (Deny: withheld from the model).",
-    ["effect"],
-    registry=REGISTRY,
+    "effect",
 )
-RUNS = prometheus_client.Gauge(
-    "orchestrator_gateway_registered_runs",
-    "Runs this gateway currently serves.",
-    registry=REGISTRY,
+RUNS = _gauge("orchestrator_gateway_registered_runs", "Runs this gateway currently serves.")
+IN_FLIGHT = _gauge(
+    "orchestrator_gateway_calls_in_flight", "Chat completion calls being served right now."
 )
-IN_FLIGHT = prometheus_client.Gauge(
-    "orchestrator_gateway_calls_in_flight",
-    "Chat completion calls being served right now.",
-    registry=REGISTRY,
-)
-REGISTRATIONS = prometheus_client.Counter(
+REGISTRATIONS = _counter(
     "orchestrator_gateway_registrations",
     "Admin registration requests, by result (created, repeated, refused, conflict).",
-    ["result"],
-    registry=REGISTRY,
+    "result",
 )
 
 
