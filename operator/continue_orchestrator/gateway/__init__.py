@@ -21,6 +21,7 @@ from continue_orchestrator.gateway._client import (
     registration_body,
     upstreams_from_config,
 )
+from continue_orchestrator.gateway._gate import Decision, ToolDecider, policy_decider
 from continue_orchestrator.gateway._metrics import REGISTRY as METRICS_REGISTRY
 from continue_orchestrator.gateway._recorder import LedgerSink
 from continue_orchestrator.gateway._registry import (
@@ -29,7 +30,7 @@ from continue_orchestrator.gateway._registry import (
     new_token,
     token_digest,
 )
-from continue_orchestrator.gateway._server import Decision, Gateway, ToolDecider, policy_decider
+from continue_orchestrator.gateway._server import Gateway
 
 __all__ = [
     "METRICS_REGISTRY",

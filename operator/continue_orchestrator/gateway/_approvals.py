@@ -105,3 +105,9 @@ class LocalApprovalBroker:
             )
         future.set_result(ApprovalOutcome(approved, by, reason))
         return approval
+
+
+def pending(broker: ApprovalBroker, run: str) -> list[Approval]:
+    """The approvals of ``run`` waiting for a person, if ``broker`` can list them."""
+    listed = getattr(broker, "pending", None)
+    return list(listed(run)) if listed else []

@@ -9,13 +9,14 @@ worker thread so the event loop keeps streaming other runs meanwhile.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from continue_orchestrator import records
 
 ACTOR = "gateway"
 
+Entry = tuple[str, str, dict[str, Any]]  # kind, actor, payload
 LedgerItem = tuple[str, str, str, dict[str, Any]]  # run uid, kind, actor, payload
 
 
@@ -43,21 +44,9 @@ class RunRecorder:
         self._lock = asyncio.Lock()
         self._pending: set[asyncio.Task[records.Exchange]] = set()
 
-    def later(
-        self,
-        kind: str,
-        *,
-        blobs: Mapping[str, bytes],
-        request_hash: str | Callable[[], str] | None = None,
-        facts: Mapping[str, Any] | None = None,
-        entries: Sequence[tuple[str, str, dict[str, Any]]] = (),
-    ) -> None:
-        """Record an exchange off the response path; ``drain`` waits for it."""
-        task = asyncio.ensure_future(
-            self.exchange(
-                kind, blobs=blobs, request_hash=request_hash, facts=facts, entries=entries
-            )
-        )
+    def later(self, write: Coroutine[Any, Any, records.Exchange]) -> None:
+        """Run ``write`` (an ``exchange(...)``) off the response path; ``drain`` waits for it."""
+        task = asyncio.ensure_future(write)
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
@@ -74,7 +63,7 @@ class RunRecorder:
     def put(self, data: bytes) -> str:
         return self.store.put(self.redact(data))
 
-    async def ledger_entries(self, entries: Sequence[tuple[str, str, dict[str, Any]]]) -> None:
+    async def ledger_entries(self, entries: Sequence[Entry]) -> None:
         """Append (kind, actor, payload) entries for this run, redacted, in one transaction."""
         if self.ledger is None or not entries:
             return
@@ -90,7 +79,7 @@ class RunRecorder:
         blobs: Mapping[str, bytes],
         request_hash: str | Callable[[], str] | None = None,
         facts: Mapping[str, Any] | None = None,
-        entries: Sequence[tuple[str, str, dict[str, Any]]] = (),
+        entries: Sequence[Entry] = (),
     ) -> records.Exchange:
         """Store ``blobs`` and append one exchange plus its ledger entries, in order."""
         async with self._lock:
@@ -105,7 +94,7 @@ class RunRecorder:
         blobs: Mapping[str, bytes],
         request_hash: str | Callable[[], str] | None,
         facts: Mapping[str, Any],
-        entries: Sequence[tuple[str, str, dict[str, Any]]],
+        entries: Sequence[Entry],
     ) -> records.Exchange:
         digests = {role: self.put(data) for role, data in blobs.items()}
         hashed = request_hash() if callable(request_hash) else request_hash  # may add a fact

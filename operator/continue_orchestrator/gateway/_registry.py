@@ -1,26 +1,20 @@
-"""Which runs the gateway serves, and how a request proves it belongs to one.
+"""What the gateway is told of a run, and the token that proves a request belongs to it.
 
 The operator registers each run with its own random token and an expiry; the runner puts
 that token where the agent's config.yaml had the provider key. The real provider keys
-live only here (from the run's Secret, outside the sandbox). A request names its run in
-the path and carries the token as a bearer credential; the token is compared in
-constant time, and an unknown run, a wrong token and an expired one all get the same
-answer so a probe learns nothing.
+live only here (from the run's Secret, outside the sandbox). Only the token's SHA-256 is
+compared (see ``_runs.Runs.authenticate``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
-import threading
-import time
 import urllib.parse
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
-from continue_orchestrator import errors
+from continue_orchestrator import errors, policy
 
 
 def new_token() -> str:
@@ -67,7 +61,7 @@ class RunRegistration:
     uid: str
     token: str
     expires_at: float
-    policy_set: Any
+    policy_set: policy.PolicySet
     models: Mapping[str, Upstream]
     allowed_egress: Collection[str]
     name: str = ""
@@ -128,39 +122,3 @@ class RunRegistration:
         if self.token:
             values[self.token] = "run-token"
         return values
-
-
-class Registry:
-    """Registered runs by uid; safe to use from the operator's threads."""
-
-    def __init__(self) -> None:
-        self._runs: dict[str, RunRegistration] = {}
-        self._lock = threading.Lock()
-
-    def add(self, registration: RunRegistration) -> None:
-        with self._lock:
-            self._runs[registration.uid] = registration
-
-    def remove(self, uid: str) -> RunRegistration | None:
-        with self._lock:
-            return self._runs.pop(uid, None)
-
-    def get(self, uid: str) -> RunRegistration | None:
-        with self._lock:
-            return self._runs.get(uid)
-
-    def uids(self) -> list[str]:
-        with self._lock:
-            return list(self._runs)
-
-    def authenticate(self, uid: str, authorization: str | None) -> RunRegistration | None:
-        """The run if ``authorization`` is ``Bearer <its token>`` and it has not expired."""
-        registration = self.get(uid)
-        presented = (authorization or "").removeprefix("Bearer ").strip()
-        # Digests have one length, and unknown runs are compared too, so timing tells
-        # neither the token's length nor which runs exist.
-        expected = registration.token_sha256 if registration else secrets.token_hex(32)
-        matches = hmac.compare_digest(token_digest(presented), expected)
-        if registration is None or not matches or time.time() >= registration.expires_at:
-            return None
-        return registration
