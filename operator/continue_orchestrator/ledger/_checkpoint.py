@@ -13,7 +13,8 @@ import base64
 import dataclasses
 import hashlib
 import pathlib
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -26,6 +27,12 @@ CHECKPOINT_TYPE = "continue-orchestrator.dev/ledger-checkpoint/v1"
 
 PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
 PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
+# The same, for isinstance (and typed so that it narrows to PrivateKey, PublicKey).
+_PRIVATE_KEYS: tuple[type[PrivateKey], ...] = (
+    ed25519.Ed25519PrivateKey,
+    ec.EllipticCurvePrivateKey,
+)
+_PUBLIC_KEYS: tuple[type[PublicKey], ...] = (ed25519.Ed25519PublicKey, ec.EllipticCurvePublicKey)
 
 
 @runtime_checkable
@@ -55,13 +62,7 @@ def _check_key_type(key: PrivateKey | PublicKey, where: str) -> None:
             where=where,
             fix="use an ECDSA P-256 (secp256r1) or Ed25519 key",
         )
-    if not isinstance(
-        key,
-        ed25519.Ed25519PrivateKey
-        | ed25519.Ed25519PublicKey
-        | ec.EllipticCurvePrivateKey
-        | ec.EllipticCurvePublicKey,
-    ):
+    if not isinstance(key, _PRIVATE_KEYS + _PUBLIC_KEYS):
         raise errors.LedgerError(
             f"{type(key).__name__} is not supported",
             where=where,
@@ -176,36 +177,43 @@ class Checkpoint:
 
 
 def load_private_key(path: str | pathlib.Path) -> PrivateKey:
-    where = str(path)
-    try:
-        key = serialization.load_pem_private_key(pathlib.Path(path).read_bytes(), password=None)
-    except (OSError, ValueError, TypeError) as error:
-        raise errors.LedgerError(
-            f"cannot load a PEM private key: {error}",
-            where=where,
-            fix="pass an unencrypted PKCS#8 PEM Ed25519 or ECDSA P-256 key",
-        ) from None
-    if not isinstance(key, ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey):
-        raise errors.LedgerError(
-            f"{type(key).__name__} is not supported",
-            where=where,
-            fix="use an Ed25519 or ECDSA P-256 key",
-        )
-    _check_key_type(key, where)
-    return key
+    return _load_pem(
+        path,
+        lambda data: serialization.load_pem_private_key(data, password=None),
+        _PRIVATE_KEYS,
+        what="a PEM private key",
+        fix="pass an unencrypted PKCS#8 PEM Ed25519 or ECDSA P-256 key",
+    )
 
 
 def load_public_key(path: str | pathlib.Path) -> PublicKey:
+    return _load_pem(
+        path,
+        serialization.load_pem_public_key,
+        _PUBLIC_KEYS,
+        what="a PEM public key",
+        fix="pass a SubjectPublicKeyInfo PEM Ed25519 or ECDSA P-256 public key",
+    )
+
+
+_Key = TypeVar("_Key", bound=PrivateKey | PublicKey)
+
+
+def _load_pem(
+    path: str | pathlib.Path,
+    load: Callable[[bytes], object],
+    kinds: tuple[type[_Key], ...],
+    *,
+    what: str,
+    fix: str,
+) -> _Key:
+    """The key ``load`` reads from the file at ``path``, if it is one of ``kinds``."""
     where = str(path)
     try:
-        key = serialization.load_pem_public_key(pathlib.Path(path).read_bytes())
+        key = load(pathlib.Path(path).read_bytes())
     except (OSError, ValueError, TypeError) as error:
-        raise errors.LedgerError(
-            f"cannot load a PEM public key: {error}",
-            where=where,
-            fix="pass a SubjectPublicKeyInfo PEM Ed25519 or ECDSA P-256 public key",
-        ) from None
-    if not isinstance(key, ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey):
+        raise errors.LedgerError(f"cannot load {what}: {error}", where=where, fix=fix) from None
+    if not isinstance(key, kinds):
         raise errors.LedgerError(
             f"{type(key).__name__} is not supported",
             where=where,
