@@ -37,9 +37,11 @@ Message = dict[str, Any]
 
 @dataclass(frozen=True)
 class AgentRequest:
-    """A chat request as the gateway read it: the HTTP request, its body, the upstream."""
+    """A chat request as the gateway read it: the HTTP request, the run it authenticated
+    as, its body and the upstream it names."""
 
     http: web.Request
+    state: _runs.RunState
     body: dict[str, Any]
     raw: bytes
     upstream: _registry.Upstream
@@ -52,20 +54,18 @@ class Exchange:
         self,
         gate: _gate.Gate,
         client: aiohttp.ClientSession,
-        state: _runs.RunState,
         request: AgentRequest,
         results: _results.Results,
     ) -> None:
         self.gate = gate
         self.client = client
-        self.state = state
         self.request = request
-        self.body = request.body
+        self.state = request.state
         # The history as checked: splices made on it match the next request's checked form.
         self.messages: list[Message] = results.upstream
         # Splices are matched on the checked history too, so they see what the model saw
         # whether or not a result in it was withheld.
-        self.upstream_messages, self.spliced = state.conversation.upstream_messages(
+        self.upstream_messages, self.spliced = self.state.conversation.upstream_messages(
             results.upstream
         )
         # What the record keeps of the agent's request: withheld results never in clear.
@@ -82,7 +82,9 @@ class Exchange:
     async def _open(self) -> tuple[aiohttp.ClientResponse | None, bytes, web.Response | None]:
         """POST the next round upstream: the response, the bytes sent, or the refusal."""
         upstream = self.request.upstream
-        sent = json.dumps({**self.body, "messages": self.upstream_messages + self.hidden}).encode()
+        sent = json.dumps(
+            {**self.request.body, "messages": self.upstream_messages + self.hidden}
+        ).encode()
         try:
             response = await self.client.post(
                 upstream.api_base.rstrip("/") + "/chat/completions",
@@ -136,9 +138,9 @@ class Exchange:
                 return records.digest_of(self.stored_raw)
 
         facts = {
-            "model": self.body.get("model"),
+            "model": self.request.body.get("model"),
             "provider": self.request.upstream.provider,
-            "stream": bool(self.body.get("stream")),
+            "stream": bool(self.request.body.get("stream")),
             "status": status,
             "upstreamRounds": len(self.rounds),
             "splicesApplied": self.spliced,
@@ -226,7 +228,7 @@ class Exchange:
     async def stream(self) -> web.StreamResponse:
         """Serve a streamed request: text as it arrives, tool calls once decided."""
         agent = _relay.AgentStream(self.request.http)
-        model = self.body.get("model")
+        model = self.request.body.get("model")
         while True:
             response, sent, failure = await self._open()
             if failure is not None or response is None:

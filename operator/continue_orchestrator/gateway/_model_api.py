@@ -135,8 +135,7 @@ class ModelAPI:
         exchange = _exchange.Exchange(
             self.gate,
             self._client,
-            state,
-            _exchange.AgentRequest(request, body, raw, upstream),
+            _exchange.AgentRequest(request, state, body, raw, upstream),
             results,
         )
         if body.get("stream"):
