@@ -75,6 +75,9 @@ class FakeKube(controller.Kube):
         self.objects[key] = copy.deepcopy(body)
         return body
 
+    def delete(self, path: str, *, grace_seconds: int | None = None) -> bool:
+        return self.objects.pop(path, None) is not None
+
     def merge_patch(self, path: str, body: JSON) -> JSON:
         self.before_patch(self)
         self.patches.append(copy.deepcopy(body))
