@@ -12,6 +12,7 @@ past its deadline.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -36,20 +37,15 @@ from continue_orchestrator.controller import (
 JSON = dict[str, Any]
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
 class Sandbox:
     """Creates, adopts and reads the objects of runs; shared by all handler threads."""
 
-    def __init__(
-        self,
-        kube: _kube.Kube,
-        book: ledger.Ledger,
-        gateway: _gateway.GatewayClient,
-        settings: _settings.Settings,
-    ) -> None:
-        self.kube = kube
-        self.book = book
-        self.gateway = gateway
-        self.settings = settings
+    kube: _kube.Kube
+    book: ledger.Ledger
+    """Read for the run's entries: whether a vanished pod ever acted, a replay's source."""
+    gateway: _gateway.GatewayClient
+    settings: _settings.Settings
 
     def plan(self, run: _agentrun.Run, fresh: Callable[[], runs.Plan]) -> runs.Plan:
         """The run's plan: from its Secret when it has one; else ``fresh()`` (validated
