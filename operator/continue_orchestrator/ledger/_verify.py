@@ -21,11 +21,20 @@ import json
 import os
 import sqlite3
 import sys
-from collections.abc import Callable, Container, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from continue_orchestrator import errors
-from continue_orchestrator.ledger import _backend, _checkpoint, _entry, _export, _ledger, _merkle
+from continue_orchestrator.ledger import (
+    _backend,
+    _checkpoint,
+    _entry,
+    _export,
+    _ledger,
+    _merkle,
+    _open,
+    _sqlite,
+)
 
 _MAX_PROBLEMS = 1000
 _KINDS = frozenset(kind.value for kind in _entry.Kind)
@@ -113,8 +122,6 @@ def verify(
         return _verify_ledger(source, public_key, trusted_checkpoint, native)
     text = os.fspath(source)
     if "://" in text:
-        from continue_orchestrator.ledger import _open
-
         with _open.open(text, create=False) as opened:
             return _verify_ledger(opened, public_key, trusted_checkpoint, native)
     with _export.read(text) as material:
@@ -135,8 +142,6 @@ def _verify_ledger(
     trusted_checkpoint: _checkpoint.Checkpoint | None,
     native: bool,
 ) -> VerifyReport:
-    from continue_orchestrator.ledger import _sqlite
-
     source = _backend.redacted_url(ledger.url)
     backend = ledger._backend
     if native and isinstance(backend, _sqlite.SQLiteBackend):
@@ -180,36 +185,22 @@ def _verify_clean_sqlite(
     if isinstance(scanned, str):
         return None  # why the core gave up; check() will say it properly
     origin, rows, size, root_hash, roots, missing, tombstones = scanned
-    problems = _Problems()
-    stored, first_new, signatures = _check_checkpoints(
+    found = _Pass(
+        source,
         origin,
         [_checkpoint.Checkpoint(*row) for row in rows],
         public_key,
         trusted_checkpoint,
-        problems.add,
     )
-    redacted_by: dict[int, int] = {}
+    found.missing.extend(missing)
     for sequence, payload in tombstones:
-        _note_redactions(sequence, payload, redacted_by, problems.add)
-    root_mismatches = [
-        (first_new[index], checkpoint.size)
-        for index, checkpoint in enumerate(stored)
+        _note_redactions(sequence, payload, found.redacted_by, found.problems.add)
+    found.root_mismatches.extend(
+        (found.first_new[index], checkpoint.size)
+        for index, checkpoint in enumerate(found.stored)
         if roots.get(checkpoint.size) != checkpoint.root_hash
-    ]
-    report = finish(
-        source,
-        origin,
-        size,
-        stored,
-        first_new,
-        signatures,
-        problems,
-        missing,
-        redacted_by,
-        root_mismatches,
-        root_hash,
-        public_key=public_key,
     )
+    report = found.report(size, root_hash)
     return report if report.ok else None
 
 
@@ -224,24 +215,22 @@ def check(
     expected_size: int | None = None,
 ) -> VerifyReport:
     """Verify raw rows in sequence order against ``checkpoints`` (the core of ``verify``)."""
-    problems = _Problems()
-    bad = problems.add
-    stored, first_new, signatures = _check_checkpoints(
-        origin, checkpoints, public_key, trusted_checkpoint, bad
-    )
+    found = _Pass(source, origin, checkpoints, public_key, trusted_checkpoint)
+    bad = found.problems.add
+    first_new = found.first_new
+    missing = found.missing
+    redacted_by = found.redacted_by
+    root_mismatches = found.root_mismatches
     sha256 = hashlib.sha256
     kinds = _KINDS
     # The Merkle frontier, inlined: this loop is the ledger's hottest code.
     merkle_roots: list[bytes] = []
     merkle_size = 0
-    pending = [(i, c) for i, c in enumerate(stored)]
+    pending = [(i, c) for i, c in enumerate(found.stored)]
     pending.reverse()
     expected = 0
     previous_hash = _entry.GENESIS_HASH
     broken = False
-    missing: list[int] = []
-    redacted_by: dict[int, int] = {}
-    root_mismatches: list[tuple[int, int]] = []
 
     def check_roots() -> int:
         """Compare every checkpoint of the current size; return the next size to stop at."""
@@ -307,19 +296,9 @@ def check(
                 next_checkpoint = check_roots()
         previous_hash = entry_hash
         expected = sequence + 1
-    return finish(
-        source,
-        origin,
+    return found.report(
         expected,
-        stored,
-        first_new,
-        signatures,
-        problems,
-        missing,
-        redacted_by,
-        root_mismatches,
         _merkle.Frontier(merkle_size, merkle_roots).root().hex() if not broken else "",
-        public_key=public_key,
         expected_size=expected_size,
     )
 
@@ -369,74 +348,92 @@ def _check_checkpoints(
     return stored, first_new, signatures
 
 
-def finish(
-    source: str,
-    origin: str,
-    size: int,
-    stored: list[_checkpoint.Checkpoint],
-    first_new: dict[int, int],
-    signatures: int,
-    problems: _Problems,
-    missing: Iterable[int],
-    redacted: Container[int],
-    root_mismatches: Iterable[tuple[int, int]],
-    root_hash: str,
-    *,
-    public_key: _checkpoint.PublicKey | None,
-    expected_size: int | None = None,
-) -> VerifyReport:
-    """The checks after the pass over the entries, and the report."""
-    bad = problems.add
-    found = problems.items
-    warnings: list[str] = []
-    if expected_size is not None and expected_size != size:
-        bad(
-            min(size, expected_size),
-            f"the export's header says {expected_size} entries but it holds {size} (cut short?)",
+class _Pass:
+    """One verification pass: the checkpoints checked up front, what the pass over the
+    entries finds (problems, payloads gone, redactions, checkpoint roots that do not
+    match), and the report they make."""
+
+    def __init__(
+        self,
+        source: str,
+        origin: str,
+        checkpoints: Iterable[_checkpoint.Checkpoint],
+        public_key: _checkpoint.PublicKey | None,
+        trusted_checkpoint: _checkpoint.Checkpoint | None,
+    ) -> None:
+        self.source = source
+        self.origin = origin
+        self.public_key = public_key
+        self.problems = _Problems()
+        self.missing: list[int] = []
+        """Sequences whose payload is gone."""
+        self.redacted_by: dict[int, int] = {}
+        """Sequence -> the first tombstone that redacted it."""
+        self.root_mismatches: list[tuple[int, int]] = []
+        """(first sequence a checkpoint vouches for, its size), for each whose root differs."""
+        self.stored, self.first_new, self.signatures = _check_checkpoints(
+            origin, checkpoints, public_key, trusted_checkpoint, self.problems.add
         )
-    for checkpoint in stored:
-        if checkpoint.size > size:
-            gap = f"{size}" if checkpoint.size == size + 1 else f"{size}..{checkpoint.size - 1}"
+        """The checkpoints by size, the first sequence each one vouches for beyond the
+        next smaller one (by index), and how many signatures verified."""
+
+    def report(
+        self, size: int, root_hash: str, *, expected_size: int | None = None
+    ) -> VerifyReport:
+        """The checks after the pass over the entries, and the report."""
+        bad = self.problems.add
+        found = self.problems.items
+        stored = self.stored
+        warnings: list[str] = []
+        if expected_size is not None and expected_size != size:
             bad(
-                size,
-                f"the checkpoint at size {checkpoint.size} covers entries {gap}, which are "
-                "gone (truncated?)",
+                min(size, expected_size),
+                f"the export's header says {expected_size} entries but it holds {size} "
+                "(cut short?)",
             )
-            break
-    for low, high in root_mismatches:
-        # Reported only when no entry in the range explains it, at the range's start: the
-        # chain was rewritten consistently, so only the signed root can tell.
-        if not any(low <= problem.sequence < high for problem in found):
-            bad(
-                low,
-                f"entries {low}..{high - 1} do not hash to the root of the checkpoint at "
-                f"size {high} (rewritten, or the checkpoint forged?)",
+        for checkpoint in stored:
+            if checkpoint.size > size:
+                gap = f"{size}" if checkpoint.size == size + 1 else f"{size}..{checkpoint.size - 1}"
+                bad(
+                    size,
+                    f"the checkpoint at size {checkpoint.size} covers entries {gap}, which are "
+                    "gone (truncated?)",
+                )
+                break
+        for low, high in self.root_mismatches:
+            # Reported only when no entry in the range explains it, at the range's start: the
+            # chain was rewritten consistently, so only the signed root can tell.
+            if not any(low <= problem.sequence < high for problem in found):
+                bad(
+                    low,
+                    f"entries {low}..{high - 1} do not hash to the root of the checkpoint at "
+                    f"size {high} (rewritten, or the checkpoint forged?)",
+                )
+        count = 0
+        for sequence in self.missing:
+            if sequence in self.redacted_by:
+                count += 1
+            else:
+                bad(sequence, "its payload is gone but no tombstone redacted it (deleted?)")
+        if not stored:
+            warnings.append(
+                "no checkpoints: removal of the newest entries cannot be detected; keep a "
+                "signed checkpoint outside the ledger and pass it"
             )
-    count = 0
-    for sequence in missing:
-        if sequence in redacted:
-            count += 1
-        else:
-            bad(sequence, "its payload is gone but no tombstone redacted it (deleted?)")
-    if not stored:
-        warnings.append(
-            "no checkpoints: removal of the newest entries cannot be detected; keep a signed "
-            "checkpoint outside the ledger and pass it"
+        elif self.public_key is None:
+            warnings.append("checkpoint signatures were not checked: pass the public key")
+        found.sort(key=lambda problem: problem.sequence)
+        return VerifyReport(
+            source=self.source,
+            origin=self.origin,
+            size=size,
+            root_hash=root_hash,
+            checkpoints=len(stored),
+            signatures_verified=self.signatures,
+            redacted=count,
+            problems=tuple(found),
+            warnings=tuple(warnings),
         )
-    elif public_key is None:
-        warnings.append("checkpoint signatures were not checked: pass the public key")
-    found.sort(key=lambda problem: problem.sequence)
-    return VerifyReport(
-        source=source,
-        origin=origin,
-        size=size,
-        root_hash=root_hash,
-        checkpoints=len(stored),
-        signatures_verified=signatures,
-        redacted=count,
-        problems=tuple(found),
-        warnings=tuple(warnings),
-    )
 
 
 def _note_redactions(sequence: int, payload: str, redacted_by: dict[int, int], bad: Any) -> None:
