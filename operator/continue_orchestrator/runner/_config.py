@@ -195,13 +195,7 @@ def broker_literal_keys(text: str, *, where: str = "config.yaml") -> LiteralKeys
     expected = yaml.safe_load(text)
     for index, name in by_index.items():
         expected["models"][index]["apiKey"] = "${{ secrets." + name + " }}"
-    result = _apply(text, edits)
-    try:
-        same = yaml.safe_load(result) == expected
-    except yaml.YAMLError:
-        same = False
-    if not same:
-        result = yaml.safe_dump(expected, sort_keys=False, allow_unicode=True)
+    result, _ = _edited(text, edits, expected)
     for name, value in values.items():
         # A short placeholder ("x", "none") is no credential and may well occur elsewhere.
         if len(value) >= _MIN_CHECKED_KEY and value in result:
@@ -369,15 +363,7 @@ def rewrite_config(
             edits.append((node.start_mark.index, node.end_mark.index, _quote(value, node, text)))
 
     expected = _expected(text, api_base, api_key, secret_values)
-    result = _apply(text, edits)
-    in_place = True
-    try:
-        same = yaml.safe_load(result) == expected
-    except yaml.YAMLError:
-        same = False
-    if not same:
-        result = yaml.safe_dump(expected, sort_keys=False, allow_unicode=True)
-        in_place = False
+    result, in_place = _edited(text, edits, expected)
     return RewrittenConfig(
         text=result,
         models=tuple(names),
@@ -460,10 +446,18 @@ def _set_key(text: str, mapping: yaml.MappingNode, key: str, value: str) -> tupl
     return (at, at, f"{prefix}{' ' * first_key.start_mark.column}{entry}\n")
 
 
-def _apply(text: str, edits: list[tuple[int, int, str]]) -> str:
+def _edited(text: str, edits: list[tuple[int, int, str]], expected: Any) -> tuple[str, bool]:
+    """``text`` with ``edits`` made in place (comments and layout kept) if that parses to
+    ``expected``, else ``expected`` dumped afresh; and whether the edits held."""
+    result = text
     for start, end, replacement in sorted(edits, key=lambda e: (e[0], e[1]), reverse=True):
-        text = text[:start] + replacement + text[end:]
-    return text
+        result = result[:start] + replacement + result[end:]
+    try:
+        if yaml.safe_load(result) == expected:
+            return result, True
+    except yaml.YAMLError:
+        pass
+    return yaml.safe_dump(expected, sort_keys=False, allow_unicode=True), False
 
 
 def _resolve(value: str, secret_values: Mapping[str, str]) -> str:
