@@ -31,13 +31,7 @@ class KeyRef(_base.Model):
 class Agent(_base.Model):
     """The agent: a Continue config.yaml, exactly as Continue accepts it."""
 
-    cross_field_rules = (
-        _base.CrossFieldRule(
-            cel="has(self.config) != has(self.configMapKeyRef)",
-            message="set exactly one of agent.config or agent.configMapKeyRef",
-            holds=lambda a: (a.config is None) != (a.config_map_key_ref is None),
-        ),
-    )
+    cross_field_rules = (_base.exactly_one_of("config", "config_map_key_ref", prefix="agent."),)
 
     config: str | None = pydantic.Field(default=None, min_length=1, max_length=262144)
     """The config.yaml text, inline. Secrets stay as ${{ secrets.NAME }} references."""
@@ -110,13 +104,7 @@ class Output(_base.Model):
 class ReplayOf(_base.Model):
     """The recorded run this run replays."""
 
-    cross_field_rules = (
-        _base.CrossFieldRule(
-            cel="has(self.run) != has(self.record)",
-            message="set exactly one of replayOf.run or replayOf.record",
-            holds=lambda r: (r.run is None) != (r.record is None),
-        ),
-    )
+    cross_field_rules = (_base.exactly_one_of("run", "record", prefix="replayOf."),)
 
     run: str | None = pydantic.Field(default=None, max_length=253, pattern=_base.DNS_SUBDOMAIN)
     """Name of an AgentRun in this namespace."""
@@ -184,9 +172,7 @@ class AgentRunSpec(_base.Model):
 AgentRunSpec.cross_field_rules = (
     _base.CrossFieldRule(
         cel=" && ".join(
-            _immutable_field(
-                info.alias or name, info.is_required()
-            )
+            _immutable_field(info.alias or name, info.is_required())
             for name, info in AgentRunSpec.model_fields.items()
             if name != "cancel"
         ),

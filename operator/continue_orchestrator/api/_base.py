@@ -36,6 +36,17 @@ class CrossFieldRule(NamedTuple):
     holds: Callable[[Any], bool] | None
 
 
+def exactly_one_of(first: str, second: str, *, prefix: str = "") -> CrossFieldRule:
+    """The rule that exactly one of two optional fields (Python names) is set; the
+    message names them on the wire, after ``prefix`` (``"agent."``)."""
+    wire = alias_generators.to_camel(first), alias_generators.to_camel(second)
+    return CrossFieldRule(
+        cel=f"has(self.{wire[0]}) != has(self.{wire[1]})",
+        message=f"set exactly one of {prefix}{wire[0]} or {prefix}{wire[1]}",
+        holds=lambda model: (getattr(model, first) is None) != (getattr(model, second) is None),
+    )
+
+
 class Model(pydantic.BaseModel):
     """Base of all wire models: camelCase aliases, unknown fields rejected."""
 

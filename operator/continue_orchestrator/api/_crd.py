@@ -85,26 +85,29 @@ def _resource_schema(
 
 
 def _crd(
+    model: type[pydantic.BaseModel],
+    spec: type[pydantic.BaseModel],
+    status: type[pydantic.BaseModel] | None = None,
     *,
-    kind: str,
     plural: str,
-    scope: str,
-    short_names: list[str],
-    schema: dict[str, Any],
+    short_name: str,
     columns: list[dict[str, Any]],
-    status: bool,
+    scope: str = "Namespaced",
 ) -> dict[str, Any]:
+    """The CRD of ``model`` (its kind is the class name), with a status subresource when
+    it has a ``status`` model."""
+    kind = model.__name__
     version: dict[str, Any] = {
         "name": _base.VERSION,
         "served": True,
         "storage": True,
-        "schema": {"openAPIV3Schema": schema},
+        "schema": {"openAPIV3Schema": _resource_schema(model, spec, status)},
         "additionalPrinterColumns": [
             *columns,
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         ],
     }
-    if status:
+    if status is not None:
         version["subresources"] = {"status": {}}
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
@@ -121,7 +124,7 @@ def _crd(
                 "listKind": f"{kind}List",
                 "plural": plural,
                 "singular": kind.lower(),
-                "shortNames": short_names,
+                "shortNames": [short_name],
                 "categories": ["continue"],
             },
             "versions": [version],
@@ -137,13 +140,11 @@ def crds() -> list[dict[str, Any]]:
     ]
     return [
         _crd(
-            kind="AgentRun",
+            _agentrun.AgentRun,
+            _agentrun.AgentRunSpec,
+            _agentrun.AgentRunStatus,
             plural="agentruns",
-            scope="Namespaced",
-            short_names=["ar"],
-            schema=_resource_schema(
-                _agentrun.AgentRun, _agentrun.AgentRunSpec, _agentrun.AgentRunStatus
-            ),
+            short_name="ar",
             columns=[
                 {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
                 {"name": "Policy", "type": "string", "jsonPath": ".spec.policyRef.name"},
@@ -159,39 +160,33 @@ def crds() -> list[dict[str, Any]]:
                     "priority": 1,
                 },
             ],
-            status=True,
         ),
         _crd(
-            kind="RunPolicy",
+            _runpolicy.RunPolicy,
+            _runpolicy.RunPolicySpec,
             plural="runpolicies",
-            scope="Namespaced",
-            short_names=["rp"],
-            schema=_resource_schema(_runpolicy.RunPolicy, _runpolicy.RunPolicySpec, None),
+            short_name="rp",
             columns=policy_columns,
-            status=False,
         ),
         _crd(
-            kind="ClusterRunPolicy",
+            _runpolicy.ClusterRunPolicy,
+            _runpolicy.RunPolicySpec,
             plural="clusterrunpolicies",
-            scope="Cluster",
-            short_names=["crp"],
-            schema=_resource_schema(_runpolicy.ClusterRunPolicy, _runpolicy.RunPolicySpec, None),
+            short_name="crp",
             columns=policy_columns,
-            status=False,
+            scope="Cluster",
         ),
         _crd(
-            kind="RunApproval",
+            _approval.RunApproval,
+            _approval.RunApprovalSpec,
             plural="runapprovals",
-            scope="Namespaced",
-            short_names=["rap"],
-            schema=_resource_schema(_approval.RunApproval, _approval.RunApprovalSpec, None),
+            short_name="rap",
             columns=[
                 {"name": "Run", "type": "string", "jsonPath": ".spec.runName"},
                 {"name": "Call", "type": "string", "jsonPath": ".spec.callId"},
                 {"name": "Decision", "type": "string", "jsonPath": ".spec.decision"},
                 {"name": "By", "type": "string", "jsonPath": ".spec.decidedBy.username"},
             ],
-            status=False,
         ),
     ]
 

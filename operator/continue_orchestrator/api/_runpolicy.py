@@ -49,13 +49,7 @@ class Action(enum.StrEnum):
 class ArgumentMatcher(_base.Model):
     """Matches one named argument of a tool call."""
 
-    cross_field_rules = (
-        _base.CrossFieldRule(
-            cel="has(self.glob) != has(self.regex)",
-            message="set exactly one of glob or regex",
-            holds=lambda m: (m.glob is None) != (m.regex is None),
-        ),
-    )
+    cross_field_rules = (_base.exactly_one_of("glob", "regex"),)
 
     name: str = pydantic.Field(min_length=1, max_length=256)
     """Argument name as the tool declares it, for example file_path or command."""
