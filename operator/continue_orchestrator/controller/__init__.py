@@ -42,7 +42,7 @@ from continue_orchestrator.controller._names import (
     object_name,
 )
 from continue_orchestrator.controller._operator import FINALIZER, build_registry, run
-from continue_orchestrator.controller._outcome import RUNNER_EXIT_CODES, Outcome, advance, from_pod
+from continue_orchestrator.controller._outcome import Outcome, advance, from_pod
 from continue_orchestrator.controller._reconcile import Reconciler
 from continue_orchestrator.controller._settings import DEFAULT_ACTOR, Settings
 from continue_orchestrator.controller._validate import Rejection, plan
@@ -53,7 +53,6 @@ __all__ = [
     "INPUTS_DIGEST_ANNOTATION",
     "METRICS_REGISTRY",
     "POLICY_DIGEST_ANNOTATION",
-    "RUNNER_EXIT_CODES",
     "RUN_UID_LABEL",
     "ApiError",
     "Approvers",

@@ -14,24 +14,10 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
-from continue_orchestrator import api, runner
+from continue_orchestrator import api, runs
 from continue_orchestrator.controller import _clock, _names
 
 JSON = dict[str, Any]
-
-# The runner's exit codes (runner.ExitCode) as phases and reasons; others are Failed.
-_CODE = runner.ExitCode
-RUNNER_EXIT_CODES: Mapping[int, tuple[api.Phase, str]] = {
-    _CODE.SUCCEEDED: (api.Phase.SUCCEEDED, "Completed"),
-    _CODE.AGENT_FAILED: (api.Phase.FAILED, "AgentFailed"),
-    _CODE.VERIFY_FAILED: (api.Phase.FAILED, "VerifyFailed"),
-    _CODE.POLICY_STOPPED: (api.Phase.DENIED, "PolicyStopped"),
-    _CODE.CONFIG_ERROR: (api.Phase.FAILED, "ConfigError"),
-    _CODE.TIMED_OUT: (api.Phase.TIMED_OUT, "AgentTimedOut"),
-    _CODE.WORKSPACE_ERROR: (api.Phase.FAILED, "WorkspaceError"),
-    _CODE.REPORT_FAILED: (api.Phase.FAILED, "ReportFailed"),
-    1: (api.Phase.FAILED, "RunnerCrashed"),
-}
 
 _RANK = {
     api.Phase.PENDING: 0,
@@ -102,7 +88,7 @@ def from_pod(pod: Mapping[str, Any]) -> Outcome | None:
                 started,
             )
         if isinstance(code, int):
-            mapped, reason = RUNNER_EXIT_CODES.get(code, (api.Phase.FAILED, "RunnerFailed"))
+            mapped, reason = runs.phase_of(code)
             if mapped is api.Phase.SUCCEEDED:
                 mapped, reason = api.Phase.FAILED, "RunnerFailed"
             detail = (terminated.get("message") or "").strip()

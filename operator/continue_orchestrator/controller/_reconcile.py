@@ -167,18 +167,13 @@ class Reconciler:
             kinds = {entry.kind for entry in entries}
             if kinds and ledger.Kind.TOMBSTONE not in kinds:
                 if not _closing.finished_by(entries, self.settings.actor):
-                    self.book.append(
-                        uid,
-                        ledger.Kind.RUN_FINISHED,
-                        self.settings.actor,
-                        {
-                            "name": run_name,
-                            "namespace": namespace,
-                            "phase": api.Phase.CANCELLED.value,
-                            "reason": "AgentRunDeleted",
-                            "message": "the AgentRun was deleted before the run finished",
-                        },
+                    deleted = runs.Finish(
+                        api.Phase.CANCELLED,
+                        "AgentRunDeleted",
+                        "the AgentRun was deleted before the run finished",
                     )
+                    payload = deleted.payload(name=run_name, namespace=namespace)
+                    self.book.append(uid, ledger.Kind.RUN_FINISHED, self.settings.actor, payload)
                 self.book.tombstone(
                     run_uid=uid,
                     reason=f"AgentRun {namespace}/{run_name} deleted",
@@ -203,25 +198,21 @@ class Reconciler:
         self, body: Mapping[str, Any], status: Mapping[str, Any], outcome: _outcome.Outcome
     ) -> None:
         sealed = self._unregister(body)
+        recorded = api.AgentRunStatus.model_validate(status)
+        finish = runs.Finish(
+            phase=outcome.phase,
+            reason=outcome.reason,
+            message=outcome.message,
+            started_at=runs.parse_time(recorded.start_time),
+            finished_at=runs.parse_time(recorded.completion_time),
+            inputs_digest=recorded.inputs_digest,
+            policy_digest=recorded.policy_digest,
+            record_digest=(sealed or {}).get("recordDigest"),
+        )
+        payload = finish.payload(name=_name(body), namespace=_namespace(body))
         # The finalizer may have closed the run's ledger meanwhile.
         self._closing.append(
-            self.book,
-            _uid(body),
-            ledger.Kind.RUN_FINISHED,
-            self.settings.actor,
-            self._payload(
-                body,
-                {
-                    "phase": outcome.phase.value,
-                    "reason": outcome.reason,
-                    "message": outcome.message,
-                    "startTime": status.get("startTime"),
-                    "completionTime": status.get("completionTime"),
-                    "inputsDigest": status.get("inputsDigest"),
-                    "policyDigest": status.get("policyDigest"),
-                    "recordDigest": (sealed or {}).get("recordDigest"),
-                },
-            ),
+            self.book, _uid(body), ledger.Kind.RUN_FINISHED, self.settings.actor, payload
         )
         _metrics.RUNS_FINISHED.labels(outcome.phase.value, outcome.reason).inc()
         kind = "Normal" if outcome.phase is api.Phase.SUCCEEDED else "Warning"
@@ -260,11 +251,8 @@ class Reconciler:
         if _closing.finished_by(entries, self.settings.actor) or ledger.Kind.TOMBSTONE in kinds:
             return
         status = body.get("status") or {}
-        completed = _outcome.condition(status, "Completed") or {}
-        phase = _outcome.current_phase(status)
-        outcome = _outcome.Outcome(
-            phase, str(completed.get("reason", phase.value)), str(completed.get("message", ""))
-        )
+        recorded = runs.from_status(api.AgentRunStatus.model_validate(status))
+        outcome = _outcome.Outcome(recorded.phase, recorded.reason, recorded.message)
         if not kinds:
             self._record(body, ledger.Kind.RUN_CREATED, _entries.created(body, None, self.settings))
         self._finished(body, status, outcome)

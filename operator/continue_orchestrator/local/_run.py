@@ -32,7 +32,6 @@ import yaml
 from continue_orchestrator import (
     api,
     attest,
-    controller,
     errors,
     gateway,
     ledger,
@@ -550,14 +549,14 @@ class _Pipeline:
                 broker.decide(self.uid, approval.id, approved=False, by=self.actor,
                               reason="the run was stopped")  # fmt: skip
         await asyncio.sleep(0.5)  # let the gateway record the refusals and answer
-        book.append(self.uid, ledger.Kind.RUN_FINISHED, self.actor, {
-            "name": self.inputs.name, "namespace": self.inputs.namespace,
-            "phase": api.Phase.CANCELLED.value, "reason": "ManualStop",
-            "message": "interrupted by the person running orchestrator run",
-            "startTime": self.started.isoformat(),
-            "completionTime": datetime.now(UTC).isoformat(),
-            "inputsDigest": plan.inputs_digest, "policyDigest": plan.snapshot.digest,
-        })  # fmt: skip
+        finish = runs.Finish(
+            phase=api.Phase.CANCELLED, reason="ManualStop",
+            message="interrupted by the person running orchestrator run",
+            started_at=self.started, finished_at=datetime.now(UTC),
+            inputs_digest=plan.inputs_digest, policy_digest=plan.snapshot.digest,
+        )  # fmt: skip
+        payload = finish.payload(name=self.inputs.name, namespace=self.inputs.namespace)
+        book.append(self.uid, ledger.Kind.RUN_FINISHED, self.actor, payload)
         self.say("phase: Cancelled (ManualStop); the sandbox is being torn down")
 
     # -- after the sandbox --------------------------------------------------------------------
@@ -578,19 +577,19 @@ class _Pipeline:
         if completed.timed_out:
             phase, reason = api.Phase.TIMED_OUT, "DeadlineExceeded"
         else:
-            phase, reason = controller.RUNNER_EXIT_CODES.get(
-                code if isinstance(code, int) else -1, (api.Phase.FAILED, "RunnerFailed")
-            )
+            phase, reason = runs.phase_of(code if isinstance(code, int) else None)
         if outcome is None and phase is api.Phase.SUCCEEDED:
             phase, reason = api.Phase.FAILED, "NoOutcome"
         message = str((outcome or {}).get("message") or "")
         finished = datetime.now(UTC)
-        book.append(self.uid, ledger.Kind.RUN_FINISHED, self.actor, {
-            "name": self.inputs.name, "namespace": self.inputs.namespace,
-            "phase": phase.value, "reason": reason, "message": message,
-            "startTime": self.started.isoformat(), "completionTime": finished.isoformat(),
-            "inputsDigest": plan.inputs_digest, "policyDigest": plan.snapshot.digest,
-        })  # fmt: skip
+        end = runs.Finish(
+            phase=phase, reason=reason, message=message,
+            started_at=self.started, finished_at=finished,
+            inputs_digest=plan.inputs_digest, policy_digest=plan.snapshot.digest,
+            record_digest=record_digest,
+        )  # fmt: skip
+        payload = end.payload(name=self.inputs.name, namespace=self.inputs.namespace)
+        book.append(self.uid, ledger.Kind.RUN_FINISHED, self.actor, payload)
         self.say(f"phase: {phase.value} ({reason})")
         entries = list(book.entries(run_uid=self.uid))
         calls = _report.tool_calls(entries)

@@ -10,12 +10,18 @@ below both, and each of them calls it:
   the gateway is told (``registration``), what a read secret is for (``secret_purpose``);
 - the finish (``Finish``, ``phase_of``): the runner's exit code as a phase, and the
   ``run.finished`` ledger entry;
-- the facts (``facts``): what the attestation and the run report say, from the ledger
-  entries, the sealed record and the runner's report (``Evidence``).
 
 ``runs`` imports neither ``controller``, ``local``, ``gateway`` nor ``cli``.
 """
 
+from continue_orchestrator.runs._finish import (
+    RUNNER_EXIT_CODES,
+    Finish,
+    from_status,
+    parse_time,
+    phase_of,
+    timestamp,
+)
 from continue_orchestrator.runs._plan import (
     RUN_DIR,
     RUNNER_COMMAND,
@@ -34,16 +40,22 @@ from continue_orchestrator.runs._plan import (
 
 __all__ = [
     "RUNNER_COMMAND",
+    "RUNNER_EXIT_CODES",
     "RUNTIME_CLASS",
     "RUN_DIR",
     "WORKSPACE_DIR",
+    "Finish",
     "Plan",
     "Registration",
     "Snapshot",
     "bundle",
+    "from_status",
     "inputs_digest",
+    "parse_time",
+    "phase_of",
     "registration",
     "secret_purpose",
     "snapshot",
     "spec_document",
+    "timestamp",
 ]
