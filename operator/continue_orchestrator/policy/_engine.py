@@ -358,17 +358,11 @@ class CompiledPolicy:
         self.resource = resource
         spec = resource.spec
         self.default_effect = spec.default_effect
-        seen: set[str] = set()
-        rules = []
-        for index, rule in enumerate(spec.rules):
-            where = f"{self.label}: spec.rules[{index}] ({rule.name})"
-            if rule.name in seen:
-                raise errors.PolicyError(
-                    f"rule name {rule.name!r} is used twice", where=where, fix="rename one"
-                )
-            seen.add(rule.name)
-            rules.append(_Rule(name, index, rule, where))
-        self.rules = tuple(rules)
+        places = _results.rule_places(spec.rules, "spec.rules", self.label)
+        self.rules = tuple(
+            _Rule(name, index, rule, where)
+            for index, (rule, where) in enumerate(zip(spec.rules, places, strict=True))
+        )
         self.tool_results = _results.compile_results(
             spec.tool_results, policy_name=name, label=self.label
         )
@@ -383,7 +377,7 @@ class CompiledPolicy:
                 spec.allowed_egress, where=f"{self.label}: spec.allowedEgress"
             ) or re.compile(r"(?!)")
         self._by_action: dict[api.Action, tuple[_Rule, ...]] = {
-            action: tuple(r for r, source in zip(rules, spec.rules, strict=True)
+            action: tuple(r for r, source in zip(self.rules, spec.rules, strict=True)
                           if action in source.actions)
             for action in api.Action
         }

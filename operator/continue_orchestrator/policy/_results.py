@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from continue_orchestrator import api, errors
 from continue_orchestrator.policy import _cel, _glob, _request
@@ -120,6 +120,28 @@ def _check_pattern(pattern: str, *, where: str) -> None:
         ) from None
 
 
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+def rule_places(rules: Sequence[_Named], field: str, label: str) -> list[str]:
+    """Where each of a policy's ``rules`` (its ``field``) stands, for messages; raises
+    ``errors.PolicyError`` at the second rule of a name, since a decision cites a rule by
+    name. ``policy.compile`` checks ``spec.rules`` and ``spec.toolResults.withhold``."""
+    seen: set[str] = set()
+    places: list[str] = []
+    for index, rule in enumerate(rules):
+        where = f"{label}: {field}[{index}] ({rule.name})"
+        if rule.name in seen:
+            raise errors.PolicyError(
+                f"rule name {rule.name!r} is used twice", where=where, fix="rename one"
+            )
+        seen.add(rule.name)
+        places.append(where)
+    return places
+
+
 class CompiledResults:
     """One policy's ``spec.toolResults``, compiled."""
 
@@ -129,17 +151,11 @@ class CompiledResults:
         self.label = label
         self.max_bytes = spec.max_bytes
         self.max_bytes_rule = f"{policy_name}/{MAX_BYTES_RULE}"
-        seen: set[str] = set()
-        rules: list[_Rule] = []
-        for index, rule in enumerate(spec.withhold):
-            where = f"{label}: spec.toolResults.withhold[{index}] ({rule.name})"
-            if rule.name in seen:
-                raise errors.PolicyError(
-                    f"rule name {rule.name!r} is used twice", where=where, fix="rename one"
-                )
-            seen.add(rule.name)
-            rules.append(_Rule(policy_name, rule, where))
-        self.rules = tuple(rules)
+        places = rule_places(spec.withhold, "spec.toolResults.withhold", label)
+        self.rules = tuple(
+            _Rule(policy_name, rule, where)
+            for rule, where in zip(spec.withhold, places, strict=True)
+        )
 
     def decide(
         self, result: _request.ToolResult, bound: _Bound
