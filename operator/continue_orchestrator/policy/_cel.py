@@ -14,6 +14,8 @@ from typing import Any
 from cel_expr_python import cel
 from cel_expr_python.ext import ext_strings
 
+from continue_orchestrator import errors
+
 _ENV = cel.NewEnv(
     variables={"request": cel.Type.Map(cel.Type.STRING, cel.Type.DYN)},
     extensions=[ext_strings.ExtStrings()],
@@ -57,6 +59,25 @@ def compile_condition(source: str, env: Any = None) -> Any:
             f"the condition yields {result.name().lower()}, not a boolean", line=1, column=1
         )
     return expression
+
+
+def compile_when(
+    source: str, known: frozenset[str], *, where: str, variable: str = "request"
+) -> Any:
+    """A rule's ``when`` condition over ``variable`` (``request`` or ``result``, whose keys
+    are ``known``), compiled; raises ``errors.PolicyError`` at ``{where}.when`` naming the
+    line and column of the fault."""
+    try:
+        program = compile_condition(source, RESULT_ENV if variable == "result" else None)
+        check_keys(source, known, variable)
+    except CompileError as error:
+        raise errors.PolicyError(
+            f"when condition does not compile at line {error.line}, column "
+            f"{error.column}: {error}",
+            where=f"{where}.when",
+            fix=f"see docs/policy.md for the {variable} fields CEL can read",
+        ) from None
+    return program
 
 
 _STRING = re.compile(r'"(?:\\.|[^"\\])*"|\'(?:\\.|[^\'\\])*\'')

@@ -105,16 +105,7 @@ class _Rule:
         self.when_keys = _cel.referenced_keys(rule.when or "", CEL_KEYS)
         self.when: Any = None
         if rule.when is not None:
-            try:
-                self.when = _cel.compile_condition(rule.when)
-                _cel.check_keys(rule.when, CEL_KEYS)
-            except _cel.CompileError as error:
-                raise errors.PolicyError(
-                    f"when condition does not compile at line {error.line}, column "
-                    f"{error.column}: {error}",
-                    where=f"{where}.when",
-                    fix="see docs/policy.md for the request fields CEL can read",
-                ) from None
+            self.when = _cel.compile_when(rule.when, CEL_KEYS, where=where)
         single = [f for f in ("paths", "commands", "hosts") if getattr(self, f) is not None]
         others = bool(
             self.arguments or self.repositories or self.branches or self.secrets

@@ -84,16 +84,7 @@ class _Rule:
             self.patterns = _cel.compile_condition(_matches(either), _cel.RESULT_ENV)
         self.when: Any = None
         if rule.when is not None:
-            try:
-                self.when = _cel.compile_condition(rule.when, _cel.RESULT_ENV)
-                _cel.check_keys(rule.when, RESULT_KEYS, "result")
-            except _cel.CompileError as error:
-                raise errors.PolicyError(
-                    f"when condition does not compile at line {error.line}, column "
-                    f"{error.column}: {error}",
-                    where=f"{where}.when",
-                    fix="see docs/policy.md for the result fields CEL can read",
-                ) from None
+            self.when = _cel.compile_when(rule.when, RESULT_KEYS, where=where, variable="result")
 
     def applies_to(self, tool: str | None) -> bool:
         return self.tools is None or tool is None or self.tools.fullmatch(tool) is not None
