@@ -103,15 +103,21 @@ def check_continue_config(text: str, *, where: str) -> dict[str, Any]:
     return config
 
 
-def load_file(path: pathlib.Path) -> Iterator[Resource]:
-    """Every manifest of a (multi-document) YAML file, validated."""
+def documents(path: pathlib.Path) -> list[tuple[str, Any]]:
+    """The documents of a (multi-document) YAML file, not validated, each with where it
+    is (``FILE: document N``); empty documents are skipped."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise errors.ManifestError(f"cannot read: {error.strerror}", where=str(path)) from None
     try:
-        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+        found = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as error:
         raise errors.ManifestError(f"not valid YAML: {error}", where=str(path)) from None
-    for index, document in enumerate(documents, start=1):
-        yield parse(document, where=f"{path}: document {index}")
+    return [(f"{path}: document {index}", d) for index, d in enumerate(found, start=1)]
+
+
+def load_file(path: pathlib.Path) -> Iterator[Resource]:
+    """Every manifest of a (multi-document) YAML file, validated."""
+    for where, document in documents(path):
+        yield parse(document, where=where)

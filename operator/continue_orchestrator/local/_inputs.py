@@ -15,8 +15,6 @@ import pathlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import yaml
-
 from continue_orchestrator import api, errors
 
 Policy = api.ClusterRunPolicy | api.RunPolicy
@@ -75,18 +73,6 @@ def parse_secret_flag(text: str) -> tuple[str, str]:
         ) from None
 
 
-def _documents(path: pathlib.Path) -> list[tuple[str, Any]]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise errors.ManifestError(f"cannot read: {error.strerror}", where=str(path)) from None
-    try:
-        found = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as error:
-        raise errors.ManifestError(f"not valid YAML: {error}", where=str(path)) from None
-    return [(f"{path}: document {i}", d) for i, d in enumerate(found, start=1)]
-
-
 def _beside(manifest: pathlib.Path) -> list[pathlib.Path]:
     directory = manifest.parent
     return sorted(p for p in [*directory.glob("*.yaml"), *directory.glob("*.yml")] if p.is_file())
@@ -107,7 +93,7 @@ def load(
     ``NAME=env:VAR`` or ``NAME=file:PATH``.
     """
     runs: list[tuple[str, api.AgentRun]] = []
-    for where, document in _documents(manifest):
+    for where, document in api.documents(manifest):
         if isinstance(document, dict) and document.get("kind") == "AgentRun":
             resource = api.parse(document, where=where)
             assert isinstance(resource, api.AgentRun)
@@ -128,7 +114,7 @@ def load(
     run_policies: list[api.RunPolicy] = []
     maps: dict[str, dict[str, str]] = {}
     for path in searched:
-        for doc_where, document in _documents(path):
+        for doc_where, document in api.documents(path):
             kind = document.get("kind") if isinstance(document, dict) else None
             if kind == "ConfigMap":
                 _add_config_map(maps, document, doc_where, namespace)
