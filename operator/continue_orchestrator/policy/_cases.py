@@ -66,6 +66,8 @@ class _ToolResult(_Model):
 
 
 class _Subject(_Model):
+    """Exactly one of a request, a tool call or a tool result."""
+
     request: _Request | None = None
     tool_call: _ToolCall | None = None
     tool_result: _ToolResult | None = None
@@ -77,19 +79,12 @@ class _Subject(_Model):
         return self
 
 
-class _Case(_Model):
+class _Case(_Subject):
+    """A subject and the effect (and, if given, the rule) it must get."""
+
     name: str = pydantic.Field(min_length=1)
-    request: _Request | None = None
-    tool_call: _ToolCall | None = None
-    tool_result: _ToolResult | None = None
     expect: api.Effect
     expect_rule: str | None = None
-
-    @pydantic.model_validator(mode="after")
-    def _one(self) -> _Case:
-        if sum(s is not None for s in (self.request, self.tool_call, self.tool_result)) != 1:
-            raise ValueError("set exactly one of request, toolCall or toolResult")
-        return self
 
 
 class _CasesFile(_Model):
@@ -143,7 +138,7 @@ def _run(model: _Run | None, default: _request.RunContext) -> _request.RunContex
     )
 
 
-def _subject(model: _Subject | _Case, default: _request.RunContext) -> CaseSubject:
+def _subject(model: _Subject, default: _request.RunContext) -> CaseSubject:
     if model.tool_result is not None:
         result = model.tool_result
         return ToolResultCase(result.tool, result.content, _run(result.run, default))
