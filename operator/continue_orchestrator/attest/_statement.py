@@ -90,15 +90,22 @@ def build_statement(facts: _facts.RunFacts) -> Statement:
     )
 
 
+def json_object(data: bytes, *, what: str, where: str) -> dict[str, Any]:
+    """``data`` (``what``: the payload, the bundle) as a JSON object; raises
+    ``errors.AttestationError`` at ``where`` unless it is one."""
+    try:
+        document = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise errors.AttestationError(f"{what} is not JSON: {error}", where=where) from error
+    if not isinstance(document, dict):
+        raise errors.AttestationError(f"{what} is not a JSON object", where=where)
+    return document
+
+
 def parse_statement(payload: bytes) -> Statement:
     """Parse a DSSE payload as an in-toto Statement v1."""
     where = "attestation payload"
-    try:
-        document = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise errors.AttestationError(f"payload is not JSON: {error}", where=where) from error
-    if not isinstance(document, dict):
-        raise errors.AttestationError("payload is not a JSON object", where=where)
+    document = json_object(payload, what="payload", where=where)
     try:
         statement = Statement.model_validate(document)
     except pydantic.ValidationError as error:

@@ -48,7 +48,7 @@ def verify_bundle(
             "give either a public key or an identity and issuer, not both or neither",
             where="verify",
         )
-    document = _load_json(bundle)
+    document = _statement.json_object(bundle, what="the bundle", where=_WHERE)
     if public_key is not None:
         statement = _verify_key_bundle(document, public_key)
     else:
@@ -79,16 +79,6 @@ def trusted_root_from_json(data: bytes, *, where: str = "trusted root") -> Trust
             fix="give trusted_root.json (application/vnd.dev.sigstore.trustedroot+json"
             ";version=0.1) or a ClientTrustConfig document",
         ) from error
-
-
-def _load_json(bundle: bytes) -> dict[str, object]:
-    try:
-        document = json.loads(bundle)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise errors.AttestationError(f"not JSON: {error}", where=_WHERE) from error
-    if not isinstance(document, dict):
-        raise errors.AttestationError("not a JSON object", where=_WHERE)
-    return document
 
 
 def _verify_key_bundle(
