@@ -1,9 +1,10 @@
-"""One spelling of time in what the controller writes: RFC 3339, whole seconds, UTC.
+"""The controller's clock: times in what it writes, in the one format ``runs`` owns.
 
 A condition's lastTransitionTime, a run's startTime and completionTime, a held call's
-requestedAt and expiresAt, and an Event's timestamps are all written by ``rfc3339``, so
-they compare as text and never differ by a fraction a reader has to strip. ``parse``
-reads them, and the API server's own timestamps, back.
+requestedAt and expiresAt, and an Event's timestamps are all RFC 3339 to the second in
+UTC (``runs.timestamp``, as Kubernetes writes times, and as the run.finished entry repeats
+them), so they compare as text and never differ by a fraction a reader has to strip.
+This module only adapts it to the seconds-since-the-epoch the controller computes with.
 """
 
 from __future__ import annotations
@@ -11,12 +12,12 @@ from __future__ import annotations
 import datetime
 import time
 
-_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+from continue_orchestrator import runs
 
 
 def rfc3339(at: float) -> str:
     """``at`` (seconds since the epoch) as ``2026-01-01T00:00:00Z``."""
-    return datetime.datetime.fromtimestamp(at, datetime.UTC).strftime(_FORMAT)
+    return runs.timestamp(datetime.datetime.fromtimestamp(at, datetime.UTC))
 
 
 def now() -> str:
@@ -26,10 +27,5 @@ def now() -> str:
 
 def parse(text: str | None) -> float | None:
     """Seconds since the epoch of an RFC 3339 time; None for none or a malformed one."""
-    if not text:
-        return None
-    try:
-        value = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return (value if value.tzinfo else value.replace(tzinfo=datetime.UTC)).timestamp()
+    parsed = runs.parse_time(text)
+    return parsed.timestamp() if parsed is not None else None
