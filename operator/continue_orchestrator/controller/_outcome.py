@@ -67,40 +67,35 @@ def from_pod(pod: Mapping[str, Any]) -> Outcome | None:
     if phase == "Succeeded":
         return Outcome(api.Phase.SUCCEEDED, "Completed", f"runner in pod {name} exited 0", started)
     if phase == "Failed":
-        if status.get("reason") == "DeadlineExceeded":
-            return Outcome(
-                api.Phase.TIMED_OUT,
-                "DeadlineExceeded",
-                f"pod {name} ran past spec.timeoutSeconds and was stopped",
-                started,
-            )
         if status.get("reason") == "Evicted":
             return Outcome(
                 api.Phase.FAILED, "Evicted", f"pod {name} was evicted: {status.get('message', '')}"
             )
-        terminated = (runner or {}).get("state", {}).get("terminated") or {}
-        code = terminated.get("exitCode")
-        if terminated.get("reason") == "OOMKilled":
-            return Outcome(
-                api.Phase.FAILED,
-                "OOMKilled",
-                f"runner in pod {name} ran out of memory (raise the policy's sandbox limits)",
-                started,
-            )
-        if isinstance(code, int):
-            mapped, reason = runs.phase_of(code)
-            if mapped is api.Phase.SUCCEEDED:
-                mapped, reason = api.Phase.FAILED, "RunnerFailed"
-            detail = (terminated.get("message") or "").strip()
-            message = f"runner in pod {name} exited {code}" + (f": {detail}" if detail else "")
-            return Outcome(mapped, reason, message[:4096], started)
-        return Outcome(
-            api.Phase.FAILED,
-            "PodFailed",
-            f"pod {name} failed: {status.get('message') or status.get('reason') or 'no reason'}",
-            started,
-        )
+        return Outcome(*_failure(name, status, runner), started)
     return None
+
+
+def _failure(
+    name: str, status: Mapping[str, Any], runner: Mapping[str, Any] | None
+) -> tuple[api.Phase, str, str]:
+    """Phase, reason and message of a pod that failed (and was not evicted)."""
+    terminated = (runner or {}).get("state", {}).get("terminated") or {}
+    code = terminated.get("exitCode")
+    if status.get("reason") == "DeadlineExceeded":
+        stopped = f"pod {name} ran past spec.timeoutSeconds and was stopped"
+        return api.Phase.TIMED_OUT, "DeadlineExceeded", stopped
+    if terminated.get("reason") == "OOMKilled":
+        limits = f"runner in pod {name} ran out of memory (raise the policy's sandbox limits)"
+        return api.Phase.FAILED, "OOMKilled", limits
+    if isinstance(code, int):
+        phase, reason = runs.phase_of(code)
+        if phase is api.Phase.SUCCEEDED:  # a failed pod whose runner says 0 lies about one
+            phase, reason = api.Phase.FAILED, "RunnerFailed"
+        detail = (terminated.get("message") or "").strip()
+        message = f"runner in pod {name} exited {code}" + (f": {detail}" if detail else "")
+        return phase, reason, message[:4096]
+    why = status.get("message") or status.get("reason") or "no reason"
+    return api.Phase.FAILED, "PodFailed", f"pod {name} failed: {why}"
 
 
 def _runner_status(status: Mapping[str, Any]) -> JSON | None:
