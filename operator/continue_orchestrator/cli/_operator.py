@@ -8,7 +8,7 @@ import logging
 import pathlib
 import shlex
 
-from continue_orchestrator import controller, errors, gateway
+from continue_orchestrator import controller, errors, gateway, runs
 from continue_orchestrator.cli import _flags
 
 
@@ -206,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
         signer=signer,
         builder_id=args.builder_id,
         evidence=(
-            controller.evidence_from_records(args.record_root)
+            runs.evidence_from_records(args.record_root)
             if args.record_root is not None
             else None
         ),

@@ -24,10 +24,7 @@ from continue_orchestrator.controller._approvals import (
 from continue_orchestrator.controller._attestation import (
     Attestor,
     ConfigMapStore,
-    EvidenceSource,
-    RunEvidence,
     bundle_name,
-    evidence_from_records,
     load_signer,
 )
 from continue_orchestrator.controller._attestation import fetch as fetch_bundle
@@ -58,7 +55,6 @@ __all__ = [
     "Approvers",
     "Attestor",
     "ConfigMapStore",
-    "EvidenceSource",
     "GatewayClient",
     "InMemoryGateway",
     "Kube",
@@ -66,14 +62,12 @@ __all__ = [
     "Outcome",
     "Reconciler",
     "Rejection",
-    "RunEvidence",
     "RunScope",
     "Settings",
     "advance",
     "approvers_for",
     "build_registry",
     "bundle_name",
-    "evidence_from_records",
     "fetch_bundle",
     "from_pod",
     "load_signer",

@@ -1,9 +1,10 @@
 """Attesting a finished AgentRun in the cluster, and where its bundle lives.
 
-When a run reaches a terminal phase the operator builds its ``attest.RunFacts`` from
-the AgentRun status, its ledger entries and whatever evidence the gateway kept (record,
-diff), signs with the configured signer, stores the bundle in an immutable ConfigMap
-``<run>-attestation`` next to the run, and only then writes ``status.attestation``:
+When a run reaches a terminal phase the operator builds its ``attest.RunFacts`` with
+``runs.facts`` (as local mode does) from the AgentRun status, its ledger entries and
+whatever evidence the gateway kept (``runs.Evidence``), signs with the configured
+signer, stores the bundle in an immutable ConfigMap ``<run>-attestation`` next to the
+run, and only then writes ``status.attestation``:
 ``signed: "true"`` with the bundle's digest and location once the stored copy has been
 read back and verified, ``"failed"`` with the reason otherwise. The ConfigMap is not
 owned by the AgentRun: deleting a run leaves its evidence, as the ledger does. See
@@ -14,18 +15,13 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import datetime
-import hashlib
-import json
 import logging
 import pathlib
 import time
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Literal
+from collections.abc import Callable, Mapping
+from typing import Any
 
-import rfc8785
-
-from continue_orchestrator import api, attest, errors, ledger, records
+from continue_orchestrator import api, attest, digest, errors, ledger, runs
 from continue_orchestrator.controller import (
     _agentrun,
     _clock,
@@ -35,6 +31,7 @@ from continue_orchestrator.controller import (
     _outcome,
     _settings,
     _status,
+    _validate,
 )
 
 log = logging.getLogger(__name__)
@@ -91,7 +88,7 @@ class ConfigMapStore:
                 },
                 "annotations": {
                     _names.RUN_NAME_ANNOTATION: self.run_name,
-                    f"{_names.PREFIX}/bundle-digest": _sha256(data),
+                    f"{_names.PREFIX}/bundle-digest": digest.text(data),
                 },
             },
             "immutable": True,
@@ -164,94 +161,6 @@ def _store_error(error: _kube.ApiError, where: str) -> errors.AttestationError:
     )
 
 
-def _sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def _hex(digest: str | None) -> str | None:
-    if not digest:
-        return None
-    value = digest.removeprefix("sha256:")
-    return value if len(value) == 64 else None
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class RunEvidence:
-    """What the gateway and runner know of a run that its AgentRun does not say.
-
-    A digest or version left None is attested as ``null`` (and a digest gets no
-    subject): the run produced no such thing, nobody measured it, or nobody kept it.
-    """
-
-    record_digest: str | None = None
-    diff_digest: str | None = None
-    workspace_tree_digest: str | None = None
-    verify_results: tuple[attest.VerifyResult, ...] = ()
-    models: tuple[attest.ModelUse, ...] = ()
-    cli_version: str | None = None
-
-
-EvidenceSource = Callable[[str], RunEvidence | None]
-"""Run UID -> its evidence, or None when nothing is known."""
-
-
-def evidence_from_records(root: str | pathlib.Path) -> EvidenceSource:
-    """Evidence from the gateway's record store (a volume the operator also mounts):
-    the sealed record's digest; from the runner's outcome the diff and workspace tree
-    digests, the CLI version and verify results; models and their providers from the
-    recorded model exchanges."""
-    store = records.BlobStore(root)
-
-    def evidence(uid: str) -> RunEvidence | None:
-        try:
-            record = records.load(store, uid)
-        except errors.RecordError:
-            return None
-        manifest = record.directory / "manifest"
-        sealed = manifest.read_text(encoding="utf-8").strip() if manifest.exists() else None
-        requests: dict[tuple[str, str | None], int] = {}
-        outcome: Mapping[str, Any] = {}
-        for exchange in record.exchanges:
-            if exchange.kind == "model" and exchange.facts.get("model"):
-                provider = exchange.facts.get("provider")
-                key = (str(exchange.facts["model"]), str(provider) if provider else None)
-                requests[key] = requests.get(key, 0) + 1
-            elif exchange.kind == "run.outcome" and "outcome" in exchange.blobs:
-                try:
-                    loaded = json.loads(store.get(exchange.blobs["outcome"]))
-                except (errors.RecordError, ValueError):
-                    loaded = {}
-                outcome = loaded if isinstance(loaded, dict) else {}
-        verify = []
-        for item in outcome.get("verify") or []:
-            result = item.get("result") or {}
-            code = result.get("exitCode")
-            verify.append(
-                attest.VerifyResult(
-                    command=str(item.get("command") or item.get("name") or "?"),
-                    exit_code=code if isinstance(code, int) else -1,
-                    duration_seconds=max(0.0, float(result.get("durationSeconds") or 0.0)),
-                )
-            )
-        cli = outcome.get("cliVersion")
-        tree = outcome.get("workspaceTreeDigest")
-        return RunEvidence(
-            record_digest=sealed,
-            diff_digest=(outcome.get("diff") or {}).get("digest"),
-            workspace_tree_digest=tree if isinstance(tree, str) else None,
-            verify_results=tuple(verify),
-            models=tuple(
-                attest.ModelUse(provider=provider, model=name, requests=count)
-                for (name, provider), count in sorted(
-                    requests.items(), key=lambda item: (item[0][0], item[0][1] or "")
-                )
-            ),
-            cli_version=cli if isinstance(cli, str) and cli else None,
-        )
-
-    return evidence
-
-
 class Attestor:
     """Signs and publishes the attestation of each finished run; never raises.
 
@@ -267,7 +176,7 @@ class Attestor:
         *,
         builder_id: str,
         actor: str = _settings.DEFAULT_ACTOR,
-        evidence: EvidenceSource | None = None,
+        evidence: runs.EvidenceSource | None = None,
         attempts: int = 4,
         backoff_seconds: float = 0.5,
         sleep: Callable[[float], None] = time.sleep,
@@ -404,176 +313,31 @@ class Attestor:
 
     # -- facts -------------------------------------------------------------------------
 
-    def facts(self, run: JSON) -> attest.RunFacts:
-        """The facts of a finished run, from its status, its ledger entries and evidence."""
-        metadata, spec = run["metadata"], run.get("spec") or {}
-        status = run.get("status") or {}
-        uid = str(metadata["uid"])
-        where = f"AgentRun {metadata['namespace']}/{metadata['name']}"
-        policy_digest = _hex(status.get("policyDigest"))
-        if policy_digest is None:
-            raise errors.AttestationError(
-                "the run never got a policy snapshot, so it never ran: nothing to attest",
-                where=where,
-                fix="see status.conditions (PolicyValid) for why it was refused",
-            )
-        entries = list(self.book.entries(run_uid=uid))
-        if not entries:
-            raise errors.AttestationError(
-                "the run has no ledger entries", where=where, fix="check the operator's ledger"
-            )
-        evidence = (self.evidence(uid) if self.evidence else None) or RunEvidence()
-        checkpoint = self.book.checkpoint()
-        record = _hex(evidence.record_digest) or _hex((status.get("record") or {}).get("digest"))
-        repository = spec.get("repository") or {}
-        agent = spec.get("agent") or {}
-        pinned = repository.get("commit") or repository.get("ref", "")
-        inputs = {
-            "agentrun-spec": hashlib.sha256(rfc8785.dumps(spec)).hexdigest(),
-            "prompt": hashlib.sha256(str(spec.get("prompt", "")).encode()).hexdigest(),
-            "repository": hashlib.sha256(
-                f"{repository.get('url', '')}@{pinned}".encode()
-            ).hexdigest(),
-        }
-        if isinstance(agent.get("config"), str):
-            inputs["config.yaml"] = hashlib.sha256(agent["config"].encode()).hexdigest()
-        inputs_digest = _hex(status.get("inputsDigest"))
-        if inputs_digest:
-            inputs["inputs"] = inputs_digest
-        started = _time(status.get("startTime")) or _time(metadata.get("creationTimestamp"))
-        finished = _time(status.get("completionTime")) or datetime.datetime.now(datetime.UTC)
-        started = min(started or finished, finished)
-        try:
-            return attest.RunFacts(
-                run=attest.RunRef(
-                    namespace=str(metadata["namespace"]), name=str(metadata["name"]), uid=uid
-                ),
-                outcome=_run_outcome(status),
-                record_digest=record,
-                diff_digest=_hex(evidence.diff_digest),
-                workspace_tree_digest=_hex(evidence.workspace_tree_digest),
-                ledger=attest.LedgerRange(
-                    first=entries[0].sequence,
-                    last=entries[-1].sequence,
-                    merkle_root=checkpoint.root_hash,
-                ),
-                inputs=inputs,
-                policy_digest=policy_digest,
-                runner_image=str(status.get("runnerImage") or ""),
-                cli_version=evidence.cli_version,
-                models=evidence.models,
-                tool_calls=tool_call_summary(entries),
-                verify_results=evidence.verify_results,
-                interventions=interventions(entries, status),
-                started_at=started,
-                finished_at=finished,
-                builder_id=self.builder_id,
-                replay_of=replay_of(entries),
-            )
-        except ValueError as error:  # pydantic's ValidationError is a ValueError
-            raise errors.AttestationError(
-                f"the run's facts are not attestable: {error}".splitlines()[0][:1024],
-                where=where,
-                fix="a runner image must be pinned by digest (name@sha256:...) to be attested",
-            ) from error
-
-
-def replay_of(entries: Iterable[ledger.Entry]) -> attest.RunRef | None:
-    """The run a replay replayed, from its ``replay.started`` entry."""
-    for entry in entries:
-        if entry.kind is ledger.Kind.REPLAY_STARTED and entry.payload:
-            found = entry.payload.get("replayOf") or {}
-            return attest.RunRef(
-                namespace=str(found.get("namespace") or ""),
-                name=str(found.get("name") or found.get("uid") or ""),
-                uid=str(found.get("uid") or ""),
-            )
-    return None
-
-
-def tool_call_summary(entries: Iterable[ledger.Entry]) -> attest.ToolCallSummary:
-    """Allowed / denied / approved tool calls, from the gateway's ledger entries."""
-    calls: list[tuple[str, str, str, bool]] = []  # call id, tool, effect, delivered
-    for entry in entries:
-        payload = entry.payload or {}
-        if entry.kind is ledger.Kind.POLICY_DECISION and "tool" in payload:
-            call_id, effect = str(payload.get("callId") or ""), str(payload.get("effect") or "")
-            calls.append((call_id, str(payload["tool"]), effect, False))
-        elif entry.kind is ledger.Kind.TOOL_CALL:
-            call_id = str(payload.get("callId") or "")
-            for index in range(len(calls) - 1, -1, -1):
-                if calls[index][0] == call_id:
-                    calls[index] = (*calls[index][:3], True)
-                    break
-    totals = {"allowed": 0, "denied": 0, "approved": 0}
-    by_tool: dict[str, dict[str, int]] = {}
-    for _, tool, effect, delivered in calls:
-        kind = (
-            "allowed"
-            if effect == "Allow"
-            else ("approved" if effect == "RequireApproval" and delivered else "denied")
+    def facts(self, run: Mapping[str, Any]) -> attest.RunFacts:
+        """The facts of a finished run (``runs.facts``): how it ended, from its status;
+        its ledger entries; what the gateway kept (``evidence``). A manual stop is
+        ``spec.cancel``'s: the operator does not know who set it."""
+        view = _agentrun.Run.of(run)
+        finish = runs.from_status(view.status)
+        if finish.started_at is None:
+            finish = dataclasses.replace(finish, started_at=runs.parse_time(view.created_at))
+        runs.check_attestable(finish, where=str(view.ref))
+        uid = view.ref.uid
+        return runs.facts(
+            _validate.parse_run(run),
+            uid=uid,
+            finish=finish,
+            entries=list(self.book.entries(run_uid=uid)),
+            evidence=(self.evidence(uid) if self.evidence else None) or runs.Evidence(),
+            merkle_root=self.book.checkpoint().root_hash,
+            runner_image=view.status.runner_image or "",
+            builder_id=self.builder_id,
+            stopped_by="spec.cancel",
         )
-        totals[kind] += 1
-        slot = by_tool.setdefault(tool, {"allowed": 0, "denied": 0, "approved": 0})
-        slot[kind] += 1
-    return attest.ToolCallSummary(
-        **totals,
-        by_tool={tool: attest.ToolCallCounts(**counts) for tool, counts in sorted(by_tool.items())},
-    )
-
-
-def interventions(
-    entries: Iterable[ledger.Entry], status: Mapping[str, Any]
-) -> tuple[attest.Intervention, ...]:
-    """Human decisions: approvals and denials from the ledger, and a manual stop."""
-    found: list[attest.Intervention] = []
-    for entry in entries:
-        if entry.kind not in (ledger.Kind.APPROVAL_GRANTED, ledger.Kind.APPROVAL_DENIED):
-            continue
-        payload = entry.payload or {}
-        found.append(
-            attest.Intervention(
-                kind="approval" if entry.kind is ledger.Kind.APPROVAL_GRANTED else "denial",
-                actor=str(payload.get("by") or entry.actor),
-                at=_time(entry.time) or datetime.datetime.now(datetime.UTC),
-                subject=str(payload.get("callId") or ""),
-                reason=str(payload.get("reason") or ""),
-            )
-        )
-    if status.get("phase") == api.Phase.CANCELLED.value:
-        found.append(
-            attest.Intervention(
-                kind="manual-stop",
-                actor="spec.cancel",
-                at=_time(status.get("completionTime")) or datetime.datetime.now(datetime.UTC),
-                subject="run",
-                reason=str(status.get("message") or ""),
-            )
-        )
-    return tuple(found)
 
 
 def _terminal(status: Mapping[str, Any]) -> bool:
     return status.get("phase") in {p.value for p in api.TERMINAL_PHASES}
-
-
-def _run_outcome(status: Mapping[str, Any]) -> Literal["succeeded", "failed", "stopped"]:
-    phase = status.get("phase")
-    if phase == api.Phase.SUCCEEDED.value:
-        return "succeeded"
-    if phase in (api.Phase.DENIED.value, api.Phase.CANCELLED.value):
-        return "stopped"
-    return "failed"
-
-
-def _time(text: Any) -> datetime.datetime | None:
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        value = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=datetime.UTC)
 
 
 def _failed(reason: str, signer: str | None = None) -> JSON:
@@ -595,10 +359,6 @@ def _signer_label(signer: attest.Signer) -> str:
         except errors.OrchestratorError:
             return "keyless"
     return str(signer.mode)
-
-
-def bundle_digest(data: bytes) -> str:
-    return _sha256(data)
 
 
 def load_signer(

@@ -17,7 +17,7 @@ from typing import Any
 
 import kopf
 
-from continue_orchestrator import api, attest, errors, ledger
+from continue_orchestrator import api, attest, errors, ledger, runs
 from continue_orchestrator.controller import (
     _attestation,
     _gateway,
@@ -166,7 +166,7 @@ def run(
     liveness_endpoint: str | None = None,
     signer: attest.Signer | None = None,
     builder_id: str = "https://orchestrator.continue.dev/operator",
-    evidence: _attestation.EvidenceSource | None = None,
+    evidence: runs.EvidenceSource | None = None,
 ) -> None:
     """Run the operator until SIGINT/SIGTERM. ``peering=None`` runs it standalone.
     With a ``signer``, every finished run is attested (``status.attestation``)."""

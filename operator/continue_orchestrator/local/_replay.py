@@ -7,7 +7,7 @@ the inputs' digests are compared with those the recorded run noted; any differen
 input drift and nothing runs. The outcome is a ``records.ReplayReport``, written to
 ``replays/UID.json`` in the state directory and summarised in the ledger
 (``replay.started``, ``replay.finished``); the replay's attestation names the run it
-replayed.
+replayed (from its ``replay.started`` entry, as the operator's does).
 """
 
 from __future__ import annotations
@@ -137,9 +137,7 @@ def replay(
         report.replay = uid
         return _finish(report, state, url, uid, actor)
     model = records.replay_model(store, digest, secrets=inputs.secrets)
-    run_options = dataclasses.replace(
-        options, uid=uid, model=model, replay_of=original_ref, model_script=None
-    )
+    run_options = dataclasses.replace(options, uid=uid, model=model, model_script=None)
     result = _run.run(inputs, run_options, say=say)
     replay_record = (
         records.record_by_digest(store, result.record_digest) if result.record_digest else None

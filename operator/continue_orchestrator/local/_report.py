@@ -1,19 +1,19 @@
 """The end-of-run report of ``orchestrator run``, read back from what was recorded.
 
-Counts come from the ledger and the run's outcome from the record, not from what the
-pipeline believes happened, so the report says what a later audit would find. It is
+Counts come from the ledger and the run's outcome from the record (``runs.tool_calls``,
+``runs.read_evidence``: what the attestation says too), not from what the pipeline
+believes happened, so the report says what a later audit would find. It is
 printed for people and written as JSON beside the run for tools and tests.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 from typing import Any
 
 import pydantic
 from pydantic import alias_generators
 
-from continue_orchestrator import ledger
+from continue_orchestrator import runs
 
 DEV_KEY_LABEL = "DEVELOPMENT KEY — not for production"
 
@@ -22,22 +22,6 @@ class _Model(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(
         alias_generator=alias_generators.to_camel, populate_by_name=True, extra="forbid"
     )
-
-
-class ToolCall(_Model):
-    """One tool call the model asked for, and what became of it."""
-
-    call_id: str
-    tool: str
-    arguments: Any = None
-    effect: str
-    """Allow, Deny or RequireApproval: the policy's answer."""
-    rule: str = ""
-    reason: str = ""
-    decided_by: str | None = None
-    """Who approved or refused a held call (``timeout`` when nobody did)."""
-    delivered: bool = False
-    """Whether the agent got the call to run."""
 
 
 class VerifyLine(_Model):
@@ -87,7 +71,7 @@ class Report(_Model):
     message: str = ""
     exit_code: int | None = None
     gateway: str = ""
-    tool_calls: list[ToolCall] = pydantic.Field(default_factory=list)
+    tool_calls: list[runs.ToolCall] = pydantic.Field(default_factory=list)
     allowed: int = 0
     denied: int = 0
     approved: int = 0
@@ -154,7 +138,7 @@ class Report(_Model):
         return "\n".join(lines)
 
 
-def _verdict(call: ToolCall) -> str:
+def _verdict(call: runs.ToolCall) -> str:
     if call.effect == "RequireApproval":
         return "approved" if call.delivered else "refused"
     return "allowed" if call.effect == "Allow" else "DENIED"
@@ -168,48 +152,3 @@ def _brief(arguments: Any, limit: int = 70) -> str:
                 return text if len(text) <= limit else text[: limit - 1] + "…"
     text = str(arguments)
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def tool_calls(entries: Iterable[ledger.Entry]) -> list[ToolCall]:
-    """The run's tool calls in decision order, from its ledger entries."""
-    calls: dict[str, ToolCall] = {}
-    order: list[str] = []
-    for entry in entries:
-        payload = entry.payload or {}
-        call_id = str(payload.get("callId") or "")
-        key: str | None
-        if entry.kind is ledger.Kind.POLICY_DECISION and "tool" in payload:
-            key = f"{call_id}#{len(order)}" if call_id in calls else call_id
-            calls[key] = ToolCall(
-                call_id=call_id,
-                tool=str(payload.get("tool") or ""),
-                arguments=payload.get("arguments"),
-                effect=str(payload.get("effect") or ""),
-                rule=str(payload.get("rule") or ""),
-                reason=str(payload.get("reason") or ""),
-            )
-            order.append(key)
-        elif entry.kind in (ledger.Kind.APPROVAL_GRANTED, ledger.Kind.APPROVAL_DENIED):
-            key = _last_key(order, call_id)
-            if key is not None:
-                calls[key].decided_by = str(payload.get("by") or entry.actor)
-        elif entry.kind is ledger.Kind.TOOL_CALL:
-            key = _last_key(order, call_id)
-            if key is not None:
-                calls[key].delivered = True
-    return [calls[key] for key in order]
-
-
-def _last_key(order: Sequence[str], call_id: str) -> str | None:
-    for key in reversed(order):
-        if key == call_id or key.startswith(f"{call_id}#"):
-            return key
-    return None
-
-
-def counts(calls: Sequence[ToolCall]) -> tuple[int, int, int]:
-    """(allowed, denied, approved): held calls count as approved or denied, never both."""
-    allowed = sum(1 for c in calls if c.effect == "Allow")
-    approved = sum(1 for c in calls if c.effect == "RequireApproval" and c.delivered)
-    denied = len(calls) - allowed - approved
-    return allowed, denied, approved

@@ -27,8 +27,6 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
-import yaml
-
 from continue_orchestrator import (
     api,
     attest,
@@ -68,8 +66,6 @@ class Options:
     """The run's uid; default: its name and a random suffix."""
     model: ModelServer | None = None
     """Play this upstream (``records.ReplayModel``) instead of the config's providers."""
-    replay_of: attest.RunRef | None = None
-    """The recorded run this run replays; its attestation says so."""
 
 
 class ModelServer(Protocol):
@@ -111,14 +107,6 @@ def run(inputs: _inputs.Inputs, options: Options, *, say: Say = print) -> _repor
         return asyncio.run(_Pipeline(inputs, options, say).main())
     except asyncio.CancelledError:  # SIGTERM: stopped, recorded and cleaned up like Ctrl-C
         raise KeyboardInterrupt from None
-
-
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _hex(digest: str | None) -> str:
-    return (digest or "").removeprefix("sha256:")
 
 
 class _Pipeline:
@@ -198,7 +186,6 @@ class _Pipeline:
                 except asyncio.CancelledError:
                     await self._stopped(server, book, plan)
                     raise
-                outcome = server.outcome(self.uid)
                 await self._drain_progress(server, book, token_file)
                 record_digest = await server.unregister_run(self.uid)
         finally:
@@ -207,7 +194,7 @@ class _Pipeline:
             if model is not None:
                 await model.stop()
         try:
-            report = self._finish(book, plan, image, base_url, outcome, completed, record_digest)
+            report = self._finish(book, plan, image, base_url, completed, record_digest)
         finally:
             book.close()
         (self.run_root / "report.json").write_text(
@@ -567,24 +554,22 @@ class _Pipeline:
         plan: runs.Plan,
         image: str,
         gateway_url: str,
-        outcome: Mapping[str, Any] | None,
         completed: Any,
         record_digest: str | None,
     ) -> _report.Report:
-        code = completed.exit_code
-        if outcome is not None and "exitCode" in outcome:
-            code = outcome["exitCode"]
+        evidence = runs.read_evidence(records.BlobStore(str(self.state / "records")), self.uid)
+        evidence = evidence or runs.Evidence()
+        outcome = evidence.outcome
         if completed.timed_out:
             phase, reason = api.Phase.TIMED_OUT, "DeadlineExceeded"
         else:
-            phase, reason = runs.phase_of(code if isinstance(code, int) else None)
+            reported = outcome.exit_code if outcome is not None else completed.exit_code
+            phase, reason = runs.phase_of(reported)
         if outcome is None and phase is api.Phase.SUCCEEDED:
             phase, reason = api.Phase.FAILED, "NoOutcome"
-        message = str((outcome or {}).get("message") or "")
-        finished = datetime.now(UTC)
         end = runs.Finish(
-            phase=phase, reason=reason, message=message,
-            started_at=self.started, finished_at=finished,
+            phase=phase, reason=reason, message=outcome.message if outcome is not None else "",
+            started_at=self.started, finished_at=datetime.now(UTC),
             inputs_digest=plan.inputs_digest, policy_digest=plan.snapshot.digest,
             record_digest=record_digest,
         )  # fmt: skip
@@ -592,8 +577,8 @@ class _Pipeline:
         book.append(self.uid, ledger.Kind.RUN_FINISHED, self.actor, payload)
         self.say(f"phase: {phase.value} ({reason})")
         entries = list(book.entries(run_uid=self.uid))
-        calls = _report.tool_calls(entries)
-        allowed, denied, approved = _report.counts(calls)
+        calls = runs.tool_calls(entries)
+        allowed, denied, approved = runs.counts(calls)
         # The checkpoint the attestation cites is signed with the same development key.
         dev_key = attest.ensure_dev_key(self.state / "keys")
         signing_key = attest.load_private_key(
@@ -606,27 +591,35 @@ class _Pipeline:
             head_sequence=last.sequence, head_hash=last.entry_hash,
             merkle_root=checkpoint.root_hash,
         )  # fmt: skip
-        diff = (outcome or {}).get("diff") or {}
-        verify = [
-            _report.VerifyLine(
-                name=str(v["name"]), command=str(v["command"]),
-                exit_code=v["result"].get("exitCode"),
-                passed=v["result"].get("exitCode") == 0 and not v["result"].get("timedOut"),
-                duration_seconds=float(v["result"].get("durationSeconds") or 0.0),
-            )
-            for v in (outcome or {}).get("verify") or []
-        ]  # fmt: skip
+        diff = outcome.diff if outcome is not None else None
         report = _report.Report(
             run=self.inputs.name, uid=self.uid, namespace=self.inputs.namespace,
-            sandbox=self.options.sandbox, phase=phase.value, reason=reason, message=message,
+            sandbox=self.options.sandbox, phase=phase.value, reason=reason, message=end.message,
             exit_code=completed.exit_code, gateway=gateway_url,
             tool_calls=calls, allowed=allowed, denied=denied, approved=approved,
-            verify=verify,
-            diff_files=[_report.ChangedFile(**f) for f in diff.get("files") or []],
-            diff_digest=diff.get("digest"), record_digest=record_digest,
-            ledger=summary, state_dir=str(self.state),
+            verify=[
+                _report.VerifyLine(
+                    name=v.name, command=v.command, exit_code=v.result.exit_code,
+                    passed=v.passed, duration_seconds=v.result.duration_seconds,
+                )
+                for v in (outcome.verify if outcome is not None else [])
+            ],
+            diff_files=[_report.ChangedFile(status=f.status, path=f.path)
+                        for f in (diff.files if diff is not None else [])],
+            diff_digest=diff.digest if diff is not None else None,
+            record_digest=record_digest, ledger=summary, state_dir=str(self.state),
         )  # fmt: skip
-        facts = self._facts(report, plan, image, outcome, entries, finished, calls)
+        facts = runs.facts(
+            self.inputs.run,
+            uid=self.uid,
+            finish=end,
+            entries=entries,
+            evidence=evidence,
+            merkle_root=checkpoint.root_hash,
+            runner_image=image,
+            builder_id=f"urn:continue-orchestrator:local:{os.uname().nodename}",
+            stopped_by=self.actor,
+        )
         report.attestation = self._attest(book, facts)
         head = list(book.entries(run_uid=self.uid, start=last.sequence + 1))
         if head:
@@ -635,96 +628,6 @@ class _Pipeline:
         summary.verified = checked.ok
         summary.problems = [f"entry {p.sequence}: {p.what}" for p in checked.problems]
         return report
-
-    def _facts(
-        self,
-        report: _report.Report,
-        plan: runs.Plan,
-        image: str,
-        outcome: Mapping[str, Any] | None,
-        entries: list[ledger.Entry],
-        finished: datetime,
-        calls: list[_report.ToolCall],
-    ) -> attest.RunFacts:
-        spec = self.inputs.run.spec
-        by_tool: dict[str, dict[str, int]] = {}
-        for call in calls:
-            slot = by_tool.setdefault(call.tool, {"allowed": 0, "denied": 0, "approved": 0})
-            allowed, denied, approved = _report.counts([call])
-            slot["allowed"] += allowed
-            slot["denied"] += denied
-            slot["approved"] += approved
-        providers = {
-            str(m.get("model") or m.get("name")): str(m.get("provider") or "openai")
-            for m in (yaml.safe_load(self.inputs.config) or {}).get("models") or []
-        }
-        requests: dict[tuple[str, str], int] = {}
-        store = records.BlobStore(str(self.state / "records"))
-        try:
-            for exchange in records.load(store, self.uid).exchanges:
-                if exchange.kind == "model":
-                    name = str(exchange.facts.get("model"))
-                    # The gateway notes the wire API it spoke; config.yaml says the same.
-                    provider = str(exchange.facts.get("provider") or providers.get(name, "openai"))
-                    requests[name, provider] = requests.get((name, provider), 0) + 1
-        except errors.RecordError:
-            pass
-        interventions = [
-            attest.Intervention(
-                kind="approval" if e.kind is ledger.Kind.APPROVAL_GRANTED else "denial",
-                actor=str((e.payload or {}).get("by") or e.actor),
-                at=datetime.fromisoformat(e.time.replace("Z", "+00:00")),
-                subject=str((e.payload or {}).get("callId") or ""),
-                reason=str((e.payload or {}).get("reason") or ""),
-            )
-            for e in entries
-            if e.kind in (ledger.Kind.APPROVAL_GRANTED, ledger.Kind.APPROVAL_DENIED)
-        ]
-        repository = f"{spec.repository.url}@{(outcome or {}).get('baseCommit') or ''}"
-        assert report.ledger is not None
-        return attest.RunFacts(
-            run=attest.RunRef(namespace=self.inputs.namespace, name=self.inputs.name, uid=self.uid),
-            outcome="succeeded" if report.phase == api.Phase.SUCCEEDED.value else (
-                "stopped" if report.phase == api.Phase.DENIED.value else "failed"),
-            # Unmeasured is null, never a digest of nothing (docs/attestation.md).
-            record_digest=_hex(report.record_digest) or None,
-            diff_digest=_hex(report.diff_digest) or None,
-            workspace_tree_digest=_hex((outcome or {}).get("workspaceTreeDigest")) or None,
-            ledger=attest.LedgerRange(
-                first=report.ledger.first, last=report.ledger.last,
-                merkle_root=report.ledger.merkle_root,
-            ),
-            inputs={
-                "agentrun-spec": _sha(policy.canonical_json(runs.spec_document(self.inputs.run))),
-                "config.yaml": _sha(self._literals.text.encode()),
-                "prompt": _sha(spec.prompt.encode()),
-                "repository": _sha(repository.encode()),
-                "inputs": _hex(plan.inputs_digest),
-            },
-            policy_digest=_hex(plan.snapshot.digest),
-            runner_image=image,
-            cli_version=(outcome or {}).get("cliVersion") or None,
-            models=tuple(
-                attest.ModelUse(provider=provider, model=name, requests=n)
-                for (name, provider), n in sorted(requests.items())
-            ),
-            tool_calls=attest.ToolCallSummary(
-                allowed=report.allowed, denied=report.denied, approved=report.approved,
-                by_tool={k: attest.ToolCallCounts(**v) for k, v in sorted(by_tool.items())},
-            ),
-            verify_results=tuple(
-                attest.VerifyResult(
-                    command=v.command, exit_code=v.exit_code if v.exit_code is not None else -1,
-                    duration_seconds=v.duration_seconds,
-                )
-                for v in report.verify
-            ),
-            interventions=tuple(interventions),
-            started_at=self.started,
-            finished_at=finished,
-            builder_id=f"urn:continue-orchestrator:local:{os.uname().nodename}",
-            replay_of=self.options.replay_of,
-        )  # fmt: skip
 
     def _attest(self, book: ledger.Ledger, facts: attest.RunFacts) -> _report.AttestationSummary:
         key = attest.ensure_dev_key(self.state / "keys")

@@ -10,10 +10,25 @@ below both, and each of them calls it:
   the gateway is told (``registration``), what a read secret is for (``secret_purpose``);
 - the finish (``Finish``, ``phase_of``): the runner's exit code as a phase, and the
   ``run.finished`` ledger entry;
+- the facts (``facts``): what the attestation and the run report say, from the ledger
+  entries, the sealed record and the runner's report (``Evidence``).
 
 ``runs`` imports neither ``controller``, ``local``, ``gateway`` nor ``cli``.
 """
 
+from continue_orchestrator.runs._evidence import Evidence, EvidenceSource, parse_outcome
+from continue_orchestrator.runs._evidence import from_records as evidence_from_records
+from continue_orchestrator.runs._evidence import read as read_evidence
+from continue_orchestrator.runs._facts import (
+    ToolCall,
+    check_attestable,
+    counts,
+    facts,
+    interventions,
+    replay_of,
+    tool_call_summary,
+    tool_calls,
+)
 from continue_orchestrator.runs._finish import (
     RUNNER_EXIT_CODES,
     Finish,
@@ -44,18 +59,31 @@ __all__ = [
     "RUNTIME_CLASS",
     "RUN_DIR",
     "WORKSPACE_DIR",
+    "Evidence",
+    "EvidenceSource",
     "Finish",
     "Plan",
     "Registration",
     "Snapshot",
+    "ToolCall",
     "bundle",
+    "check_attestable",
+    "counts",
+    "evidence_from_records",
+    "facts",
     "from_status",
     "inputs_digest",
+    "interventions",
+    "parse_outcome",
     "parse_time",
     "phase_of",
+    "read_evidence",
     "registration",
+    "replay_of",
     "secret_purpose",
     "snapshot",
     "spec_document",
     "timestamp",
+    "tool_call_summary",
+    "tool_calls",
 ]

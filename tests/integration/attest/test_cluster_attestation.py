@@ -22,19 +22,19 @@ from tests.integration import cluster_support as support
 from tests.kube import ControlPlane
 from tests.kube.rest import ApiError
 
-from continue_orchestrator import api, attest, cli, controller, ledger, records, runner
+from continue_orchestrator import api, attest, cli, controller, ledger, records, runner, runs
 
 pytestmark = pytest.mark.cluster
 DIFF = hashlib.sha256(b"diff --git a/src/x.py b/src/x.py").hexdigest()
 
 
-def _recorded_evidence(root: Any, tree: str) -> controller.EvidenceSource:
+def _recorded_evidence(root: Any, tree: str) -> runs.EvidenceSource:
     """Evidence read by ``evidence_from_records`` from a record holding, per run, one model
     exchange as the gateway notes it and the runner's outcome with its measurements."""
     store = records.BlobStore(root)
-    read = controller.evidence_from_records(root)
+    read = runs.evidence_from_records(root)
 
-    def evidence(uid: str) -> controller.RunEvidence | None:
+    def evidence(uid: str) -> runs.Evidence | None:
         record = records.RunRecord(store, uid)
         if not record.exchanges:
             record.append("model", facts={"model": "claude-test", "provider": "anthropic"})

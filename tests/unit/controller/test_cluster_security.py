@@ -1,19 +1,18 @@
 """The pure parts of cluster approvals and attestation publishing.
 
-Who counts as an approver of a held call, how the ledger becomes the attestation's
-tool-call summary, and the CLI's choice between the local gateway and the cluster.
+Who counts as an approver of a held call, where a bundle's ConfigMap is, and the CLI's
+choice between the local gateway and the cluster (the attestation's facts: tests/unit/runs).
 The API-server side is in tests/integration/approvals and tests/integration/attest.
 """
 
 from __future__ import annotations
 
-import json
 import pathlib
 from typing import Any
 
 import pytest
 
-from continue_orchestrator import api, cli, controller, errors, ledger, policy, records
+from continue_orchestrator import api, cli, controller, errors, policy
 from continue_orchestrator.controller import _attestation
 
 
@@ -86,39 +85,6 @@ def test_no_snapshot_means_nobody_counts() -> None:
     assert "nobody" in nobody.describe()
 
 
-def _entry(sequence: int, kind: ledger.Kind, payload: dict[str, Any]) -> ledger.Entry:
-    return ledger.Entry(
-        sequence=sequence, run_uid="u", time="2026-11-23T10:00:00.000000Z", kind=kind,
-        actor="gateway", payload_json=ledger.canonical(payload).decode(),
-        payload_digest="0" * 64, prev_hash="0" * 64, entry_hash="0" * 64,
-    )  # fmt: skip
-
-
-def test_tool_call_summary_counts_each_decision_once() -> None:
-    decision, call = ledger.Kind.POLICY_DECISION, ledger.Kind.TOOL_CALL
-    entries = [
-        _entry(1, decision, {"callId": "a", "tool": "Read", "effect": "Allow"}),
-        _entry(2, call, {"callId": "a", "tool": "Read"}),
-        _entry(3, decision, {"callId": "b", "tool": "Bash", "effect": "RequireApproval"}),
-        _entry(4, ledger.Kind.APPROVAL_GRANTED, {"callId": "b", "by": "alice"}),
-        _entry(5, call, {"callId": "b", "tool": "Bash"}),
-        _entry(6, decision, {"callId": "c", "tool": "Bash", "effect": "RequireApproval"}),
-        _entry(7, ledger.Kind.APPROVAL_DENIED, {"callId": "c", "by": "bob", "reason": "no"}),
-        _entry(8, decision, {"callId": "d", "tool": "Write", "effect": "Deny"}),
-        _entry(9, decision, {"action": "network.egress", "effect": "Deny"}),  # not a tool call
-    ]
-    summary = _attestation.tool_call_summary(entries)
-    assert (summary.allowed, summary.approved, summary.denied) == (1, 1, 2)
-    assert summary.by_tool["Bash"].approved == 1 and summary.by_tool["Bash"].denied == 1
-    people = _attestation.interventions(entries, {"phase": "Succeeded"})
-    assert [(i.kind, i.actor, i.subject) for i in people] == [
-        ("approval", "alice", "b"),
-        ("denial", "bob", "c"),
-    ]
-    stopped = _attestation.interventions([], {"phase": "Cancelled"})
-    assert [i.kind for i in stopped] == ["manual-stop"]
-
-
 @pytest.mark.parametrize(
     "location",
     ["configmap:", "configmap:ns", "configmap:/name", "configmap:ns/a/b", "file:///tmp/x"],
@@ -163,28 +129,3 @@ def test_a_missing_kubeconfig_is_a_clear_error(
     assert "cannot load the cluster configuration" in err and str(missing) in err
     code = cli.main(["attestation", "get", "run", "--kubeconfig", str(missing)])
     assert code == 1
-
-
-def test_evidence_comes_from_the_gateways_record(tmp_path: pathlib.Path) -> None:
-    store = records.BlobStore(tmp_path)
-    record = records.RunRecord(store, "run-1")
-    request = store.put(b'{"model": "gpt-x"}')
-    record.append("model", blobs={"request": request}, facts={"model": "gpt-x"})
-    record.append("model", blobs={"request": request}, facts={"model": "gpt-x"})
-    outcome = {
-        "status": "Succeeded",
-        "diff": {"digest": "sha256:" + "d" * 64},
-        "verify": [{"name": "unit", "command": "pytest -q",
-                    "result": {"exitCode": 1, "durationSeconds": 2.5}}],
-    }  # fmt: skip
-    record.append("run.outcome", blobs={"outcome": store.put(json.dumps(outcome).encode())})
-    sealed = record.seal()
-    evidence = controller.evidence_from_records(tmp_path)("run-1")
-    assert evidence is not None
-    assert evidence.record_digest == sealed
-    assert evidence.diff_digest == "sha256:" + "d" * 64
-    assert [(v.command, v.exit_code, v.duration_seconds) for v in evidence.verify_results] == [
-        ("pytest -q", 1, 2.5)
-    ]
-    assert [(m.model, m.requests) for m in evidence.models] == [("gpt-x", 2)]
-    assert controller.evidence_from_records(tmp_path)("no-such-run") is None

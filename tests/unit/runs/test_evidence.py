@@ -1,6 +1,6 @@
 """What the runner measures reaches the attestation: a runner outcome posted to the real
 gateway lands in the sealed record (manifest facts and the outcome blob), and
-``controller.evidence_from_records`` reads back the workspace tree digest, the CLI
+``runs.evidence_from_records`` reads back the workspace tree digest, the CLI
 version and each model's provider from that record instead of placeholders."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 from tests.tree_digest_reference import reference_tree_digest
 from tests.unit.gateway.test_admin_api import ADMIN, TOKEN, body
 
-from continue_orchestrator import controller, gateway, local, records, runner
+from continue_orchestrator import gateway, local, records, runner, runs
 
 
 def _gateway_run(tmp_path: pathlib.Path, outcome: dict[str, Any]) -> str:
@@ -84,7 +84,7 @@ def test_the_runners_measurements_reach_the_evidence(tmp_path: pathlib.Path) -> 
     [model] = [e for e in manifest["exchanges"] if e["kind"] == "model"]
     assert model["facts"]["provider"] == "anthropic"
 
-    evidence = controller.evidence_from_records(tmp_path / "records")("run-1")
+    evidence = runs.evidence_from_records(tmp_path / "records")("run-1")
     assert evidence is not None
     assert evidence.record_digest == digest
     assert evidence.workspace_tree_digest == tree
@@ -100,7 +100,7 @@ def test_an_outcome_without_a_measurement_yields_none_not_a_placeholder(
     outcome = _outcome(workspace_tree_digest="sha256:" + "a" * 64, cli_version="1.5.47")
     del outcome[missing]  # a runner from before these fields existed
     _gateway_run(tmp_path, outcome)
-    evidence = controller.evidence_from_records(tmp_path / "records")("run-1")
+    evidence = runs.evidence_from_records(tmp_path / "records")("run-1")
     assert evidence is not None
     values = {
         "workspaceTreeDigest": evidence.workspace_tree_digest,
