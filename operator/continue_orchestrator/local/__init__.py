@@ -11,16 +11,16 @@ recorded model answers, ending in a ``records.ReplayReport``.
 """
 
 from continue_orchestrator.local._inputs import Inputs, load, parse_secret_flag
-from continue_orchestrator.local._replay import replay, resolve_record
-from continue_orchestrator.local._report import DEV_KEY_LABEL, Report
-from continue_orchestrator.local._run import (
+from continue_orchestrator.local._options import (
     ModelServer,
     Options,
     default_cn,
     default_state_dir,
-    run,
     runner_image,
 )
+from continue_orchestrator.local._replay import replay, resolve_record
+from continue_orchestrator.local._report import DEV_KEY_LABEL, Report
+from continue_orchestrator.local._run import run
 from continue_orchestrator.local._sandbox import (
     NONE_WARNING,
     RUNSC_HELP,

@@ -15,17 +15,15 @@ from __future__ import annotations
 import dataclasses
 import getpass
 import json
-import os
 import pathlib
 import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from continue_orchestrator import attest, errors, ledger, records
-from continue_orchestrator.local import _digests, _inputs, _run
+from continue_orchestrator.local import _admission, _digests, _inputs, _options, _run
 
-Say = Callable[[str], None]
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 
@@ -78,11 +76,11 @@ def book_url(book: ledger.Ledger) -> str:
 
 def replay(
     record: str,
-    options: _run.Options,
+    options: _options.Options,
     *,
     inputs: _inputs.Inputs | None = None,
     secrets: Mapping[str, str] | None = None,
-    say: Say = print,
+    say: _options.Say = print,
 ) -> records.ReplayReport:
     """Replay ``record`` with ``inputs`` (default: the recorded run's own) and report."""
     state = options.state_dir.resolve()
@@ -105,13 +103,13 @@ def replay(
     recorded = dict(created.get("replayInputs") or {})
     recorded.setdefault("policy", created.get("policyDigest"))
     recorded.setdefault("image", created.get("runnerImage"))
-    cn = options.cn or os.environ.get("ORCHESTRATOR_CN") or _run.default_cn()
+    cn = _admission.cn_path(options.cn)
     current = _digests.input_digests(
         _digests.recordable_run(inputs.run),
         config=_digests.recordable_config(inputs.config),
         policy_digest=_digests.policy_digest(inputs),
-        runner_image=_run.runner_image(),
-        cli=_digests.cli_version(cn, _run.CN_VERSION),
+        runner_image=_options.runner_image(),
+        cli=_digests.cli_version(cn, _options.CN_VERSION),
     )
     drift = records.input_drift(recorded, current)
     uid = f"{inputs.name}-replay-{uuid.uuid4().hex[:8]}"

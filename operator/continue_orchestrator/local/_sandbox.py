@@ -42,6 +42,8 @@ from continue_orchestrator import errors
 from continue_orchestrator.runner import _process
 
 Mode = Literal["gvisor", "none"]
+Completed = _process.Completed
+"""How a command run in the sandbox ended: exit code, deadline, output tails."""
 
 NETNS_DIR = pathlib.Path("/var/run/netns")
 _PREFIX = "cosbx"
