@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from continue_orchestrator import api, attest, digest, errors, ledger, runs
+from continue_orchestrator import attest, digest, errors, ledger, runs
 from continue_orchestrator.controller import (
     _agentrun,
     _clock,
@@ -200,30 +200,25 @@ class Attestor:
 
     def attest_run(self, run: Mapping[str, Any]) -> JSON | None:
         """Publish ``run``'s attestation; returns the ``status.attestation`` written."""
-        metadata = run.get("metadata") or {}
-        namespace, name, uid = (
-            str(metadata.get("namespace")),
-            str(metadata.get("name")),
-            str(metadata.get("uid")),
-        )
+        ref = _agentrun.Ref.of(run)
         try:
-            current = self.kube.get(_kube.agentruns(namespace, name))
-            if current is None or current["metadata"].get("uid") != uid:
+            current = _status.read(self.kube, ref)
+            if current is None:
                 return None
-            status = current.get("status") or {}
-            if (status.get("attestation") or {}).get("signed") == "true":
-                return dict(status["attestation"])
-            if not _terminal(status):
+            stored = current.status.attestation
+            if stored is not None and stored.signed == "true":
+                return stored.wire()
+            if not current.status.phase.terminal:
                 return None
-            return self._publish(current)
+            return self._publish(dict(current.body))
         except Exception as error:  # an attestation failure must never fail the run
-            log.exception("attesting AgentRun %s/%s", namespace, name)
+            log.exception("attesting %s", ref)
             reason = (
                 error.message
                 if isinstance(error, errors.OrchestratorError)
                 else (f"{error.__class__.__name__}: {error}")
             )
-            return self._write(namespace, name, uid, _failed(reason), None)
+            return self._write(ref.namespace, ref.name, ref.uid, _failed(reason), None)
 
     def _publish(self, run: JSON) -> JSON | None:
         metadata = run["metadata"]
@@ -334,10 +329,6 @@ class Attestor:
             builder_id=self.builder_id,
             stopped_by="spec.cancel",
         )
-
-
-def _terminal(status: Mapping[str, Any]) -> bool:
-    return status.get("phase") in {p.value for p in api.TERMINAL_PHASES}
 
 
 def _failed(reason: str, signer: str | None = None) -> JSON:
