@@ -126,9 +126,7 @@ def init(admin_url: str, *, writer_role: str | None = None) -> None:
 class _Session(_backend.SqlSession[psycopg.Connection[tuple[object, ...]]]):
     placeholder = "%s"
 
-    def insert(
-        self, rows: Sequence[_backend.EntryRow], payloads: Sequence[tuple[int, str]]
-    ) -> None:
+    def insert(self, rows: Sequence[_entry.EntryRow], payloads: Sequence[tuple[int, str]]) -> None:
         with self._db.cursor() as cursor:
             with cursor.copy(
                 "COPY ledger_entries (sequence, run_uid, time, kind, actor, payload_digest, "

@@ -71,9 +71,7 @@ def path_from_url(url: str) -> tuple[pathlib.Path, dict[str, str]]:
 class _Session(_backend.SqlSession[sqlite3.Connection]):
     placeholder = "?"
 
-    def insert(
-        self, rows: Sequence[_backend.EntryRow], payloads: Sequence[tuple[int, str]]
-    ) -> None:
+    def insert(self, rows: Sequence[_entry.EntryRow], payloads: Sequence[tuple[int, str]]) -> None:
         self._db.executemany("INSERT INTO ledger_entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
         self._db.executemany("INSERT INTO ledger_payloads VALUES (?, ?)", payloads)
 
