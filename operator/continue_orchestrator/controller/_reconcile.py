@@ -153,7 +153,7 @@ class Reconciler:
         written = self._write(run, lambda current: _transitions.cancelled(current, outcome))
         if written is not None:
             _metrics.INTERVENTIONS.labels("manual_stop").inc()
-            self._finished(body, written.body["status"], outcome)
+            self._finished(body, written.status, outcome)
         current = _status.read(self.kube, run.ref)
         if current is not None and current.status.phase is api.Phase.CANCELLED:
             pod = _kube.core(run.ref.namespace, "pods", run.ref.object_name)
@@ -161,7 +161,8 @@ class Reconciler:
 
     def delete(self, body: Mapping[str, Any]) -> None:
         """The finalizer: the ledger's tombstone goes in before the run's objects go."""
-        uid, namespace, run_name = _uid(body), _namespace(body), _name(body)
+        ref = _agentrun.Ref.of(body)
+        uid, namespace, run_name = ref.uid, ref.namespace, ref.name
         with self._closing.turn():
             entries = list(self.book.entries(run_uid=uid))
             kinds = {entry.kind for entry in entries}
@@ -192,13 +193,13 @@ class Reconciler:
             self._record(run.body, ledger.Kind.RUN_STARTED, started)
             self._event(run.body, "Running", outcome.message)
         elif outcome.phase.terminal:
-            self._finished(run.body, written.body["status"], outcome)
+            self._finished(run.body, written.status, outcome)
 
     def _finished(
-        self, body: Mapping[str, Any], status: Mapping[str, Any], outcome: _outcome.Outcome
+        self, body: Mapping[str, Any], recorded: api.AgentRunStatus, outcome: _outcome.Outcome
     ) -> None:
+        ref = _agentrun.Ref.of(body)
         sealed = self._unregister(body)
-        recorded = api.AgentRunStatus.model_validate(status)
         finish = runs.Finish(
             phase=outcome.phase,
             reason=outcome.reason,
@@ -209,10 +210,10 @@ class Reconciler:
             policy_digest=recorded.policy_digest,
             record_digest=(sealed or {}).get("recordDigest"),
         )
-        payload = finish.payload(name=_name(body), namespace=_namespace(body))
+        payload = finish.payload(name=ref.name, namespace=ref.namespace)
         # The finalizer may have closed the run's ledger meanwhile.
         self._closing.append(
-            self.book, _uid(body), ledger.Kind.RUN_FINISHED, self.settings.actor, payload
+            self.book, ref.uid, ledger.Kind.RUN_FINISHED, self.settings.actor, payload
         )
         _metrics.RUNS_FINISHED.labels(outcome.phase.value, outcome.reason).inc()
         kind = "Normal" if outcome.phase is api.Phase.SUCCEEDED else "Warning"
@@ -223,21 +224,22 @@ class Reconciler:
     def _unregister(self, body: Mapping[str, Any]) -> Mapping[str, Any] | None:
         """Unregister from the gateway; note its record digest and, for a replay, the
         ``Replayed`` condition in the status. The gateway's answer, or None."""
+        run = _agentrun.Run.of(body)
         try:
-            sealed = self.gateway.unregister(_uid(body))
+            sealed = self.gateway.unregister(run.ref.uid)
         except errors.GatewayError as error:
-            log.error("could not unregister run %s from the gateway: %s", _uid(body), error)
+            log.error("could not unregister run %s from the gateway: %s", run.ref.uid, error)
             return None
         digest = (sealed or {}).get("recordDigest")
-        if not digest:
+        if not sealed or not digest:
             return sealed
-        report = (sealed or {}).get("replay")
+        report = sealed.get("replay")
         self._write(
-            _agentrun.Run.of(body),
+            run,
             lambda current: _transitions.recorded(
                 current,
                 digest=str(digest),
-                location=f"gateway records: runs/{_uid(body)}",
+                location=f"gateway records: runs/{run.ref.uid}",
                 replay=report if isinstance(report, Mapping) else None,
             ),
         )
@@ -245,17 +247,16 @@ class Reconciler:
 
     def _ensure_finished_recorded(self, body: Mapping[str, Any]) -> None:
         """After a restart: a terminal run whose run.finished did not make it is completed."""
-        uid = _uid(body)
-        entries = list(self.book.entries(run_uid=uid))
+        run = _agentrun.Run.of(body)
+        entries = list(self.book.entries(run_uid=run.ref.uid))
         kinds = {entry.kind for entry in entries}
         if _closing.finished_by(entries, self.settings.actor) or ledger.Kind.TOMBSTONE in kinds:
             return
-        status = body.get("status") or {}
-        recorded = runs.from_status(api.AgentRunStatus.model_validate(status))
+        recorded = runs.from_status(run.status)
         outcome = _outcome.Outcome(recorded.phase, recorded.reason, recorded.message)
         if not kinds:
             self._record(body, ledger.Kind.RUN_CREATED, _entries.created(body, None, self.settings))
-        self._finished(body, status, outcome)
+        self._finished(body, run.status, outcome)
 
     def _reject(self, body: Mapping[str, Any], rejection: _validate.Rejection) -> None:
         outcome = _outcome.Outcome(rejection.phase, rejection.reason, rejection.message)
@@ -265,18 +266,15 @@ class Reconciler:
             return
         if not any(True for _ in self.book.entries(run_uid=run.ref.uid)):
             self._record(body, ledger.Kind.RUN_CREATED, _entries.created(body, None, self.settings))
-        self._finished(body, written.body["status"], outcome)
+        self._finished(body, written.status, outcome)
 
     def _record(self, body: Mapping[str, Any], kind: ledger.Kind, payload: JSON) -> None:
-        self.book.append(_uid(body), kind, self.settings.actor, self._payload(body, payload))
-
-    @staticmethod
-    def _payload(body: Mapping[str, Any], payload: JSON) -> JSON:
-        return {
-            "name": _name(body),
-            "namespace": _namespace(body),
-            **{key: value for key, value in payload.items() if value is not None},
-        }
+        """Append the operator's ``kind`` entry: the run's name and namespace, and the
+        fields of ``payload`` that are set."""
+        ref = _agentrun.Ref.of(body)
+        named = {key: value for key, value in payload.items() if value is not None}
+        named = {"name": ref.name, "namespace": ref.namespace, **named}
+        self.book.append(ref.uid, kind, self.settings.actor, named)
 
     def _write(self, run: _agentrun.Run, change: _status.Change) -> _agentrun.Run | None:
         """``_status.patch`` starting from ``run`` in hand; the gauge of phases sees the
@@ -290,15 +288,3 @@ class Reconciler:
         self, body: Mapping[str, Any], reason: str, message: str, kind: str = "Normal"
     ) -> None:
         _events.post(self.kube, _agentrun.Ref.of(body), reason, message, kind)
-
-
-def _uid(body: Mapping[str, Any]) -> str:
-    return str(body["metadata"]["uid"])
-
-
-def _name(body: Mapping[str, Any]) -> str:
-    return str(body["metadata"]["name"])
-
-
-def _namespace(body: Mapping[str, Any]) -> str:
-    return str(body["metadata"]["namespace"])
