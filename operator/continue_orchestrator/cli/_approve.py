@@ -21,7 +21,7 @@ import urllib.request
 from typing import Any
 
 from continue_orchestrator import api, controller, errors
-from continue_orchestrator.cli import _kubeconfig
+from continue_orchestrator.cli import _flags, _kubeconfig
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -79,21 +79,16 @@ def _local(args: argparse.Namespace) -> bool:
             )
         return False
     return local_flags or bool(
-        os.environ.get("ORCHESTRATOR_GATEWAY") or os.environ.get("ORCHESTRATOR_ADMIN_TOKEN")
+        os.environ.get("ORCHESTRATOR_GATEWAY") or os.environ.get(_flags.ADMIN_TOKEN_ENV)
     )
 
 
 def _token(args: argparse.Namespace) -> str:
-    if args.admin_token_file is not None:
-        try:
-            return str(args.admin_token_file.read_text(encoding="utf-8").strip())
-        except OSError as error:
-            raise errors.GatewayError(
-                f"cannot read the admin token: {error.strerror}",
-                where=str(args.admin_token_file),
-                fix="pass the file the gateway was started with",
-            ) from error
-    token = os.environ.get("ORCHESTRATOR_ADMIN_TOKEN", "")
+    token = _flags.admin_token(
+        args.admin_token_file,
+        where=str(args.admin_token_file),
+        fix="pass the file the gateway was started with",
+    )
     if not token:
         raise errors.GatewayError(
             "no admin token",

@@ -4,16 +4,24 @@ The long-running commands (``gateway``, ``operator``) take every setting as a fl
 from an environment variable named in the flag's help. The flag wins, then the
 variable, then the default. A bad value from either is a usage error that names the
 flag and, when it came from there, the variable: never a traceback at start-up.
+
+The gateway's admin token is read here too, for the gateway that checks it and for the
+commands that present it (``approve``, ``operator``), so all of them read it alike.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import pathlib
 from collections.abc import Callable
 from typing import Any
 
+from continue_orchestrator import errors
+
 Convert = Callable[[str], Any]
+ADMIN_TOKEN_ENV = "ORCHESTRATOR_ADMIN_TOKEN"
+"""The variable holding the gateway's admin token itself, where no token file is given."""
 
 
 def add(
@@ -77,3 +85,22 @@ def _converter(convert: Convert, flag: str, env: str) -> Convert:
 
     checked.__name__ = getattr(convert, "__name__", flag)
     return checked
+
+
+def read_token(path: str | os.PathLike[str], *, what: str, where: str, fix: str) -> str:
+    """The token in the file at ``path``, without surrounding whitespace; raises
+    ``errors.GatewayError`` saying it cannot read ``what``."""
+    try:
+        return pathlib.Path(path).read_text(encoding="utf-8").strip()
+    except OSError as error:
+        raise errors.GatewayError(
+            f"cannot read {what}: {error.strerror}", where=where, fix=fix
+        ) from None
+
+
+def admin_token(path: str | os.PathLike[str] | None, *, where: str, fix: str) -> str:
+    """The gateway's admin token: from the file at ``path`` when given, else from
+    ``$ORCHESTRATOR_ADMIN_TOKEN``; surrounding whitespace is no part of it. "" if unset."""
+    if path:
+        return read_token(path, what="the admin token", where=where, fix=fix)
+    return os.environ.get(ADMIN_TOKEN_ENV, "").strip()

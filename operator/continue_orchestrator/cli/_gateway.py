@@ -11,8 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
-import pathlib
 import signal
 import sys
 
@@ -108,19 +106,8 @@ def _address(text: str, flag: str) -> tuple[str, int]:
 
 
 def _admin_token(path: str) -> str:
-    if path:
-        where = f"orchestrator gateway --admin-token-file {path}"
-        try:
-            token = pathlib.Path(path).read_text(encoding="utf-8").strip()
-        except OSError as error:
-            raise errors.GatewayError(
-                f"cannot read the admin token: {error.strerror}",
-                where=where,
-                fix="mount the admin token Secret there",
-            ) from None
-    else:
-        where = "orchestrator gateway"
-        token = os.environ.get("ORCHESTRATOR_ADMIN_TOKEN", "").strip()
+    where = f"orchestrator gateway --admin-token-file {path}" if path else "orchestrator gateway"
+    token = _flags.admin_token(path, where=where, fix="mount the admin token Secret there")
     if len(token) < 32:
         raise errors.GatewayError(
             "the admin token is missing or shorter than 32 characters",

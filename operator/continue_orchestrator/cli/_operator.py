@@ -230,12 +230,10 @@ def _gateway_client(args: argparse.Namespace) -> gateway.BlockingClient | None:
         raise errors.GatewayError(
             "the gateway admin URL is set but no admin token file", where=where
         )
-    try:
-        token = args.gateway_admin_token_file.read_text(encoding="utf-8").strip()
-    except OSError as error:
-        raise errors.GatewayError(
-            f"cannot read the gateway admin token: {error.strerror}",
-            where=f"{where} {args.gateway_admin_token_file}",
-            fix="mount the gateway admin token Secret there",
-        ) from None
+    token = _flags.read_token(
+        args.gateway_admin_token_file,
+        what="the gateway admin token",
+        where=f"{where} {args.gateway_admin_token_file}",
+        fix="mount the gateway admin token Secret there",
+    )
     return gateway.BlockingClient(args.gateway_admin_url, token)
