@@ -105,13 +105,6 @@ def _runner_status(status: Mapping[str, Any]) -> JSON | None:
     return None
 
 
-def condition(status: JSON, kind: str) -> JSON | None:
-    for item in status.get("conditions") or ():
-        if item.get("type") == kind:
-            return dict(item)
-    return None
-
-
 def set_condition(
     conditions: list[JSON],
     kind: str,
