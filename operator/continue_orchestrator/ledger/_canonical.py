@@ -6,11 +6,17 @@ costs tens of microseconds per payload. For the payloads the ledger mostly sees 
 of strings, safe integers, booleans and nulls, with keys below U+D800) Python's C JSON
 encoder already emits exactly RFC 8785, so those take the fast path; anything else
 (floats, exotic keys) goes through ``rfc8785``. The tests check the two agree.
+
+Reading back what the ledger wrote (an entry, a checkpoint, a proof, a line of an
+export) fails one way too: ``reading`` turns a missing key or a value of the wrong type
+into a ``LedgerError`` saying what the document is not.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import rfc8785
@@ -62,3 +68,14 @@ def canonical(value: object, *, where: str = "payload") -> bytes:
         raise errors.LedgerError(
             "is nested too deeply to canonicalise", where=where, fix="flatten the payload"
         ) from None
+
+
+@contextlib.contextmanager
+def reading(failure: str, *, where: str, fix: str) -> Iterator[None]:
+    """Around reading a JSON document the ledger wrote: a missing key or a value of the
+    wrong type (``AttributeError``, ``KeyError``, ``TypeError``, ``ValueError``) raises
+    ``errors.LedgerError`` with ``failure`` ("is not a ledger entry") and why."""
+    try:
+        yield
+    except (AttributeError, KeyError, TypeError, ValueError) as error:
+        raise errors.LedgerError(f"{failure}: {error!s}", where=where, fix=fix) from None

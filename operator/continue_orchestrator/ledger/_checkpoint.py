@@ -154,7 +154,11 @@ class Checkpoint:
 
     @classmethod
     def from_json(cls, data: Any, *, where: str) -> Checkpoint:
-        try:
+        with _canonical.reading(
+            "is not a ledger checkpoint",
+            where=where,
+            fix="pass a checkpoint written by 'orchestrator ledger checkpoint' or 'export'",
+        ):
             if data.get("type") != CHECKPOINT_TYPE:
                 raise ValueError(f"type is {data.get('type')!r}, not {CHECKPOINT_TYPE!r}")
             size = data["size"]
@@ -168,12 +172,6 @@ class Checkpoint:
                 key_id=str(data.get("key_id", "")),
                 signature=str(data.get("signature", "")),
             )
-        except (AttributeError, KeyError, TypeError, ValueError) as error:
-            raise errors.LedgerError(
-                f"is not a ledger checkpoint: {error!s}",
-                where=where,
-                fix="pass a checkpoint written by 'orchestrator ledger checkpoint' or 'export'",
-            ) from None
 
 
 def load_private_key(path: str | pathlib.Path) -> PrivateKey:

@@ -164,7 +164,11 @@ class Entry:
 
     @classmethod
     def from_json(cls, data: Any, *, where: str) -> Entry:
-        try:
+        with _canonical.reading(
+            "is not a ledger entry",
+            where=where,
+            fix="pass an entry written by 'orchestrator ledger export' or 'prove'",
+        ):
             payload = data["payload"]
             if payload is not None and not isinstance(payload, dict):
                 raise TypeError("payload is not an object")
@@ -180,12 +184,6 @@ class Entry:
                 prev_hash=str(data["prev_hash"]),
                 entry_hash=str(data["entry_hash"]),
             )
-        except (KeyError, TypeError, ValueError) as error:
-            raise errors.LedgerError(
-                f"is not a ledger entry: {error!s}",
-                where=where,
-                fix="pass an entry written by 'orchestrator ledger export' or 'prove'",
-            ) from None
 
 
 def _int(value: Any) -> int:

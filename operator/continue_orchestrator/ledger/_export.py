@@ -122,19 +122,15 @@ def _rows(handle: TextIO, where: str, first_number: int) -> Iterator[_backend.Ro
         if not text.strip():
             continue
         line = _line(text, where, number)
-        try:
+        with _canonical.reading(
+            f"line {number} is not a ledger entry", where=where, fix="the export is damaged"
+        ):
             if line["type"] != "entry":
                 raise ValueError(f"type {line['type']!r} where an entry belongs")
             fields = [line[name] for name in _ENTRY_FIELDS]
             if type(fields[0]) is not int or not all(isinstance(f, str) for f in fields[1:]):
                 raise ValueError("a field has the wrong type")
             payload = line["payload"]
-        except (KeyError, TypeError, ValueError) as error:
-            raise errors.LedgerError(
-                f"line {number} is not a ledger entry: {error}",
-                where=where,
-                fix="the export is damaged",
-            ) from None
         text_payload = None
         if payload is not None:
             try:

@@ -15,7 +15,7 @@ from types import TracebackType
 from typing import Any
 
 from continue_orchestrator import errors
-from continue_orchestrator.ledger import _backend, _checkpoint, _entry, _merkle
+from continue_orchestrator.ledger import _backend, _canonical, _checkpoint, _entry, _merkle
 
 _PAGE = 2048
 
@@ -80,7 +80,11 @@ class InclusionProof:
 
     @classmethod
     def from_json(cls, data: Any, *, where: str = "inclusion proof") -> InclusionProof:
-        try:
+        with _canonical.reading(
+            "is not an inclusion proof",
+            where=where,
+            fix="pass the JSON written by 'orchestrator ledger prove'",
+        ):
             checkpoint = data.get("checkpoint")
             return cls(
                 entry=_entry.Entry.from_json(data["entry"], where=where),
@@ -93,12 +97,6 @@ class InclusionProof:
                     else _checkpoint.Checkpoint.from_json(checkpoint, where=where)
                 ),
             )
-        except (AttributeError, KeyError, TypeError, ValueError) as error:
-            raise errors.LedgerError(
-                f"is not an inclusion proof: {error!s}",
-                where=where,
-                fix="pass the JSON written by 'orchestrator ledger prove'",
-            ) from None
 
 
 def row_to_entry(row: _backend.Row) -> _entry.Entry:
