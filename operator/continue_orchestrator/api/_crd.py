@@ -84,6 +84,14 @@ def _resource_schema(
     }
 
 
+def _column(name: str, json_path: str, kind: str = "string", priority: int = 0) -> dict[str, Any]:
+    """A printer column (``kubectl get``); priority 1 shows only with ``-o wide``."""
+    column: dict[str, Any] = {"name": name, "type": kind, "jsonPath": json_path}
+    if priority:
+        column["priority"] = priority
+    return column
+
+
 def _crd(
     model: type[pydantic.BaseModel],
     spec: type[pydantic.BaseModel],
@@ -104,7 +112,7 @@ def _crd(
         "schema": {"openAPIV3Schema": _resource_schema(model, spec, status)},
         "additionalPrinterColumns": [
             *columns,
-            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+            _column("Age", ".metadata.creationTimestamp", "date"),
         ],
     }
     if status is not None:
@@ -135,8 +143,8 @@ def _crd(
 def crds() -> list[dict[str, Any]]:
     """The project's CRDs, in the order they should be applied."""
     policy_columns = [
-        {"name": "Default", "type": "string", "jsonPath": ".spec.defaultEffect"},
-        {"name": "Runtime", "type": "string", "jsonPath": ".spec.sandbox.runtimeClassName"},
+        _column("Default", ".spec.defaultEffect"),
+        _column("Runtime", ".spec.sandbox.runtimeClassName"),
     ]
     return [
         _crd(
@@ -146,19 +154,10 @@ def crds() -> list[dict[str, Any]]:
             plural="agentruns",
             short_name="ar",
             columns=[
-                {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-                {"name": "Policy", "type": "string", "jsonPath": ".spec.policyRef.name"},
-                {
-                    "name": "Interventions",
-                    "type": "integer",
-                    "jsonPath": ".status.interventions.total",
-                },
-                {
-                    "name": "Signed",
-                    "type": "string",
-                    "jsonPath": ".status.attestation.signed",
-                    "priority": 1,
-                },
+                _column("Phase", ".status.phase"),
+                _column("Policy", ".spec.policyRef.name"),
+                _column("Interventions", ".status.interventions.total", "integer"),
+                _column("Signed", ".status.attestation.signed", priority=1),
             ],
         ),
         _crd(
@@ -182,10 +181,10 @@ def crds() -> list[dict[str, Any]]:
             plural="runapprovals",
             short_name="rap",
             columns=[
-                {"name": "Run", "type": "string", "jsonPath": ".spec.runName"},
-                {"name": "Call", "type": "string", "jsonPath": ".spec.callId"},
-                {"name": "Decision", "type": "string", "jsonPath": ".spec.decision"},
-                {"name": "By", "type": "string", "jsonPath": ".spec.decidedBy.username"},
+                _column("Run", ".spec.runName"),
+                _column("Call", ".spec.callId"),
+                _column("Decision", ".spec.decision"),
+                _column("By", ".spec.decidedBy.username"),
             ],
         ),
     ]
