@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 BENCH ?=
 
 .PHONY: help venv lint test test-deps sandbox-deps cn attest-tools demo bench crds \
-	k8s-tools cluster-up cluster-down
+	k8s-tools forge-tools cluster-up cluster-down
 
 help:
 	@echo "make demo   one real AgentRun end to end on this machine"
@@ -59,13 +59,18 @@ attest-tools:
 k8s-tools:
 	@hack/build-k8s.sh >/dev/null
 
+# Gitea, the forge the publishing tests push to, built from Go modules into $(CACHE_DIR)/bin
+# (docs/testing.md, "A real forge").
+forge-tools:
+	@hack/build-gitea.sh >/dev/null
+
 cluster-up: venv k8s-tools
 	@$(BIN)/python -m tests.kube up
 
 cluster-down: venv
 	@$(BIN)/python -m tests.kube down
 
-test: lint test-deps sandbox-deps cn attest-tools k8s-tools
+test: lint test-deps sandbox-deps cn attest-tools k8s-tools forge-tools
 	cd operator/native && cargo test --quiet --locked --no-default-features --lib
 	$(BIN)/pytest $(PYTEST_ARGS)
 
