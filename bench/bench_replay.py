@@ -34,7 +34,7 @@ from datetime import datetime
 from typing import Any
 
 from continue_orchestrator import errors, ledger, local, records
-from continue_orchestrator.local import _run
+from continue_orchestrator.local import _options
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TURN_MS = 200
@@ -220,12 +220,12 @@ def run() -> Iterator[dict[str, Any]]:
     subprocess.run([str(REPO / "hack" / "install-cn.sh")], capture_output=True, check=True)
     # The runner image is the package source's digest; an edit to the working tree during
     # the benchmark would make the replay input drift, so pin it for the benchmark.
-    image, source_digest = _run.runner_image(), _run.runner_image
-    _run.runner_image = lambda: image
+    image, source_digest = _options.runner_image(), _options.runner_image
+    _options.runner_image = lambda: image
     try:
         yield from _measure()
     finally:
-        _run.runner_image = source_digest
+        _options.runner_image = source_digest
 
 
 def _measure() -> Iterator[dict[str, Any]]:

@@ -21,7 +21,7 @@ import pytest
 from tests import continue_config
 
 from continue_orchestrator import attest, cli, ledger, local, records
-from continue_orchestrator.local import _run
+from continue_orchestrator.local import _options
 
 pytestmark = [
     pytest.mark.sandbox,
@@ -31,7 +31,7 @@ pytestmark = [
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 KEY = "sk-replay-placeholder-0123456789"
-IMAGE = _run.runner_image()
+IMAGE = _options.runner_image()
 SCRIPT = """
 turns:
   - tool_calls: [{id: call_readme, name: Read, arguments: {filepath: README.md}}]
@@ -147,7 +147,7 @@ def _environment() -> Iterator[None]:
         patch.setenv("REPLAY_TEST_KEY", KEY)
         # The runner image is the package source's digest. Engineers edit this working tree
         # while tests run; pin it for the module so only the inputs a test changes can drift.
-        patch.setattr(_run, "runner_image", lambda: IMAGE)
+        patch.setattr(_options, "runner_image", lambda: IMAGE)
         yield
 
 
