@@ -152,12 +152,10 @@ def _attest(
         backoff_seconds=0.1,
     )
     summary = _report.AttestationSummary(
-        signed=status.signed,
         public_key=str(key.public_key_path),
-        location=status.location,
-        bundle_digest=status.bundle_digest,
-        statement_digest=status.statement_digest,
-        reason=status.reason,
+        **status.model_dump(
+            include={"signed", "location", "bundle_digest", "statement_digest", "reason"}
+        ),
     )
     if status.signed and status.location:
         try:
