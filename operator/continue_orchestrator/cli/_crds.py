@@ -9,6 +9,7 @@ import sys
 import yaml
 
 from continue_orchestrator import api
+from continue_orchestrator.cli import _flags
 
 
 def render(crd: dict[str, object]) -> str:
@@ -17,11 +18,15 @@ def render(crd: dict[str, object]) -> str:
     return header + yaml.safe_dump(crd, sort_keys=False, width=100)
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
+def register(subparsers: _flags.Subparsers) -> None:
+    parser = _flags.command(
+        subparsers,
         "crds",
-        help="print the CRDs, or write them into a directory",
-        description="Generate the CustomResourceDefinitions from the API models.",
+        """
+        print the CRDs, or write them into a directory
+
+        Generate the CustomResourceDefinitions from the API models.
+        """,
     )
     parser.add_argument("--write", type=pathlib.Path, metavar="DIR", help="write one file per CRD")
     parser.add_argument(

@@ -12,14 +12,19 @@ commands that present it (``approve``, ``operator``), so all of them read it ali
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import pathlib
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from continue_orchestrator import errors
 
 Convert = Callable[[str], Any]
+if TYPE_CHECKING:  # argparse's class is generic to the type checker only
+    Subparsers: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
+else:
+    Subparsers = argparse._SubParsersAction
 ADMIN_TOKEN_ENV = "ORCHESTRATOR_ADMIN_TOKEN"
 """The variable holding the gateway's admin token itself, where no token file is given."""
 
@@ -104,3 +109,17 @@ def admin_token(path: str | os.PathLike[str] | None, *, where: str, fix: str) ->
     if path:
         return read_token(path, what="the admin token", where=where, fix=fix)
     return os.environ.get(ADMIN_TOKEN_ENV, "").strip()
+
+
+def command(subparsers: Subparsers, name: str, text: str) -> argparse.ArgumentParser:
+    """Add the command ``name``: the first paragraph of ``text`` is its one-line help in
+    ``orchestrator --help``, the rest its description in ``orchestrator NAME --help``.
+
+    Every command's help is written once, as prose, where the command is defined.
+    """
+    help_text, _, description = inspect.cleandoc(text).partition("\n\n")
+    return subparsers.add_parser(
+        name,
+        help=" ".join(help_text.split()),
+        description=" ".join(description.split()) or None,
+    )

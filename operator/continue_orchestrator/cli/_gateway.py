@@ -21,12 +21,16 @@ from continue_orchestrator.gateway import _metrics
 log = logging.getLogger("continue_orchestrator.gateway")
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
+def register(subparsers: _flags.Subparsers) -> None:
+    parser = _flags.command(
+        subparsers,
         "gateway",
-        help="run the model gateway standalone (runs are registered over its admin API)",
-        description="Serve the policy-gated, recorded model endpoint for sandboxed agents. "
-        "Every flag can also come from the environment variable named in its help.",
+        """
+        run the model gateway standalone (runs are registered over its admin API)
+
+        Serve the policy-gated, recorded model endpoint for sandboxed agents. Every flag
+        can also come from the environment variable named in its help.
+        """,
     )
     _flags.add(
         parser,

@@ -16,14 +16,19 @@ from collections.abc import Iterator
 from typing import TextIO
 
 from continue_orchestrator import errors, ledger
+from continue_orchestrator.cli import _flags
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
+def register(subparsers: _flags.Subparsers) -> None:
+    parser = _flags.command(
+        subparsers,
         "ledger",
-        help="show, verify, export and prove the run ledger",
-        description="Work with a run ledger at URL: sqlite:///path.db or "
-        "postgresql://user@host/dbname.",
+        """
+        show, verify, export and prove the run ledger
+
+        Work with a run ledger at URL: sqlite:///path.db or
+        postgresql://user@host/dbname.
+        """,
     )
     commands = parser.add_subparsers(dest="ledger_command", metavar="SUBCOMMAND", required=True)
 

@@ -12,13 +12,17 @@ from continue_orchestrator import controller, errors, gateway, runs
 from continue_orchestrator.cli import _flags
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
+def register(subparsers: _flags.Subparsers) -> None:
+    parser = _flags.command(
+        subparsers,
         "operator",
-        help="run the AgentRun operator",
-        description="Reconcile AgentRuns into gVisor sandbox pods. Uses the in-cluster "
-        "service account, or KUBECONFIG. Every flag can also come from the environment "
-        "variable named in its help.",
+        """
+        run the AgentRun operator
+
+        Reconcile AgentRuns into gVisor sandbox pods. Uses the in-cluster service
+        account, or KUBECONFIG. Every flag can also come from the environment variable
+        named in its help.
+        """,
     )
     add = functools.partial(_flags.add, parser)
     add(
@@ -206,9 +210,7 @@ def run(args: argparse.Namespace) -> int:
         signer=signer,
         builder_id=args.builder_id,
         evidence=(
-            runs.evidence_from_records(args.record_root)
-            if args.record_root is not None
-            else None
+            runs.evidence_from_records(args.record_root) if args.record_root is not None else None
         ),
         peering=None if args.standalone else args.peering,
         priority=args.priority,

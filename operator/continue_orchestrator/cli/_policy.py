@@ -10,14 +10,19 @@ import argparse
 import pathlib
 
 from continue_orchestrator import policy
+from continue_orchestrator.cli import _flags
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
+def register(subparsers: _flags.Subparsers) -> None:
+    parser = _flags.command(
+        subparsers,
         "policy",
-        help="test, explain and export RunPolicy / ClusterRunPolicy decisions",
-        description="Work with policies offline. POLICY.yaml may hold several documents "
-        "(a ClusterRunPolicy and a RunPolicy): all are applied and the stricter effect wins.",
+        """
+        test, explain and export RunPolicy / ClusterRunPolicy decisions
+
+        Work with policies offline. POLICY.yaml may hold several documents (a
+        ClusterRunPolicy and a RunPolicy): all are applied and the stricter effect wins.
+        """,
     )
     commands = parser.add_subparsers(dest="policy_command", metavar="COMMAND", required=True)
 
@@ -127,8 +132,10 @@ def run_explain(args: argparse.Namespace) -> int:
             continue
         for outcome in outcomes:
             if implied and outcome.by_default:
-                print(f"  {outcome.policy}: no rule matched; its default speaks through the "
-                      "requests below")
+                print(
+                    f"  {outcome.policy}: no rule matched; its default speaks through the "
+                    "requests below"
+                )
                 continue
             decided_by = outcome.rule or "default"
             print(
@@ -141,4 +148,3 @@ def run_explain(args: argparse.Namespace) -> int:
 def run_permissions(args: argparse.Namespace) -> int:
     print(policy.to_permissions_yaml(policy.load_policies(args.policy_file)), end="")
     return 0
-

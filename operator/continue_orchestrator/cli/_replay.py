@@ -8,18 +8,24 @@ import pathlib
 import sys
 
 from continue_orchestrator import errors, local
+from continue_orchestrator.cli import _flags
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
+def register(subparsers: _flags.Subparsers) -> None:
+    parser = _flags.command(
+        subparsers,
         "replay",
-        help="re-run a recorded run with its recorded model answers; report the first divergence",
-        description="Replay a run recorded by 'orchestrator run': the same pipeline (gateway, "
-        "policy, gVisor sandbox, runner, ledger, attestation) with the recorded model "
-        "answers in place of the live model, tools run for real. Input drift (spec, commit, "
-        "config, policy, runner image or CLI version differs) is reported before anything "
-        "runs. Exit 0 when the replay is identical, 3 when it diverged, 1 on error. "
-        "See docs/replay.md.",
+        """
+        re-run a recorded run with its recorded model answers; report the first
+        divergence
+
+        Replay a run recorded by 'orchestrator run': the same pipeline (gateway, policy,
+        gVisor sandbox, runner, ledger, attestation) with the recorded model answers in
+        place of the live model, tools run for real. Input drift (spec, commit, config,
+        policy, runner image or CLI version differs) is reported before anything runs.
+        Exit 0 when the replay is identical, 3 when it diverged, 1 on error. See
+        docs/replay.md.
+        """,
     )
     parser.add_argument(
         "record",

@@ -7,16 +7,22 @@ import pathlib
 import sys
 
 from continue_orchestrator import api, errors, local
+from continue_orchestrator.cli import _flags
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
+def register(subparsers: _flags.Subparsers) -> None:
+    parser = _flags.command(
+        subparsers,
         "run",
-        help="run one AgentRun end to end on this machine (gVisor, gateway, ledger, attestation)",
-        description="Run an AgentRun the way the operator does, without Kubernetes: the "
-        "gateway on the sandbox's host end, the runner in gVisor inside a network namespace "
-        "whose only route is the gateway, a SQLite ledger, the record store, and an "
-        "attestation signed with a development key. Exit 0 when the run succeeded.",
+        """
+        run one AgentRun end to end on this machine (gVisor, gateway, ledger,
+        attestation)
+
+        Run an AgentRun the way the operator does, without Kubernetes: the gateway on
+        the sandbox's host end, the runner in gVisor inside a network namespace whose
+        only route is the gateway, a SQLite ledger, the record store, and an attestation
+        signed with a development key. Exit 0 when the run succeeded.
+        """,
     )
     parser.add_argument("manifest", type=pathlib.Path, metavar="AGENTRUN.yaml")
     parser.add_argument(

@@ -10,13 +10,18 @@ import asyncio
 import pathlib
 
 from continue_orchestrator import local
+from continue_orchestrator.cli import _flags
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
+def register(subparsers: _flags.Subparsers) -> None:
+    parser = _flags.command(
+        subparsers,
         "scripted-model",
-        help="serve a deterministic OpenAI-compatible model that plays a YAML script",
-        description="Serve SCRIPT's assistant turns on /v1/chat/completions until stopped.",
+        """
+        serve a deterministic OpenAI-compatible model that plays a YAML script
+
+        Serve SCRIPT's assistant turns on /v1/chat/completions until stopped.
+        """,
     )
     parser.add_argument("script", type=pathlib.Path, metavar="SCRIPT.yaml")
     parser.add_argument("--host", default="127.0.0.1")

@@ -12,18 +12,22 @@ import pathlib
 import sys
 
 from continue_orchestrator import api, errors, policy
-from continue_orchestrator.cli import _policy
+from continue_orchestrator.cli import _flags, _policy
 
 CASES_SUFFIXES = (".cases.yaml", ".cases.yml")
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
+def register(subparsers: _flags.Subparsers) -> None:
+    parser = _flags.command(
+        subparsers,
         "validate",
-        help="validate AgentRun / RunPolicy / ClusterRunPolicy manifests offline",
-        description="Validate manifests against the same models the CRDs come from. "
-        "Every problem is reported with its file, document and field path; exit 1 if any. "
-        "A policy's test cases (NAME.cases.yaml beside NAME.yaml) are run against it.",
+        """
+        validate AgentRun / RunPolicy / ClusterRunPolicy manifests offline
+
+        Validate manifests against the same models the CRDs come from. Every problem is
+        reported with its file, document and field path; exit 1 if any. A policy's test
+        cases (NAME.cases.yaml beside NAME.yaml) are run against it.
+        """,
     )
     parser.add_argument("files", nargs="+", type=pathlib.Path, metavar="FILE")
     parser.set_defaults(handler=run)

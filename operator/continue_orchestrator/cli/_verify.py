@@ -7,16 +7,20 @@ import argparse
 import pathlib
 
 from continue_orchestrator import attest, errors
+from continue_orchestrator.cli import _flags
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
+def register(subparsers: _flags.Subparsers) -> None:
+    parser = _flags.command(
+        subparsers,
         "verify",
-        help="verify a run attestation bundle offline",
-        description="Verify a Sigstore bundle holding a run attestation, offline. Key mode: "
-        "--key PUB. Keyless: --identity and --issuer (and --trusted-root for a private "
-        "Sigstore instance). Exit 0 and a summary if it verifies; exit 1 and the reason "
-        "otherwise.",
+        """
+        verify a run attestation bundle offline
+
+        Verify a Sigstore bundle holding a run attestation, offline. Key mode: --key
+        PUB. Keyless: --identity and --issuer (and --trusted-root for a private Sigstore
+        instance). Exit 0 and a summary if it verifies; exit 1 and the reason otherwise.
+        """,
     )
     parser.add_argument("bundle", type=pathlib.Path, metavar="BUNDLE")
     parser.add_argument("--key", type=pathlib.Path, metavar="PUB", help="PEM public key")
