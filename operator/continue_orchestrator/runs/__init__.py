@@ -11,7 +11,9 @@ below both, and each of them calls it:
 - the finish (``Finish``, ``phase_of``): the runner's exit code as a phase, and the
   ``run.finished`` ledger entry;
 - the facts (``facts``): what the attestation and the run report say, from the ledger
-  entries, the sealed record and the runner's report (``Evidence``).
+  entries, the sealed record and the runner's report (``Evidence``);
+- the evidence a pull request carries (``evidence_body``, ``EvidenceInputs``): its body,
+  rendered from the facts, the sealed record and the ledger entries.
 
 ``runs`` imports neither ``controller``, ``local``, ``gateway`` nor ``cli``.
 """
@@ -19,6 +21,18 @@ below both, and each of them calls it:
 from continue_orchestrator.runs._evidence import Evidence, EvidenceSource, parse_outcome
 from continue_orchestrator.runs._evidence import from_records as evidence_from_records
 from continue_orchestrator.runs._evidence import read as read_evidence
+from continue_orchestrator.runs._evidence_body import (
+    AGENT_SANDBOX,
+    BODY_LIMIT,
+    FRESH_SANDBOX,
+    EvidenceInputs,
+    Provenance,
+    VerifyRun,
+    agent_verify_run,
+    argument_summary,
+    final_message,
+)
+from continue_orchestrator.runs._evidence_body import render as evidence_body
 from continue_orchestrator.runs._facts import (
     ToolCall,
     check_attestable,
@@ -54,23 +68,33 @@ from continue_orchestrator.runs._plan import (
 )
 
 __all__ = [
+    "AGENT_SANDBOX",
+    "BODY_LIMIT",
+    "FRESH_SANDBOX",
     "RUNNER_COMMAND",
     "RUNNER_EXIT_CODES",
     "RUNTIME_CLASS",
     "RUN_DIR",
     "WORKSPACE_DIR",
     "Evidence",
+    "EvidenceInputs",
     "EvidenceSource",
     "Finish",
     "Plan",
+    "Provenance",
     "Registration",
     "Snapshot",
     "ToolCall",
+    "VerifyRun",
+    "agent_verify_run",
+    "argument_summary",
     "bundle",
     "check_attestable",
     "counts",
+    "evidence_body",
     "evidence_from_records",
     "facts",
+    "final_message",
     "from_status",
     "inputs_digest",
     "interventions",
