@@ -13,9 +13,12 @@ from __future__ import annotations
 import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from tests.kube import ControlPlane, PodExecutor, ensure_binaries
+
+CHECKOUT = Path(__file__).resolve().parents[2]
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -46,8 +49,14 @@ def pod_executor(
     kube: ControlPlane, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[PodExecutor]:
     """Runs the pods of namespaces passed to `.watch_namespace(ns)` (the `namespace`
-    fixture does it); `.wait_for_phase(ns, name)`, `.logs(ns, name)`, `.runtime`."""
-    executor = PodExecutor(kube.new_rest(), tmp_path_factory.mktemp("podexec")).start()
+    fixture does it); `.wait_for_phase(ns, name)`, `.logs(ns, name)`, `.runtime`.
+    Pods see the checkout and the Python environment at their own paths, wherever they are
+    (a clone under /tmp too, which the runner pod's own /tmp would otherwise hide)."""
+    executor = PodExecutor(
+        kube.new_rest(),
+        tmp_path_factory.mktemp("podexec"),
+        host_paths=(CHECKOUT, Path(sys.prefix)),
+    ).start()
     try:
         yield executor
     finally:

@@ -15,6 +15,9 @@ How a container runs (chosen once per executor; `runtime=` or $PODEXEC_RUNTIME):
   so nothing is written to the host) and whose volume mounts are bind mounts
   at the real `mountPath`s. `--network=host` by default (no CNI here: pods
   reach loopback services as with `hostNetwork`), or `network="none"`.
+  `host_paths=` (the checkout and the Python environment the tests run from)
+  are bound back, read-only, at their own path wherever a volume would hide
+  them: a checkout under /tmp stays visible to a pod whose /tmp is an emptyDir.
 * ``process``: a plain subprocess on the host. Nothing can be mounted at the
   real paths without privileges, so each pod gets a root directory and every
   `mountPath` and `workingDir` is materialised beneath it, exposed to the
@@ -118,9 +121,15 @@ class PodExecutor:
         namespaces: Iterable[str] = (),
         runtime: str | None = None,
         network: str = "host",
+        host_paths: Iterable[Path] = (),
     ) -> None:
         self.rest = rest
         self.workdir = workdir
+        resolved = {Path(p).resolve() for p in host_paths}
+        # One bind for a path and what is inside it (a venv in the checkout).
+        self.host_paths = tuple(sorted(p for p in resolved
+                                       if not any(p != q and p.is_relative_to(q)
+                                                  for q in resolved)))
         self.node_name = node_name
         self.namespaces: set[str] = set(namespaces)
         chosen = runtime or os.environ.get("PODEXEC_RUNTIME") or (
@@ -549,6 +558,9 @@ class _PodRunner(threading.Thread):
             source = self.volumes[m["name"]] / m.get("subPath", "")
             mounts.append({"destination": m["mountPath"], "type": "bind", "source": str(source),
                            "options": ["rbind", "ro" if m.get("readOnly") else "rw"]})
+        # After the volumes, so they are bound over them (a checkout under an emptyDir /tmp).
+        mounts += [{"destination": str(path), "type": "bind", "source": str(path),
+                    "options": ["rbind", "ro"]} for path in self._hidden_host_paths(c)]
         config = {
             "ociVersion": "1.0.0",
             "process": {
@@ -577,6 +589,12 @@ class _PodRunner(threading.Thread):
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+    def _hidden_host_paths(self, c: _Container) -> list[Path]:
+        """The executor's host paths that one of the container's volumes would hide."""
+        mount_paths = [Path(m["mountPath"]) for m in c.spec.get("volumeMounts", [])]
+        return [path for path in self.ex.host_paths
+                if any(path.is_relative_to(mount) for mount in mount_paths)]
 
     def _runsc(self) -> list[str]:
         return ["runsc", "--rootless", f"--root={self.ex.workdir / 'runsc-state'}"]
