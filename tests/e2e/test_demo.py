@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from continue_orchestrator import attest, ledger, records
+from continue_orchestrator import attest, digest, ledger, records
 
 pytestmark = [
     pytest.mark.sandbox,
@@ -224,6 +224,28 @@ def test_ledger_and_attestation_verify_with_the_cli(
         capture_output=True, text=True,
     )  # fmt: skip
     assert refused.returncode != 0
+
+
+def test_the_pull_request_body_carries_the_evidence(
+    demo: tuple[pathlib.Path, subprocess.CompletedProcess[str]],
+) -> None:
+    state, done = demo
+    report = _report(state)
+    pull = report["pullRequest"]
+    path = pathlib.Path(pull["path"])
+    assert path == (state / "runs" / report["uid"] / "pull-request.md").resolve()
+    assert str(path) in done.stdout and "not posted: no forge configured" in done.stdout
+    body = path.read_text(encoding="utf-8")
+    assert not pull["posted"] and pull["digest"] == digest.text(body)
+    # The verify command and its exit code, the denied calls of the demo's script, the
+    # model's last words, and the attestation report.json names.
+    assert "| agent's sandbox | `unit-tests` | `python3 -m unittest -v` | 0 |" in body
+    assert "| `Write` | `.github/workflows/ci.yml` | **denied** |" in body
+    assert "| `Bash` | `git push origin HEAD:main` | **denied** |" in body
+    assert "Fixed: apply_discount now rounds half up" in body
+    assert report["attestation"]["bundleDigest"] in body
+    assert f"orchestrator verify {report['attestation']['location']} --key" in body
+    assert "**fresh sandbox:** not re-verified" in body
 
 
 def test_the_model_key_is_in_no_record(

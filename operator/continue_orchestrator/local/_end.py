@@ -6,8 +6,9 @@ The runner's exit code (or the one it reported) becomes the run's phase with
 say comes from what was recorded, read back: the ledger entries, and the gateway's
 sealed record with the runner's report in it (``runs.read_evidence``); the facts are
 ``runs.facts``, the operator's builder. The attestation is signed with a development
-key that says so, stored under the state directory and verified again. Ctrl-C ends the
-run as a manual stop (``stopped``).
+key that says so, stored under the state directory and verified again. The pull
+request body the run would post (``runs.evidence_body``) is written beside the report
+as ``pull-request.md``. Ctrl-C ends the run as a manual stop (``stopped``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import os
 import pathlib
 from datetime import UTC, datetime
 
-from continue_orchestrator import api, attest, errors, gateway, ledger, records, runs
+from continue_orchestrator import api, attest, digest, errors, gateway, ledger, records, runs
 from continue_orchestrator.local import _context, _report, _sandbox
 
 
@@ -127,6 +128,7 @@ def finish(
         stopped_by=run.actor,
     )
     report.attestation = _attest(run, book, facts)
+    report.pull_request = _pull_request(run, facts, end, entries, evidence, report.attestation)
     head = list(book.entries(run_uid=run.uid, start=last.sequence + 1))
     if head:
         summary.head_sequence, summary.head_hash = head[-1].sequence, head[-1].entry_hash
@@ -134,6 +136,38 @@ def finish(
     summary.verified = checked.ok
     summary.problems = [f"entry {p.sequence}: {p.what}" for p in checked.problems]
     return report
+
+
+def _pull_request(
+    run: _context.LocalRun,
+    facts: attest.RunFacts,
+    end: runs.Finish,
+    entries: list[ledger.Entry],
+    evidence: runs.Evidence,
+    attestation: _report.AttestationSummary,
+) -> _report.PullRequestSummary:
+    """The pull request body the run would post, written beside its report. There is no
+    forge to post it to yet, so it is only written."""
+    try:
+        record = records.load(records.BlobStore(run.records), run.uid)
+    except errors.RecordError:
+        record = None
+    signed = attestation.signed
+    body = runs.evidence_body(
+        runs.EvidenceInputs(
+            run=run.inputs.run, facts=facts, finish=end, entries=entries, record=record,
+            evidence=evidence,
+            provenance=runs.Provenance(
+                bundle_digest=attestation.bundle_digest if signed else None,
+                bundle=attestation.location, key=attestation.public_key,
+                ledger=run.ledger_url, ledger_key=attestation.public_key,
+                unsigned_reason=attestation.reason,
+            ),
+        )
+    )  # fmt: skip
+    path = run.root / "pull-request.md"
+    path.write_text(body, encoding="utf-8")
+    return _report.PullRequestSummary(path=str(path), digest=digest.text(body))
 
 
 def _attest(

@@ -8,8 +8,6 @@ printed for people and written as JSON beside the run for tools and tests.
 
 from __future__ import annotations
 
-from typing import Any
-
 import pydantic
 from pydantic import alias_generators
 
@@ -59,6 +57,16 @@ class AttestationSummary(_Model):
     reason: str = ""
 
 
+class PullRequestSummary(_Model):
+    """The pull request body the run would post (``runs.evidence_body``), kept beside it."""
+
+    path: str
+    digest: str
+    """``sha256:`` of the body's UTF-8 bytes."""
+    posted: bool = False
+    """Whether it went to a forge; ``orchestrator run`` has none to post to yet."""
+
+
 class Report(_Model):
     """Everything ``orchestrator run`` tells a person at the end of a run."""
 
@@ -81,6 +89,7 @@ class Report(_Model):
     record_digest: str | None = None
     ledger: LedgerSummary | None = None
     attestation: AttestationSummary | None = None
+    pull_request: PullRequestSummary | None = None
     state_dir: str = ""
 
     def render(self) -> str:
@@ -96,8 +105,9 @@ class Report(_Model):
         ]
         for call in self.tool_calls:
             who = f" by {call.decided_by}" if call.decided_by else ""
+            brief = runs.argument_summary(call.arguments, 70)
             lines.append(
-                f"  {_verdict(call):<9} {call.tool} {_brief(call.arguments)}{who}"
+                f"  {_verdict(call):<9} {call.tool} {brief}{who}"
                 + (f"  [{call.rule}]" if call.rule else "")
             )
         if self.verify:
@@ -135,6 +145,13 @@ class Report(_Model):
                 ]
             else:
                 lines.append(f"attestation  NOT SIGNED: {att.reason}")
+        if self.pull_request is not None:
+            pr = self.pull_request
+            lines += [
+                f"pull request {pr.path}",
+                f"  body       {pr.digest}"
+                + ("" if pr.posted else "  (not posted: no forge configured)"),
+            ]
         return "\n".join(lines)
 
 
@@ -142,13 +159,3 @@ def _verdict(call: runs.ToolCall) -> str:
     if call.effect == "RequireApproval":
         return "approved" if call.delivered else "refused"
     return "allowed" if call.effect == "Allow" else "DENIED"
-
-
-def _brief(arguments: Any, limit: int = 70) -> str:
-    if isinstance(arguments, dict):
-        for key in ("command", "filepath", "file_path", "path", "dirpath", "url", "pattern"):
-            if key in arguments:
-                text = str(arguments[key])
-                return text if len(text) <= limit else text[: limit - 1] + "…"
-    text = str(arguments)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
