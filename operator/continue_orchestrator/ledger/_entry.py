@@ -50,6 +50,7 @@ class Kind(enum.StrEnum):
     REPLAY_STARTED = "replay.started"
     REPLAY_FINISHED = "replay.finished"
     TOMBSTONE = "tombstone"
+    REPOSITORY_FETCH = "repository.fetch"
 
 
 # A secret.read entry may name a secret, never carry its value.
