@@ -243,7 +243,7 @@ def _verify(inputs: EvidenceInputs) -> str:
             "| where | name | command | exit code | duration |",
             "|---|---|---|---:|---:|",
             *(
-                f"| {label} | {md.code(item.name)} | {md.code(item.command)} | "
+                f"| {_cell(label)} | {md.code(item.name)} | {md.code(item.command)} | "
                 f"{_exit(item.result)} | {item.result.duration_seconds:.1f} s |"
                 for label, item in rows
             ),
@@ -302,6 +302,11 @@ def _tail(label: str, item: runner.VerifyResult) -> list[str]:
         "",
         "</details>",
     ]
+
+
+def _cell(text: str) -> str:
+    """Plain text for a table cell: HTML-escaped, its pipes escaped."""
+    return _html(text).replace("|", "\\|")
 
 
 def _html(text: str) -> str:
