@@ -68,3 +68,30 @@ class PolicyStopError(OrchestratorError):
 
 class RunnerError(OrchestratorError):
     """The runner cannot prepare the workspace, start the agent, or report the outcome."""
+
+
+class ForgeError(OrchestratorError):
+    """A forge (GitHub, Gitea) refused or failed a request, or is configured wrongly.
+
+    ``transient`` says a later retry may succeed (rate limit, 5xx, timeouts, no
+    connection); auth failures, 404, validation and branch protection are not. ``status``
+    is the HTTP status (None when no answer came), ``forge_message`` the forge's own words,
+    and ``retry_after`` the seconds the forge asked to wait, when it said.
+    """
+
+    def __init__(
+        self,
+        what: str,
+        *,
+        where: str = "",
+        fix: str = "",
+        transient: bool = False,
+        status: int | None = None,
+        forge_message: str = "",
+        retry_after: float | None = None,
+    ) -> None:
+        self.transient = transient
+        self.status = status
+        self.forge_message = forge_message
+        self.retry_after = retry_after
+        super().__init__(what, where=where, fix=fix)
