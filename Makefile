@@ -60,9 +60,11 @@ k8s-tools:
 	@hack/build-k8s.sh >/dev/null
 
 # Gitea, the forge the publishing tests push to, built from Go modules into $(CACHE_DIR)/bin
-# (docs/testing.md, "A real forge").
+# (docs/testing.md, "A real forge"); Stoplight Prism and GitHub's OpenAPI description
+# (npm) for checking the GitHub backend's requests (docs/forges.md).
 forge-tools:
 	@hack/build-gitea.sh >/dev/null
+	@hack/install-prism.sh >/dev/null
 
 cluster-up: venv k8s-tools
 	@$(BIN)/python -m tests.kube up
