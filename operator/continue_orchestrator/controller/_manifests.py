@@ -3,7 +3,8 @@
 Pure functions: the same plan always gives the same manifests, which is what lets a
 restarted operator compare what it finds with what it would have created. The pod is
 as locked down as Kubernetes allows (gVisor, non-root, read-only root, no capabilities,
-no service-account token, no service links); its only network peer is the gateway.
+no service-account token, no service links); its only network peer is the gateway,
+which it also clones the repository through: no forge credential is in any of them.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ def secret_key(continue_name: str) -> str:
 
 def secret(plan: runs.Plan, settings: _settings.Settings) -> JSON:
     """The run's Secret: token, policy snapshot, runner bundle, and delivered values only
-    (brokered model credentials go to the gateway and are never written here)."""
+    (brokered model credentials and the forge credential go to the gateway and are never
+    written here)."""
     data: dict[str, bytes] = {
         "token": plan.token.encode("ascii"),
         "policy.json": plan.snapshot.content,
@@ -52,8 +54,6 @@ def secret(plan: runs.Plan, settings: _settings.Settings) -> JSON:
     }
     for name, value in sorted(plan.secret_values.items()):
         data[secret_key(name)] = value
-    if plan.git_token is not None:
-        data["git-token"] = plan.git_token
     return {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -186,13 +186,6 @@ def pod(plan: runs.Plan, settings: _settings.Settings) -> JSON:
         {"name": "HOME", "value": "/tmp"},
         {"name": runner.BUNDLE_FILE_ENV, "value": f"{runs.RUN_DIR}/bundle.json"},
     ]
-    if plan.git_token is not None:
-        env.append(
-            {
-                "name": runner.GIT_TOKEN_ENV,
-                "valueFrom": {"secretKeyRef": {"name": plan.name, "key": "git-token"}},
-            }
-        )
     container_security: JSON = {
         "runAsNonRoot": True,
         "runAsUser": NON_ROOT_UID,

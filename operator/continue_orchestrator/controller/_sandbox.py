@@ -143,7 +143,7 @@ class Sandbox:
             config=bundle.config,
             secret_values=values,
             brokered_values=brokered,
-            git_token=data.get("git-token"),
+            git_token=_validate.git_token(self.kube, resource),
             permissions_yaml=bundle.permissions_yaml,
             inputs_digest=inputs,
             token=token,

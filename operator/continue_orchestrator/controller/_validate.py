@@ -128,14 +128,6 @@ def plan(kube: _kube.Kube, body: Mapping[str, Any], settings: _settings.Settings
             values[mapping.name] = _secret_value(
                 kube, namespace, mapping.secret_key_ref, f"spec.secrets[{index}].secretKeyRef"
             )
-    git_token: bytes | None = None
-    if spec.repository.credentials_secret_ref is not None:
-        git_token = _secret_value(
-            kube,
-            namespace,
-            spec.repository.credentials_secret_ref,
-            "spec.repository.credentialsSecretRef",
-        )
 
     if kube.get(f"/apis/node.k8s.io/v1/runtimeclasses/{snap.runtime_class}") is None:
         raise _failed(
@@ -157,7 +149,7 @@ def plan(kube: _kube.Kube, body: Mapping[str, Any], settings: _settings.Settings
             **brokered_values(kube, run, brokered),
             **{name: value.encode("utf-8") for name, value in literals.values.items()},
         },
-        git_token=git_token,
+        git_token=git_token(kube, run),
         permissions_yaml=policy.to_permissions_yaml(compiled),
         inputs_digest=runs.inputs_digest(
             run,
@@ -232,6 +224,18 @@ def brokered_values(kube: _kube.Kube, run: api.AgentRun, names: frozenset[str]) 
         for index, mapping in enumerate(run.spec.secrets)
         if mapping.name in names
     }
+
+
+def git_token(kube: _kube.Kube, run: api.AgentRun) -> bytes | None:
+    """The forge credential ``spec.repository.credentialsSecretRef`` names, for the gateway.
+
+    Like the model credentials, read again whenever the run is registered: it is kept in
+    no object of the run (the pod clones through the gateway, which holds it)."""
+    ref = run.spec.repository.credentials_secret_ref
+    if ref is None:
+        return None
+    namespace = str(run.metadata.namespace)
+    return _secret_value(kube, namespace, ref, "spec.repository.credentialsSecretRef")
 
 
 def _parse_policy(raw: Mapping[str, Any], kind: str) -> api.ClusterRunPolicy | api.RunPolicy:

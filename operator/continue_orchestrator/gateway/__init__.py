@@ -1,9 +1,11 @@
 """The gateway: policy-gated, recorded model traffic for agents in sandboxes.
 
 Runs outside the sandbox. Each run is registered with its token, policy, upstream models
-(with the real keys the sandbox never holds) and allowed egress, in process
+(with the real keys the sandbox never holds), allowed egress and repository (with the
+forge credential, which the sandbox never holds either), in process
 (``Gateway.register_run``) or over the admin API (``Client``, ``BlockingClient``); the
-agent's config points at ``Gateway.api_base(run)``. See docs/gateway.md.
+agent's config points at ``Gateway.api_base(run)``, and the runner clones from the run's
+git endpoint (fetch only). See docs/gateway.md.
 """
 
 from continue_orchestrator.gateway._admin import policy_set
@@ -17,6 +19,7 @@ from continue_orchestrator.gateway._approvals import (
 from continue_orchestrator.gateway._client import (
     BlockingClient,
     Client,
+    RepositorySource,
     RunSource,
     registration_body,
     upstreams_from_config,
@@ -25,6 +28,7 @@ from continue_orchestrator.gateway._gate import Decision, ToolDecider, policy_de
 from continue_orchestrator.gateway._metrics import REGISTRY as METRICS_REGISTRY
 from continue_orchestrator.gateway._recorder import LedgerSink
 from continue_orchestrator.gateway._registry import (
+    GitOrigin,
     RunRegistration,
     Upstream,
     new_token,
@@ -41,8 +45,10 @@ __all__ = [
     "Client",
     "Decision",
     "Gateway",
+    "GitOrigin",
     "LedgerSink",
     "LocalApprovalBroker",
+    "RepositorySource",
     "RunRegistration",
     "RunSource",
     "ToolDecider",

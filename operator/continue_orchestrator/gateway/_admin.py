@@ -37,6 +37,7 @@ _KNOWN = frozenset(
         "approvalTimeoutSeconds",
         "maxDeniedRounds",
         "replayOf",
+        "repository",
     }
 )
 WHERE = "POST /admin/runs"
@@ -46,12 +47,12 @@ def _bad(field: str, what: str, fix: str = "") -> errors.GatewayError:
     return errors.GatewayError(what, where=f"{WHERE}: {field}", fix=fix)
 
 
-def _string(body: Mapping[str, Any], field: str, *, required: bool = True) -> str:
+def _string(body: Mapping[str, Any], field: str, *, required: bool = True, where: str = "") -> str:
     value = body.get(field)
     if value is None and not required:
         return ""
     if not isinstance(value, str) or (required and not value):
-        raise _bad(field, f"must be a non-empty string, got {_kind(value)}")
+        raise _bad(where + field, f"must be a non-empty string, got {_kind(value)}")
     return value
 
 
@@ -109,6 +110,32 @@ def policy_set(document: Any) -> policy.PolicySet:
             fix="send the snapshot the run was admitted under, unchanged",
         )
     return compiled
+
+
+def _repository(value: Any) -> _registry.GitOrigin | None:
+    """The run's repository for the git endpoint, or None when the body names none."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _bad("repository", f"must be an object with url and path, got {_kind(value)}")
+    unknown = sorted(set(value) - {"url", "path", "username", "token"})
+    if unknown:
+        raise _bad(f"repository.{unknown[0]}", "is not a repository field")
+    fields = {
+        name: _string(value, name, required=name in ("url", "path"), where="repository.")
+        for name in ("url", "path", "username", "token")
+    }
+    try:
+        return _registry.GitOrigin(
+            url=fields["url"],
+            path=fields["path"],
+            username=fields["username"] or "x-access-token",
+            token=fields["token"],
+        )
+    except errors.GatewayError as error:
+        raise errors.GatewayError(
+            error.what, where=f"{WHERE}: {error.where}", fix=error.fix
+        ) from None
 
 
 def _approval_timeout(compiled: policy.PolicySet) -> float:
@@ -178,6 +205,7 @@ def registration(body: Any, *, now: float | None = None) -> _registry.RunRegistr
         if not isinstance(replay_of, dict) or set(replay_of) != {"record"}:
             raise _bad("replayOf", 'must be {"record": "sha256:..."}')
         _sha256(replay_of["record"], "replayOf.record")
+    repository = _repository(body.get("repository"))
     try:
         return _registry.RunRegistration(
             uid=uid,
@@ -196,6 +224,7 @@ def registration(body: Any, *, now: float | None = None) -> _registry.RunRegistr
             approval_timeout=approval_timeout,
             max_denied_rounds=rounds,
             replay_of=replay_of["record"] if replay_of else "",
+            repository=repository,
         )
     except errors.GatewayError as error:
         raise errors.GatewayError(error.what, where=f"{WHERE}: models", fix=error.fix) from None

@@ -144,6 +144,7 @@ class AdminAPI:
                 "expiresAt": registration.expires_at,
                 "expired": time.time() >= registration.expires_at,
                 "models": sorted(registration.models),
+                "repository": registration.repository.url if registration.repository else None,
                 "steps": len(state.recorder.record.exchanges),
                 "pendingApprovals": len(_approvals.pending(self.host.broker, uid)),
                 "outcome": state.outcome,

@@ -5,7 +5,8 @@ handler threads and satisfies ``controller.GatewayClient``; it also remembers wh
 registered and, when the gateway's instance id changes (a restarted gateway forgets its
 runs), registers the live ones again. The body is built here from what the operator
 already holds: the run's policy snapshot, its config.yaml and the granted secret values,
-from which each model's real endpoint and key are read.
+from which each model's real endpoint and key are read, and the run's repository with
+the forge credential its git endpoint fetches with.
 """
 
 from __future__ import annotations
@@ -36,6 +37,19 @@ PROVIDER_BASES = {
 _SECRET_REFERENCE = re.compile(r"\$\{\{\s*secrets\.([A-Za-z0-9_.\-/]+)\s*\}\}")
 
 
+class RepositorySource(Protocol):
+    """The run's repository and the forge credential (``runs.GitOrigin`` has this)."""
+
+    @property
+    def url(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def username(self) -> str: ...
+    @property
+    def token(self) -> str: ...
+
+
 class RunSource(Protocol):
     """What the operator knows of a run (``runs.Registration`` has exactly this)."""
 
@@ -59,6 +73,8 @@ class RunSource(Protocol):
     def config(self) -> str: ...
     @property
     def secrets(self) -> Mapping[str, str]: ...
+    @property
+    def repository(self) -> RepositorySource | None: ...
 
 
 def upstreams_from_config(config: str, secrets: Mapping[str, str]) -> dict[str, _registry.Upstream]:
@@ -137,6 +153,13 @@ def registration_body(
         body["workspace"] = workspace
     if approval_timeout is not None:
         body["approvalTimeoutSeconds"] = approval_timeout
+    if run.repository is not None:
+        body["repository"] = {
+            "url": run.repository.url,
+            "path": run.repository.path,
+            "username": run.repository.username,
+            "token": run.repository.token,
+        }
     replay_of = getattr(run, "replay_of", None)  # optional in RunSource
     if replay_of:
         body["replayOf"] = {"record": str(replay_of)}

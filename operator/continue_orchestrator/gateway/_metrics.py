@@ -1,4 +1,5 @@
-"""Prometheus metrics of the gateway: model calls, tool-call and tool-result decisions, runs.
+"""Prometheus metrics of the gateway: model calls, tool-call and tool-result decisions, git
+requests, runs.
 
 One registry per process, created at import (several ``Gateway`` objects in one process,
 as in tests, share it). ``orchestrator gateway --metrics-port`` serves it.
@@ -43,6 +44,13 @@ TOOL_RESULTS = _counter(
 RUNS = _gauge("orchestrator_gateway_registered_runs", "Runs this gateway currently serves.")
 IN_FLIGHT = _gauge(
     "orchestrator_gateway_calls_in_flight", "Chat completion calls being served right now."
+)
+GIT_REQUESTS = _counter(
+    "orchestrator_gateway_git_requests",
+    "Git smart-HTTP requests to runs' git endpoints, by request (advertisement, "
+    "upload-pack, receive-pack, other) and HTTP status.",
+    "request",
+    "status",
 )
 REGISTRATIONS = _counter(
     "orchestrator_gateway_registrations",

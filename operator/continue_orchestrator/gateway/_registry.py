@@ -1,9 +1,10 @@
 """What the gateway is told of a run, and the token that proves a request belongs to it.
 
 The operator registers each run with its own random token and an expiry; the runner puts
-that token where the agent's config.yaml had the provider key. The real provider keys
-live only here (from the run's Secret, outside the sandbox). Only the token's SHA-256 is
-compared (see ``_runs.Runs.authenticate``).
+that token where the agent's config.yaml had the provider key, and clones the run's
+repository (``GitOrigin``) through the gateway with it. The real provider keys and the
+forge credential live only here (from the run's Secrets, outside the sandbox). Only the
+token's SHA-256 is compared (see ``_runs.Runs.authenticate``).
 """
 
 from __future__ import annotations
@@ -45,6 +46,63 @@ class Upstream:
         return parts.port or (443 if parts.scheme == "https" else 80)
 
 
+@dataclass(frozen=True)
+class GitOrigin:
+    """The run's repository as the gateway's git endpoint (``_git``) serves it.
+
+    ``url`` is where fetches go: a forge's smart-HTTP clone URL (http or https), or, on a
+    gateway that serves local repositories (local mode), a ``file://`` URL or absolute
+    path; any other URL (ssh) is taken, and each fetch of it refused saying why.
+    ``path`` names the repository under ``/runs/RUN/git/`` (``owner/name.git``): a
+    request naming another path asks for another repository and is refused.
+    ``username`` and ``token`` are the forge credential the gateway fetches with (HTTP
+    Basic); no endpoint returns them, and they never reach the sandbox.
+    """
+
+    url: str
+    path: str
+    username: str = "x-access-token"
+    token: str = field(default="", repr=False)
+
+    def __post_init__(self) -> None:
+        parts = urllib.parse.urlsplit(self.url)
+        if parts.scheme in ("http", "https") and ("@" in parts.netloc or not parts.hostname):
+            raise errors.GatewayError(
+                f"the http(s) URL for host {parts.hostname or '(none)'} carries a user name "
+                "or password, or names no host (the URL is not repeated here)",
+                where="repository.url",
+                fix="give the clone URL without credentials, and the credential as "
+                "repository.username and repository.token",
+            )
+        segments = self.path.strip("/").split("/")
+        if not self.key or any(s in ("", ".", "..") for s in segments):
+            raise errors.GatewayError(
+                f"{self.path!r} is not a repository path (owner/name.git)", where="repository.path"
+            )
+
+    @property
+    def key(self) -> str:
+        """``path`` without its slashes at either end and its ``.git``: what requests match."""
+        return repository_key(self.path)
+
+    @property
+    def remote(self) -> bool:
+        """Whether ``url`` is a forge's smart-HTTP URL (http or https)."""
+        return urllib.parse.urlsplit(self.url).scheme in ("http", "https")
+
+    @property
+    def local_path(self) -> str | None:
+        """The directory of a local repository (``file://`` or a path), else None."""
+        if self.url.startswith("file://"):
+            return urllib.parse.unquote(urllib.parse.urlsplit(self.url).path) or None
+        return self.url if self.url.startswith("/") else None
+
+
+def repository_key(path: str) -> str:
+    """A repository path as requests are matched: no slash at either end, no ``.git``."""
+    return path.strip("/").removesuffix(".git").rstrip("/")
+
+
 @dataclass
 class RunRegistration:
     """Everything the gateway needs to serve one run.
@@ -78,6 +136,8 @@ class RunRegistration:
     """Whether ``workspace`` is also a directory here, holding the agent's tree (local
     mode), so paths can be checked through its symlinks; a cluster gateway cannot see
     the sandbox's tree."""
+    repository: GitOrigin | None = None
+    """The one repository the run may fetch through the gateway's git endpoint."""
 
     def __post_init__(self) -> None:
         if self.token and len(self.token) < 16:
@@ -121,4 +181,6 @@ class RunRegistration:
                 values[upstream.api_key] = f"upstream-key:{model}"
         if self.token:
             values[self.token] = "run-token"
+        if self.repository is not None and self.repository.token:
+            values[self.repository.token] = "forge-credential"
         return values

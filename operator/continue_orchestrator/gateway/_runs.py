@@ -103,11 +103,15 @@ class Runs:
 
     def authenticate(self, uid: str, authorization: str | None) -> RunState | None:
         """The run if ``authorization`` is ``Bearer <its token>`` and it has not expired."""
+        return self.authenticate_token(uid, _http.bearer(authorization))
+
+    def authenticate_token(self, uid: str, token: str) -> RunState | None:
+        """The run if ``token`` is its token and it has not expired."""
         state = self.state(uid)
         # Digests have one length, and unknown runs are compared too, so timing tells
         # neither the token's length nor which runs exist.
         expected = state.registration.token_sha256 if state else secrets.token_hex(32)
-        presented = _registry.token_digest(_http.bearer(authorization))
+        presented = _registry.token_digest(token)
         matches = hmac.compare_digest(presented, expected)
         if state is None or not matches or time.time() >= state.registration.expires_at:
             return None

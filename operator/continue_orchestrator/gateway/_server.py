@@ -2,7 +2,8 @@
 
 ``Gateway`` puts the parts together and runs them: the runs it serves (``_runs``), the
 agents' endpoints (``_model_api``, each request an ``_exchange.Exchange``, streamed
-through ``_relay``), the tool-call gate (``_gate``) and the admin API (``_admin_http``).
+through ``_relay``), the tool-call gate (``_gate``), the runs' git endpoint (``_git``)
+and the admin API (``_admin_http``).
 It listens, and on a stop lets requests in flight finish and seals every record.
 """
 
@@ -19,6 +20,7 @@ from continue_orchestrator.gateway import (
     _admin_http,
     _approvals,
     _gate,
+    _git,
     _model_api,
     _recorder,
     _registry,
@@ -38,7 +40,11 @@ class Gateway:
         admin_token: str | None = None,
         decide: _gate.ToolDecider = _gate.policy_decider,
         shutdown_timeout: float = 30.0,
+        local_repositories: bool = False,
     ) -> None:
+        """``local_repositories``: serve runs whose repository is a local path (``file://``)
+        from this machine's disk, as local mode does; a cluster's gateway fetches from
+        forges only."""
         self.store = records.BlobStore(record_root)
         self.ledger = ledger
         self.registry = _runs.Runs(self.store, ledger)
@@ -51,6 +57,7 @@ class Gateway:
         self.instance = secrets.token_hex(8)
         self._gate = _gate.Gate(decide, broker or _approvals.LocalApprovalBroker())
         self._model_api = _model_api.ModelAPI(self.registry, self._gate)
+        self._git_api = _git.GitAPI(self.registry, local_repositories=local_repositories)
         self._admin_api = _admin_http.AdminAPI(self.registry, self, admin_token)
         self._runners: list[web.AppRunner] = []
 
@@ -74,6 +81,7 @@ class Gateway:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         if public:
             self._model_api.add_routes(app)
+            self._git_api.add_routes(app)
         if admin:
             self._admin_api.add_routes(app)
         app.router.add_get("/healthz", self._health)

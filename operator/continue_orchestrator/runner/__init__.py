@@ -10,8 +10,6 @@ results apart; ``python -m continue_orchestrator.runner`` is the command.
 from continue_orchestrator.runner._bundle import (
     BUNDLE_ENV,
     BUNDLE_FILE_ENV,
-    GIT_TOKEN_ENV,
-    GIT_USERNAME_ENV,
     SECRET_ENV_PREFIX,
     TOKEN_ENV,
     Credentials,
@@ -57,8 +55,6 @@ __all__ = [
     "BUNDLE_ENV",
     "BUNDLE_FILE_ENV",
     "GATEWAY_PROVIDERS",
-    "GIT_TOKEN_ENV",
-    "GIT_USERNAME_ENV",
     "SECRET_ENV_PREFIX",
     "TOKEN_ENV",
     "TREE_MAX_DEPTH",

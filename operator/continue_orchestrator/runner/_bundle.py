@@ -2,8 +2,9 @@
 
 The bundle is plain JSON and holds no secret value, so it can live in a ConfigMap or on
 disk and be recorded. Values arrive separately: the run token and granted secrets from
-environment variables or a mounted Secret directory, git credentials only for the
-clone step (``Credentials``), which the agent's process never inherits.
+environment variables or a mounted Secret directory. No forge credential arrives at
+all: the runner clones through the gateway's git endpoint (``gitUrl``) with the run
+token, and the gateway fetches from the forge with the credential it holds.
 """
 
 from __future__ import annotations
@@ -24,10 +25,8 @@ BUNDLE_FILE_ENV = "ORCHESTRATOR_RUN_BUNDLE_FILE"
 """Environment variable naming a file that holds the bundle JSON."""
 TOKEN_ENV = "ORCHESTRATOR_RUN_TOKEN"
 SECRET_ENV_PREFIX = "ORCHESTRATOR_SECRET_"
-GIT_USERNAME_ENV = "ORCHESTRATOR_GIT_USERNAME"
-GIT_TOKEN_ENV = "ORCHESTRATOR_GIT_TOKEN"
 
-CREDENTIAL_ENV = (TOKEN_ENV, GIT_USERNAME_ENV, GIT_TOKEN_ENV)
+CREDENTIAL_ENV = (TOKEN_ENV,)
 """Variables the runner removes from its own environment once read."""
 
 
@@ -66,6 +65,12 @@ class RunBundle(_Wire):
     """The run id the gateway registered it under (the AgentRun uid; local mode its own)."""
     namespace: str = "default"
     repository: RepositoryPin
+    """The run's repository as the AgentRun names it (no credential in the URL); the
+    clone's ``origin`` is set to it."""
+    git_url: str | None = pydantic.Field(default=None, pattern=r"^https?://")
+    """Where the clone fetches from: the gateway's git endpoint for this run, with the run
+    token (``runs.git_url``). Unset (a bundle made by hand): ``repository.url`` itself,
+    with only the credentials its URL carries."""
     config: str = pydantic.Field(min_length=1)
     """The config.yaml text as the user wrote it; the runner rewrites it."""
     prompt: str = pydantic.Field(min_length=1)
@@ -97,7 +102,8 @@ class RunBundle(_Wire):
 
 
 class Credentials(_Wire):
-    """Git clone credentials; used by the clone step alone."""
+    """Who a clone authenticates as (HTTP Basic): the run token for the gateway's git
+    endpoint, or what a hand-made bundle's URL carries; used by the clone step alone."""
 
     username: str = "x-access-token"
     token: str
@@ -164,15 +170,6 @@ def secret_values(bundle: RunBundle, environ: Mapping[str, str] = os.environ) ->
         if env_name in environ:
             values[name] = environ[env_name]
     return values
-
-
-def git_credentials(environ: Mapping[str, str] = os.environ) -> Credentials | None:
-    """Clone credentials from ``$ORCHESTRATOR_GIT_TOKEN`` (and ``_USERNAME``), if any."""
-    token = environ.get(GIT_TOKEN_ENV)
-    if not token:
-        return None
-    username = environ.get(GIT_USERNAME_ENV) or "x-access-token"
-    return Credentials(username=username, token=token)
 
 
 def _read_secret_file(path: pathlib.Path, what: str) -> str:

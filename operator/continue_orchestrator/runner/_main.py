@@ -1,9 +1,9 @@
 """The runner's command line, shared by ``python -m continue_orchestrator.runner`` and
 ``orchestrator runner``.
 
-In a pod the clone runs as an init container (``--prepare-only``, the only container
-given git credentials) and the agent container runs with ``--workspace-ready``; local
-mode runs both in one process, which drops the credentials before the agent starts.
+The pod and local mode run the whole run in one process: clone (through the gateway,
+with the run token), agent, verify. ``--prepare-only`` clones and exits, and
+``--workspace-ready`` runs on a workspace cloned so, for a pod that splits the two.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from continue_orchestrator import errors
-from continue_orchestrator.runner import _bundle, _outcome, _run, _workspace
+from continue_orchestrator.runner import _bundle, _outcome, _run
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,11 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def prepare_workspace(bundle: _bundle.RunBundle, environ: Mapping[str, str] = os.environ) -> str:
     """Clone the bundle's repository into its workspace; return the pinned commit."""
-    return _workspace.prepare(
-        bundle.repository,
-        pathlib.Path(bundle.paths.workspace),
-        credentials=_bundle.git_credentials(environ),
-    )
+    token = _bundle.run_token(bundle, environ) if bundle.git_url is not None else ""
+    return _run.clone(bundle, token, log=lambda line: None)
 
 
 def execute(args: argparse.Namespace) -> int:

@@ -2,9 +2,10 @@
 
 The order is deliberate. Everything that can stop a run for policy or configuration
 (secret grants, the config rewrite) happens before the agent starts, so a refused run
-never executed a single tool. Credentials the clone used are gone from this process's
-environment before the agent is spawned, and the agent gets an environment built from
-nothing, with a fixed HOME, TZ, locale and working directory so its system prompt is
+never executed a single tool. The clone goes through the gateway's git endpoint with the
+run token (no forge credential is ever here); the token's variable is gone from this
+process's environment before the agent is spawned, and the agent gets an environment
+built from nothing, with a fixed HOME, TZ, locale and working directory so its system prompt is
 the same every run. The diff is taken before the verify commands so it holds the
 agent's work and not test artefacts.
 """
@@ -116,8 +117,8 @@ def run(
 ) -> _outcome.Outcome:
     """Run the whole pipeline and report the outcome; never raises for a failed run.
 
-    Reads the token, secrets and clone credentials from ``environ`` (default: the
-    process environment, from which the credential variables are then removed).
+    Reads the token and secrets from ``environ`` (default: the process environment, from
+    which the token's variable is then removed).
     ``prepare=False`` takes the workspace as already cloned by a separate step.
     """
     scrub = environ is None
@@ -161,13 +162,7 @@ def run(
 
     workspace = pathlib.Path(bundle.paths.workspace)
     try:
-        if not prepare:
-            base = _workspace_head(workspace)
-        else:
-            log(f"cloning {_workspace.split_credentials(bundle.repository.url)[0]}")
-            base = _workspace.prepare(
-                bundle.repository, workspace, credentials=_bundle.git_credentials(environ)
-            )
+        base = clone(bundle, token, log) if prepare else _workspace_head(workspace)
         state.base = base
     except errors.OrchestratorError as error:
         return finish(_outcome.Status.WORKSPACE_ERROR, error.message)
@@ -236,6 +231,23 @@ def run(
     if failed:
         return finish(_outcome.Status.VERIFY_FAILED, f"verify failed: {', '.join(failed)}")
     return finish(_outcome.Status.SUCCEEDED)
+
+
+def clone(bundle: _bundle.RunBundle, token: str, log: Log = _stderr_log) -> str:
+    """Clone the bundle's repository into its workspace at the pinned commit: through the
+    gateway's git endpoint with the run ``token`` when the bundle names one."""
+    url = _workspace.split_credentials(bundle.repository.url)[0]
+    workspace = pathlib.Path(bundle.paths.workspace)
+    if bundle.git_url is None:
+        log(f"cloning {url}")
+        return _workspace.prepare(bundle.repository, workspace)
+    log(f"cloning {url} through the gateway ({bundle.git_url})")
+    return _workspace.prepare(
+        bundle.repository,
+        workspace,
+        credentials=_bundle.Credentials(username="run", token=token),
+        fetch_url=bundle.git_url,
+    )
 
 
 def cli_version(cn: str) -> str | None:

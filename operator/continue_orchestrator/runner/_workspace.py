@@ -1,9 +1,11 @@
 """Prepare the workspace from the repository at its pinned commit, and diff it afterwards.
 
-The clone is the only step that sees git credentials. They reach git as a one-off
-``http.extraHeader`` through ``GIT_CONFIG_*`` variables of that one process, never as
-a remote URL or a config entry, and the clone is checked for them before the agent
-starts. The diff is taken with a private index against the pinned commit, with every
+The clone fetches through the gateway's git endpoint for the run, with the run token
+(the forge credential stays with the gateway), and then names the repository's own URL
+as ``origin``. The clone is the only step that sees a git credential: it reaches git as
+a one-off ``http.extraHeader`` through ``GIT_CONFIG_*`` variables of that one process,
+never as a remote URL or a config entry, and the clone is checked for it before the
+agent starts. The diff is taken with a private index against the pinned commit, with every
 repository-controlled command hook (fsmonitor, hooks, external diff, textconv) off,
 so a file the agent planted cannot run code in, or hide changes from, the diff.
 ``tree_digest`` names the final workspace for the attestation (docs/attestation.md,
@@ -101,10 +103,15 @@ def prepare(
     destination: pathlib.Path,
     *,
     credentials: _bundle.Credentials | None = None,
+    fetch_url: str | None = None,
 ) -> str:
-    """Clone ``repository`` into ``destination`` at its pinned commit; return that commit."""
-    where = f"repository {repository.url}"
+    """Clone ``repository`` into ``destination`` at its pinned commit; return that commit.
+
+    With ``fetch_url`` (the gateway's git endpoint) the clone fetches from there and
+    ``origin`` is then set to the repository's own URL, so the workspace looks as a
+    direct clone would."""
     url, from_url = split_credentials(repository.url)
+    where = f"repository {url}"
     credentials = credentials or from_url
     if destination.exists() and any(destination.iterdir()):
         raise errors.RunnerError(
@@ -128,8 +135,11 @@ def prepare(
         clone = ["clone", "--quiet", "--no-checkout", "--origin", "origin"]
         if repository.ref != "HEAD":
             clone += ["--branch", repository.ref]
-        _git([*clone, "--", url, str(destination)], cwd="/", env=git_env(home, extra), where=where)
+        source = fetch_url or url
+        _git([*clone, "--", source, str(destination)], "/", git_env(home, extra), where)
         env = git_env(home)
+        if fetch_url:
+            _git(["remote", "set-url", "origin", url], destination, env, where)
         tip = _git(["rev-parse", "--verify", "HEAD^{commit}"], destination, env, where).strip()
         commit = tip
         if repository.commit:
@@ -307,11 +317,11 @@ def _git_bytes(
         check=False,
     )
     if result.returncode != 0:
-        message = result.stderr.decode(errors="replace").strip().splitlines()
-        raise errors.RunnerError(
-            f"git {args[0]} failed: {message[-1] if message else f'exit {result.returncode}'}",
-            where=where,
-        )
+        lines = result.stderr.decode(errors="replace").strip().splitlines()
+        # What the other side said (a gateway's refusal) comes before git's own last word.
+        said = [line.removeprefix("remote: ") for line in lines if line.startswith("remote: ")]
+        message = "; ".join([*said, lines[-1]]) if lines else f"exit {result.returncode}"
+        raise errors.RunnerError(f"git {args[0]} failed: {message}", where=where)
     return result.stdout
 
 

@@ -7,7 +7,9 @@ below both, and each of them calls it:
 
 - the plan (``Plan``, ``Snapshot``, ``snapshot``): the policy snapshot, the inputs
   digest (``inputs_digest``, ``spec_document``), the runner's bundle (``bundle``), what
-  the gateway is told (``registration``), what a read secret is for (``secret_purpose``);
+  the gateway is told (``registration``), the repository its git endpoint serves and the
+  runner clones from (``git_origin``, ``git_url``), what a read secret is for
+  (``secret_purpose``);
 - the finish (``Finish``, ``phase_of``): the runner's exit code as a phase, and the
   ``run.finished`` ledger entry;
 - the facts (``facts``): what the attestation and the run report say, from the ledger
@@ -56,10 +58,14 @@ from continue_orchestrator.runs._plan import (
     RUNNER_COMMAND,
     RUNTIME_CLASS,
     WORKSPACE_DIR,
+    GitOrigin,
     Plan,
     Registration,
     Snapshot,
     bundle,
+    git_origin,
+    git_path,
+    git_url,
     inputs_digest,
     registration,
     secret_purpose,
@@ -80,6 +86,7 @@ __all__ = [
     "EvidenceInputs",
     "EvidenceSource",
     "Finish",
+    "GitOrigin",
     "Plan",
     "Provenance",
     "Registration",
@@ -96,6 +103,9 @@ __all__ = [
     "facts",
     "final_message",
     "from_status",
+    "git_origin",
+    "git_path",
+    "git_url",
     "inputs_digest",
     "interventions",
     "parse_outcome",

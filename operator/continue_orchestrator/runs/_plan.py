@@ -4,12 +4,15 @@ The operator builds a plan from the live cluster, local mode from files; both th
 derive the same things from it here, so a run digests, bundles and registers alike
 wherever it runs: the snapshot from its canonical content (the runtime class a policy
 leaves unset is the caller's default), the inputs digest, the runner's bundle at the
-sandbox's fixed paths, and what the gateway is told about the run.
+sandbox's fixed paths, and what the gateway is told about the run. The runner clones
+through the gateway's git endpoint (``git_url``), and the forge credential goes to the
+gateway only (``git_origin``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import urllib.parse
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -62,6 +65,8 @@ class Plan:
     inputs_digest: str
     token: str
     git_token: bytes | None = None
+    """The forge credential (``spec.repository.credentialsSecretRef``): for the gateway's
+    registration only, never in the run's Secret, the pod or the bundle."""
     permissions_yaml: str = ""
     """Continue's permissions.yaml rendered from the policy set (an extra fence only)."""
     brokered_values: Mapping[str, bytes] = dataclasses.field(default_factory=dict)
@@ -141,15 +146,62 @@ def secret_purpose(index: int, name: str, brokered: Collection[str]) -> str:
     return f"spec.secrets[{index}] {name} for the run's sandbox"
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class GitOrigin:
+    """The run's repository as the gateway's git endpoint serves it (``gateway.GitOrigin``):
+    where the gateway fetches from (the URL without any credential), the repository's
+    path on the endpoint, and the forge credential, which stays with the gateway."""
+
+    url: str
+    path: str
+    username: str = "x-access-token"
+    token: str = dataclasses.field(default="", repr=False)
+
+
+def git_path(url: str) -> str:
+    """The repository's path on the gateway's git endpoint (``/runs/RUN/git/PATH``): the
+    last two segments of the URL's path, ``owner/name.git``, whatever its form."""
+    if "://" in url:
+        path = urllib.parse.urlsplit(url).path
+    elif url.startswith("/"):
+        path = url
+    else:  # git@host:owner/name.git
+        path = url.partition(":")[2]
+    segments = [segment for segment in path.split("/") if segment not in ("", ".", "..")]
+    name = "/".join(segments[-2:]).removesuffix(".git")
+    return f"{name or 'repository'}.git"
+
+
+def git_origin(plan: Plan) -> GitOrigin:
+    """The run's repository for the gateway: credentials in the URL move to the credential,
+    and the Secret ``credentialsSecretRef`` names wins over them."""
+    url, in_url = runner.split_credentials(plan.run.spec.repository.url)
+    token = plan.git_token.decode("utf-8") if plan.git_token is not None else ""
+    return GitOrigin(
+        url=url,
+        path=git_path(url),
+        username=in_url.username if in_url is not None else "x-access-token",
+        token=token or (in_url.token if in_url is not None else ""),
+    )
+
+
+def git_url(gateway_url: str, uid: str, repository_url: str) -> str:
+    """Where the runner clones the run's repository: the gateway's git endpoint for it."""
+    return f"{gateway_url.rstrip('/')}/runs/{uid}/git/{git_path(repository_url)}"
+
+
 def bundle(plan: Plan, *, gateway_url: str) -> runner.RunBundle:
-    """What the runner in the sandbox reads: no secret value, only where to find them."""
+    """What the runner in the sandbox reads: no secret value, only where to find them; the
+    repository's URL without any credential, and the gateway's git endpoint to clone from."""
     spec = plan.run.spec
+    url = runner.split_credentials(spec.repository.url)[0]
     return runner.RunBundle(
         run=plan.uid,
         namespace=plan.namespace,
         repository=runner.RepositoryPin(
-            url=spec.repository.url, ref=spec.repository.ref, commit=spec.repository.commit
+            url=url, ref=spec.repository.ref, commit=spec.repository.commit
         ),
+        git_url=git_url(gateway_url, plan.uid, url),
         config=plan.config,
         prompt=spec.prompt,
         verify=tuple(spec.verify),
@@ -183,6 +235,8 @@ class Registration:
     them, and the gateway redacts all of them from records."""
     replay_of: str = ""
     """For a ``spec.replayOf`` run: the record digest whose answers the gateway serves."""
+    repository: GitOrigin | None = None
+    """The one repository the run may fetch through the gateway, with the forge credential."""
 
 
 def registration(plan: Plan, *, expires_at: float, replay_of: str = "") -> Registration:
@@ -202,4 +256,5 @@ def registration(plan: Plan, *, expires_at: float, replay_of: str = "") -> Regis
             for name, value in {**plan.secret_values, **plan.brokered_values}.items()
         },
         replay_of=replay_of,
+        repository=git_origin(plan),
     )

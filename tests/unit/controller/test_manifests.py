@@ -98,7 +98,12 @@ def test_secret_values_reach_only_the_run_secret(settings: controller.Settings) 
     assert plan.token not in pod_text
     secret = controller.secret(plan, settings)
     data = {k: base64.b64decode(v) for k, v in secret["data"].items()}
-    assert set(data) == {"token", "policy.json", "bundle.json", "secret.GITHUB_TOKEN", "git-token"}
+    assert set(data) == {"token", "policy.json", "bundle.json", "secret.GITHUB_TOKEN"}
+    # The forge credential is in no object of the run: the gateway's registration has it.
+    assert not [key for key, value in data.items() if b"git-credential-xyz" in value]
+    registration = runs.registration(plan, expires_at=0)
+    assert registration.repository is not None
+    assert registration.repository.token == "git-credential-xyz"
     assert data["secret.GITHUB_TOKEN"] == SECRET_VALUE
     assert secret["immutable"] is True
     bundle = json.loads(data["bundle.json"])
@@ -106,7 +111,12 @@ def test_secret_values_reach_only_the_run_secret(settings: controller.Settings) 
     assert bundle["allowedSecrets"] == ["GITHUB_TOKEN"]
     assert bundle["tokenFile"].startswith("/var/run/continue-orchestrator/")
     assert data["policy.json"] == plan.snapshot.content
-    # the git credential is an env var for the clone step, never a file the agent can read
+    # The pod clones through the gateway's git endpoint, with the run token.
+    assert bundle["gitUrl"] == (
+        f"{settings.effective_gateway_url}/runs/{plan.uid}/git/{runs.git_path(bundle['repository']['url'])}"
+    )
+    env = {item["name"] for item in controller.pod(plan, settings)["spec"]["containers"][0]["env"]}
+    assert not [name for name in env if "GIT" in name]
     volume = next(
         v for v in controller.pod(plan, settings)["spec"]["volumes"] if v["name"] == "run"
     )

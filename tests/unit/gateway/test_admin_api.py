@@ -441,6 +441,7 @@ def test_a_restarted_gateway_refuses_the_run_until_the_operator_registers_it_aga
             secrets: dict[str, str] = {}
             policy = json.dumps(snapshot()[0]).encode()
             policy_digest = snapshot()[1]
+            repository = None
 
         try:
             await asyncio.to_thread(client.register, Run())

@@ -99,7 +99,9 @@ def test_pinned_commit_must_be_on_the_ref(origin: Origin, tmp_path: pathlib.Path
 def test_the_credential_environment_is_gone_before_the_agent(
     origin: Origin, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(runner.GIT_TOKEN_ENV, SECRET)
+    # The runner reads no git credential any more (it clones through the gateway); one
+    # left in its environment by whatever started it must still not reach the agent.
+    monkeypatch.setenv("ORCHESTRATOR_GIT_TOKEN", SECRET)
     monkeypatch.setenv(runner.TOKEN_ENV, "tok-" + "x" * 30)
     env_dump = tmp_path / "agent-env"
     spy = tmp_path / "cn"
@@ -121,7 +123,7 @@ def test_the_credential_environment_is_gone_before_the_agent(
     )
     runner.run(bundle, log=lambda _: None, deliver=False)
     seen = env_dump.read_text()
-    assert SECRET not in seen and runner.GIT_TOKEN_ENV not in seen
+    assert SECRET not in seen and "ORCHESTRATOR_GIT_TOKEN" not in seen
     assert runner.TOKEN_ENV not in seen
     assert "TZ=UTC" in seen and f"HOME={tmp_path / 'h'}" in seen
 
