@@ -16,12 +16,12 @@ hosts the repository, so they talk to a ``Forge`` (see ``docs/forges.md``):
 ``forge`` imports nothing of the project but ``errors``.
 """
 
+from continue_orchestrator.forge._forge import Endpoint, Forge
 from continue_orchestrator.forge._gitea import Gitea
 from continue_orchestrator.forge._github import CHECK_NAME, GitHub
 from continue_orchestrator.forge._github_app import REFRESH_BEFORE
 from continue_orchestrator.forge._model import (
     Credentials,
-    Forge,
     GitCredential,
     GitHubApp,
     Kind,
@@ -38,6 +38,7 @@ __all__ = [
     "REFRESH_BEFORE",
     "Backoff",
     "Credentials",
+    "Endpoint",
     "Forge",
     "GitCredential",
     "GitHub",

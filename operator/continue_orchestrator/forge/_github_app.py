@@ -22,16 +22,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from continue_orchestrator import errors
-from continue_orchestrator.forge import _failure, _githubkit, _model, _repository
+from continue_orchestrator.forge import _clock, _githubkit, _model, _repository
 
 REFRESH_BEFORE = datetime.timedelta(minutes=5)
 GIT_USERNAME = "x-access-token"
-
-Clock = Callable[[], datetime.datetime]
-
-
-def utc_now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
 
 
 class _Installation(pydantic.BaseModel):
@@ -71,7 +65,11 @@ class InstallationTokens:
     """Installation tokens of ``app``, one per repository, minted through ``config``."""
 
     def __init__(
-        self, app: _model.GitHubApp, config: githubkit.Config, *, clock: Clock = utc_now
+        self,
+        app: _model.GitHubApp,
+        config: githubkit.Config,
+        *,
+        clock: Callable[[], datetime.datetime] = _clock.utc_now,
     ) -> None:
         _check_key(app)
         self._app = app
@@ -99,23 +97,25 @@ class InstallationTokens:
             return self._app.installation_id
         key = repo.full_name.lower()
         if key not in self._installations:
-            with _githubkit.calls():
-                answer = _githubkit.rest(self._client).apps.get_repo_installation(
-                    repo.owner, repo.name
-                )
-            where = f"GET /repos/{repo.full_name}/installation"
-            found = _failure.parse(_Installation, answer.json(), forge="GitHub", where=where)
+            found = _githubkit.read(
+                self._client,
+                _Installation,
+                f"GET /repos/{repo.full_name}/installation",
+                lambda rest: rest.apps.get_repo_installation(repo.owner, repo.name),
+            )
             self._installations[key] = found.id
         return self._installations[key]
 
     def _mint(self, repo: _repository.Repository) -> _model.GitCredential:
         installation = self._installation(repo)
-        with _githubkit.calls():
-            answer = _githubkit.rest(self._client).apps.create_installation_access_token(
+        token = _githubkit.read(
+            self._client,
+            _Token,
+            f"POST /app/installations/{installation}/access_tokens",
+            lambda rest: rest.apps.create_installation_access_token(
                 installation, repositories=[repo.name]
-            )
-        where = f"POST /app/installations/{installation}/access_tokens"
-        token = _failure.parse(_Token, answer.json(), forge="GitHub", where=where)
+            ),
+        )
         return _model.GitCredential(
             username=GIT_USERNAME, secret=token.token, expires_at=token.expires_at
         )

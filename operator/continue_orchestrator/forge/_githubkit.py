@@ -19,8 +19,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
-from collections.abc import Iterator
-from typing import Any, Final
+from collections.abc import Callable, Iterator
+from typing import Any, Final, TypeVar
 
 import githubkit
 import githubkit.config
@@ -31,12 +31,13 @@ import pydantic
 from githubkit_schemas.v2022_11_28.rest import RestNamespace
 
 from continue_orchestrator import errors
-from continue_orchestrator.forge import _failure, _retry
+from continue_orchestrator.forge import _failure, _forge, _retry
 
 API_VERSION: Final = "2022-11-28"
 ACCEPT = "application/vnd.github+json, application/json"
 USER_AGENT = "continue-orchestrator"
 
+_M = TypeVar("_M", bound=pydantic.BaseModel)
 _NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
@@ -95,21 +96,15 @@ class Retry:
         return githubkit.typing.RetryOption(True, datetime.timedelta(seconds=max(wait, 0.001)))
 
 
-def config(
-    api_url: str,
-    *,
-    timeout: float,
-    backoff: _retry.Backoff,
-    transport: httpx.BaseTransport | None = None,
-) -> githubkit.Config:
-    """githubkit's configuration for the API at ``api_url``."""
+def config(endpoint: _forge.Endpoint) -> githubkit.Config:
+    """githubkit's configuration for the API at ``endpoint``."""
     base = githubkit.config.get_config(
-        base_url=api_url,
+        base_url=endpoint.api_url,
         user_agent=USER_AGENT,
-        timeout=timeout,
-        transport=transport,
+        timeout=endpoint.timeout,
+        transport=endpoint.transport,
         http_cache=False,
-        auto_retry=Retry(backoff),
+        auto_retry=Retry(endpoint.backoff),
     )
     return dataclasses.replace(base, accept=ACCEPT)
 
@@ -117,6 +112,19 @@ def config(
 def rest(client: githubkit.GitHub[Any]) -> RestNamespace:
     """The client's REST namespace at ``API_VERSION``."""
     return client.rest(API_VERSION)
+
+
+def read(
+    client: githubkit.GitHub[Any],
+    model: type[_M],
+    where: str,
+    call: Callable[[RestNamespace], githubkit.Response[Any, Any]],
+) -> _M:
+    """``call`` on the client's REST namespace; its JSON answer read as ``model``.
+    Failures leave as ``errors.ForgeError``; ``where`` names the call in messages."""
+    with calls():
+        answer = call(rest(client))
+    return _failure.parse(model, answer.json(), forge="GitHub", where=where)
 
 
 @contextlib.contextmanager

@@ -1,7 +1,7 @@
-"""What every forge backend takes and gives: the ``Forge`` protocol and its values.
+"""The values crossing the ``Forge`` interface, whichever forge is behind it.
 
 Publishing (and the gateway's git proxy) talk to "a forge", never to GitHub or Gitea by
-name, so the values crossing that line are defined once, here: a pull request as the
+name, so what they exchange with it is defined once, here: a pull request as the
 project needs it (``PullRequest``), the credential git uses over HTTP
 (``GitCredential``), and what a forge is configured with (``Token`` or ``GitHubApp``).
 """
@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from typing import Literal, Protocol
+from typing import Literal
 
 import pydantic
-
-from continue_orchestrator.forge import _repository
 
 Kind = Literal["github", "gitea"]
 State = Literal["open", "merged", "closed"]
@@ -68,55 +66,3 @@ class GitHubApp:
 
 
 Credentials = Token | GitHubApp
-
-
-class Forge(Protocol):
-    """One forge host. Synchronous: async callers use ``asyncio.to_thread``.
-
-    Every method raises ``errors.ForgeError`` (``transient`` when a retry may help) with
-    the forge's own message; transient failures were already retried with backoff.
-    """
-
-    @property
-    def kind(self) -> Kind:
-        """``"github"`` or ``"gitea"`` (Forgejo is Gitea here)."""
-        ...
-
-    def git_credential(self, repo: _repository.Repository) -> GitCredential:
-        """The username and secret for git over HTTP to ``repo``."""
-        ...
-
-    def find_pull_request(
-        self, repo: _repository.Repository, head_branch: str
-    ) -> PullRequest | None:
-        """The open pull request from ``head_branch`` of ``repo`` itself, if there is one."""
-        ...
-
-    def open_pull_request(
-        self,
-        repo: _repository.Repository,
-        *,
-        head_branch: str,
-        base_branch: str,
-        title: str,
-        body: str,
-    ) -> PullRequest:
-        """Open a pull request, or return the open one for ``head_branch`` with its body
-        replaced by ``body``: never a second one."""
-        ...
-
-    def get_pull_request(self, repo: _repository.Repository, number: int) -> PullRequest:
-        """Pull request ``number`` as it is now (open, merged or closed unmerged)."""
-        ...
-
-    def post_summary(
-        self,
-        repo: _repository.Repository,
-        pr: PullRequest,
-        *,
-        head_sha: str,
-        title: str,
-        summary: str,
-    ) -> str:
-        """Post the run's summary for commit ``head_sha`` of ``pr``; return its URL."""
-        ...

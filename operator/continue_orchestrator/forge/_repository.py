@@ -92,6 +92,12 @@ class Repository:
     path_prefix: str = dataclasses.field(init=False)
     owner: str = dataclasses.field(init=False)
     name: str = dataclasses.field(init=False)
+    full_name: str = dataclasses.field(init=False)
+    """``owner/name``, as forge APIs and messages write it."""
+    web_root: str = dataclasses.field(init=False)
+    """The forge's root URL: ``scheme://host`` and any sub-path."""
+    clone_url: str = dataclasses.field(init=False)
+    """The smart-HTTP clone URL (HTTPS, or HTTP as given), without credentials."""
 
     def __post_init__(self) -> None:
         scheme, host, path = _split(self.url)
@@ -107,11 +113,20 @@ class Repository:
                     f"path segment {segment!r} is not a forge name",
                     "owner and repository names are letters, digits, '-', '_' and '.'",
                 )
-        object.__setattr__(self, "scheme", scheme)
-        object.__setattr__(self, "host", host)
-        object.__setattr__(self, "path_prefix", "".join(f"/{s}" for s in segments[:-2]))
-        object.__setattr__(self, "owner", segments[-2])
-        object.__setattr__(self, "name", segments[-1])
+        owner, name, prefix = segments[-2], segments[-1], "".join(f"/{s}" for s in segments[:-2])
+        web_root = f"{scheme}://{host}{prefix}"
+        parsed = {
+            "scheme": scheme,
+            "host": host,
+            "path_prefix": prefix,
+            "owner": owner,
+            "name": name,
+            "full_name": f"{owner}/{name}",
+            "web_root": web_root,
+            "clone_url": f"{web_root}/{owner}/{name}.git",
+        }
+        for field, value in parsed.items():
+            object.__setattr__(self, field, value)
 
     @property
     def hostname(self) -> str:
@@ -119,21 +134,6 @@ class Repository:
         if self.host.startswith("["):
             return self.host[1:].partition("]")[0]
         return self.host.rpartition(":")[0] if ":" in self.host else self.host
-
-    @property
-    def full_name(self) -> str:
-        """``owner/name``, as forge APIs and messages write it."""
-        return f"{self.owner}/{self.name}"
-
-    @property
-    def web_root(self) -> str:
-        """The forge's root URL: ``scheme://host`` and any sub-path."""
-        return f"{self.scheme}://{self.host}{self.path_prefix}"
-
-    @property
-    def clone_url(self) -> str:
-        """The HTTPS (or, on loopback, HTTP) smart-HTTP clone URL, without credentials."""
-        return f"{self.web_root}/{self.full_name}.git"
 
     @property
     def loopback(self) -> bool:

@@ -10,15 +10,18 @@ HTTP to this machine.
 
 from __future__ import annotations
 
+import datetime
 import urllib.parse
+from collections.abc import Callable
 
 import httpx
 
 from continue_orchestrator import errors
 from continue_orchestrator.forge import (
+    _clock,
+    _forge,
     _gitea,
     _github,
-    _github_app,
     _model,
     _repository,
     _retry,
@@ -67,8 +70,8 @@ def for_url(
     timeout: float = 30.0,
     backoff: _retry.Backoff = _retry.DEFAULT,
     transport: httpx.BaseTransport | None = None,
-    clock: _github_app.Clock = _github_app.utc_now,
-) -> _model.Forge:
+    clock: Callable[[], datetime.datetime] = _clock.utc_now,
+) -> _forge.Forge:
     """The forge serving the repository at ``url`` (and every repository on its host).
 
     ``kind`` overrides the choice by host; ``api_url`` the API root. ``transport`` and
@@ -80,20 +83,15 @@ def for_url(
     chosen = kind or kind_of(repo)
     api = (api_url or api_url_of(repo, chosen)).rstrip("/")
     _check_transport(api, repo)
+    endpoint = _forge.Endpoint(
+        api, repo.web_root, timeout=timeout, backoff=backoff, transport=transport, clock=clock
+    )
     if chosen == "github":
-        return _github.GitHub(
-            api,
-            repo.web_root,
-            credentials,
-            timeout=timeout,
-            backoff=backoff,
-            transport=transport,
-            clock=clock,
-        )
+        return _github.GitHub(endpoint, credentials)
     if not isinstance(credentials, _model.Token):
         raise errors.ForgeError(
             "a GitHub App cannot sign in to Gitea or Forgejo",
             where=f"forge for {repo.clone_url}",
             fix="give a Gitea access token, or kind='github' for a GitHub Enterprise host",
         )
-    return _gitea.Gitea(api, repo.web_root, credentials, timeout=timeout, backoff=backoff)
+    return _gitea.Gitea(endpoint, credentials)

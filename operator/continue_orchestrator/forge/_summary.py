@@ -9,6 +9,7 @@ and edits it instead of adding a second one. A new commit gets a new comment.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pydantic
@@ -29,6 +30,16 @@ class Comment(pydantic.BaseModel):
 
 class Comments(pydantic.RootModel[list[Comment]]):
     """A list of comments, as both forges answer it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Post:
+    """A summary comment to write: ``text`` on pull request ``number``, replacing the
+    text of comment ``replaces`` when there is one already."""
+
+    number: int
+    text: str
+    replaces: int | None = None
 
 
 def marker(head_sha: str) -> str:

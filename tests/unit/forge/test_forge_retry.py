@@ -42,12 +42,14 @@ def test_a_refused_connection_is_retried_then_transient(operation: str) -> None:
     port = _closed_port()
     waits: list[float] = []
     gitea = forge.Gitea(
-        f"http://127.0.0.1:{port}/api/v1",
-        f"http://127.0.0.1:{port}",
+        forge.Endpoint(
+            f"http://127.0.0.1:{port}/api/v1",
+            f"http://127.0.0.1:{port}",
+            timeout=5,
+            backoff=forge.Backoff(attempts=3, base_seconds=0.01, max_seconds=1),
+            sleep=waits.append,
+        ),
         forge.Token("t"),
-        timeout=5,
-        backoff=forge.Backoff(attempts=3, base_seconds=0.01, max_seconds=1),
-        sleep=waits.append,
     )
     repo = forge.Repository(f"http://127.0.0.1:{port}/o/n")
     pr = forge.PullRequest(
