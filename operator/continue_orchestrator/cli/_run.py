@@ -51,6 +51,13 @@ def register(subparsers: _flags.Subparsers) -> None:
         "file (NAME=file:PATH); repeatable",
     )
     parser.add_argument(
+        "--repository-credential",
+        metavar="env:VAR",
+        help="the forge token spec.repository.credentialsSecretRef names, from an environment "
+        "variable (env:VAR) or a file (file:PATH); the gateway fetches with it, the sandbox "
+        "never sees it",
+    )
+    parser.add_argument(
         "--state-dir",
         type=pathlib.Path,
         default=None,
@@ -87,7 +94,11 @@ def _say(line: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     inputs = local.load(
-        args.manifest, policy_files=args.policy, config_maps=args.config_map, secrets=args.secret
+        args.manifest,
+        policy_files=args.policy,
+        config_maps=args.config_map,
+        secrets=args.secret,
+        repository_credential=args.repository_credential,
     )
     if args.sandbox == "gvisor":
         try:

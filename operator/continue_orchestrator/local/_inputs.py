@@ -5,6 +5,8 @@ the Secrets in the API server. On one machine they are files: given with flags, 
 found in YAML files beside the AgentRun. Secret values come from the environment or
 files the person names (``NAME=env:VAR``, ``NAME=file:PATH``), never from the manifests.
 Everything is checked here, so a run that cannot start fails before a sandbox exists.
+The forge credential ``spec.repository.credentialsSecretRef`` names comes the same way
+(``repository_credential``, ``env:VAR`` or ``file:PATH``) and goes to the gateway only.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ class Inputs:
     """The Continue config.yaml text, exactly as written."""
     secrets: Mapping[str, str] = dataclasses.field(default_factory=dict)
     """Secret values by Continue name (for the sandbox, or brokered model keys)."""
+    git_token: str | None = dataclasses.field(default=None, repr=False)
+    """The forge credential the gateway fetches the repository with (never the sandbox)."""
 
     @property
     def namespace(self) -> str:
@@ -50,23 +54,29 @@ class Inputs:
 
 def parse_secret_flag(text: str) -> tuple[str, str]:
     """``NAME=env:VAR`` or ``NAME=file:PATH`` -> (NAME, value)."""
-    where = f"--secret {text}"
     name, sep, source = text.partition("=")
+    return name, secret_value(
+        source if sep and name else "",
+        where=f"--secret {text}",
+        form="NAME=env:VARIABLE or NAME=file:PATH",
+        example="--secret OPENAI_API_KEY=env:OPENAI_API_KEY",
+    )
+
+
+def secret_value(source: str, *, where: str, form: str, example: str) -> str:
+    """The value ``env:VAR`` or ``file:PATH`` names (a file's trailing newline dropped);
+    an error saying ``form`` is expected, ``example`` for one, when it is neither."""
     kind, colon, ref = source.partition(":")
-    if not sep or not name or not colon or kind not in ("env", "file") or not ref:
-        raise errors.ManifestError(
-            "expected NAME=env:VARIABLE or NAME=file:PATH",
-            where=where,
-            fix="for example --secret OPENAI_API_KEY=env:OPENAI_API_KEY",
-        )
+    if not colon or kind not in ("env", "file") or not ref:
+        raise errors.ManifestError(f"expected {form}", where=where, fix=f"for example {example}")
     if kind == "env":
         if ref not in os.environ:
             raise errors.ManifestError(
                 f"environment variable {ref} is not set", where=where, fix=f"export {ref}=..."
             )
-        return name, os.environ[ref]
+        return os.environ[ref]
     try:
-        return name, pathlib.Path(ref).read_text(encoding="utf-8").rstrip("\n")
+        return pathlib.Path(ref).read_text(encoding="utf-8").rstrip("\n")
     except OSError as error:
         raise errors.ManifestError(
             f"cannot read the secret file: {error.strerror}", where=where
@@ -84,13 +94,15 @@ def load(
     policy_files: Sequence[pathlib.Path] = (),
     config_maps: Sequence[str] = (),
     secrets: Sequence[str] = (),
+    repository_credential: str | None = None,
 ) -> Inputs:
     """Read and check the AgentRun in ``manifest`` and everything it refers to.
 
     ``policy_files`` (and ConfigMap manifests among them) replace the search beside the
     manifest. ``config_maps`` are ``NAME=FILE`` (a ConfigMap NAME whose key is FILE's
     base name, as ``kubectl create configmap --from-file`` makes). ``secrets`` are
-    ``NAME=env:VAR`` or ``NAME=file:PATH``.
+    ``NAME=env:VAR`` or ``NAME=file:PATH``; ``repository_credential`` is ``env:VAR`` or
+    ``file:PATH``, the forge token ``spec.repository.credentialsSecretRef`` names.
     """
     runs: list[tuple[str, api.AgentRun]] = []
     for where, document in api.documents(manifest):
@@ -156,7 +168,18 @@ def load(
     config = _config(run, maps, where)
     values = dict(parse_secret_flag(flag) for flag in secrets)
     _check_secrets(run, policies, values, where)
-    return Inputs(run=run, manifest=manifest, policies=policies, config=config, secrets=values)
+    git_token = None
+    if repository_credential is not None:
+        git_token = secret_value(
+            repository_credential,
+            where=f"--repository-credential {repository_credential}",
+            form="env:VARIABLE or file:PATH",
+            example="--repository-credential env:FORGE_TOKEN",
+        )
+    return Inputs(
+        run=run, manifest=manifest, policies=policies, config=config, secrets=values,
+        git_token=git_token,
+    )  # fmt: skip
 
 
 def _same_namespace(policy: api.RunPolicy, namespace: str) -> bool:

@@ -3,7 +3,9 @@
 The pieces are the operator's own: the plan, the policy snapshot, the inputs digest,
 the runner bundle, the finish and the facts come from ``runs``, the gateway is
 ``gateway.Gateway``, the sandbox runs the same ``python -m continue_orchestrator.runner``
-a pod runs, with the run directory and workspace at the pod's paths. Only the
+a pod runs, with the run directory and workspace at the pod's paths, and it clones
+through the gateway's git endpoint as a pod does (the gateway also serves a local
+``file://`` origin, such as the demo's, from this machine's disk). Only the
 surroundings differ: gVisor in a network namespace instead of a pod and NetworkPolicy,
 a SQLite ledger and a record store under the state directory, approvals through the
 gateway's local admin endpoint, and an attestation signed with a development key that
@@ -76,6 +78,7 @@ async def _main(run: _context.LocalRun) -> _report.Report:
                 ledger=book,
                 admin_token=admin_token,
                 decide=_setup.decider(run, admitted.policy_set),
+                local_repositories=True,  # the demo's origin is a directory on this machine
             )
             base_url = await server.start(host=box.host_address)
             box.allow_tcp(int(base_url.rsplit(":", 1)[1]))

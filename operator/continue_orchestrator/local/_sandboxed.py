@@ -1,8 +1,9 @@
 """The runner in the sandbox: the same ``python -m continue_orchestrator.runner`` a pod runs.
 
 In gVisor the run directory and the workspace are bound at the pod's paths, with the
-Continue CLI, the Python the runner needs and (for a ``file://`` repository) the
-origin; with ``--sandbox none`` the runner runs on the host with host paths. While it
+Continue CLI and the Python the runner needs; the repository is not (even a ``file://``
+origin is cloned through the gateway's git endpoint, as in a pod). With ``--sandbox
+none`` the runner runs on the host with host paths. While it
 runs, progress is told every quarter second; Ctrl-C kills the runner's process groups
 before the sandbox's network is torn down under it.
 """
@@ -54,9 +55,6 @@ async def execute(
             *python,
             _sandbox.Bind(str(pycache)),
         ]
-        origin = _local_origin(bundle.repository.url)
-        if origin is not None:
-            binds.append(_sandbox.Bind(origin))
     run.say("sandbox: starting the runner (clone, agent, verify)")
     task = asyncio.ensure_future(
         asyncio.to_thread(
@@ -97,12 +95,3 @@ def _stop_children() -> None:
         if int(fields[1]) == me:
             with contextlib.suppress(OSError):
                 os.killpg(int(entry.name), signal.SIGKILL)
-
-
-def _local_origin(url: str) -> str | None:
-    """The directory of a file:// repository, which the sandbox must be able to read."""
-    if url.startswith("file://"):
-        return url.removeprefix("file://")
-    if url.startswith("/"):
-        return url
-    return None

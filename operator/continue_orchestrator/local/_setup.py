@@ -2,7 +2,9 @@
 
 The plan, the bundle and the registration are ``runs``' builders, as in the cluster;
 local mode changes only where things are (the run directory and workspace of the
-sandbox, or of the host with ``--sandbox none``) and who plays the model. The run
+sandbox, or of the host with ``--sandbox none``) and who plays the model. The runner
+clones through the in-process gateway's git endpoint, as a pod does, and the forge
+credential (``--repository-credential``) goes to the gateway's registration only. The run
 directory holds what a pod's mounted Secret holds, one file each; the ledger gets the
 operator's ``run.created``, ``secret.read`` and ``run.started`` entries, plus what a
 replay needs (``_digests.run_created_fields``).
@@ -55,6 +57,7 @@ def plan(
             runner_command=runs.RUNNER_COMMAND,
         ),
         token=token,
+        git_token=inputs.git_token.encode() if inputs.git_token is not None else None,
         permissions_yaml=policy.to_permissions_yaml(admitted.policy_set),
     )
 

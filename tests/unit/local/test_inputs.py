@@ -100,3 +100,17 @@ def test_an_invalid_policy_points_at_its_file_and_field(demo: pathlib.Path) -> N
     with pytest.raises(errors.ManifestError) as raised:
         _load(demo)
     assert "runpolicy.yaml" in raised.value.message and "effect" in raised.value.message
+
+
+def test_the_repository_credential_is_read_for_the_gateway_only(
+    demo: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FORGE_TOKEN", "forge-token-for-local-0123456789")
+    inputs = _load(demo, repository_credential="env:FORGE_TOKEN")
+    assert inputs.git_token == "forge-token-for-local-0123456789"
+    assert "forge-token-for-local" not in repr(inputs)
+    assert _load(demo).git_token is None
+    with pytest.raises(errors.ManifestError) as raised:
+        _load(demo, repository_credential="FORGE_TOKEN")
+    assert "expected env:VARIABLE or file:PATH" in raised.value.message
+    assert "--repository-credential" in raised.value.message
