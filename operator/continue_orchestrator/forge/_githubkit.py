@@ -59,10 +59,13 @@ def failure(exc: Exception) -> errors.ForgeError:
         request = exc.exc.request
         return _failure.no_answer("GitHub", request.method, str(request.url), repr(exc.exc))
     inner = exc.exc if isinstance(exc, githubkit.exception.RequestError) else exc
+    fix = (
+        "the request does not fit GitHub's schema (githubkit checks it before sending)"
+        if isinstance(inner, pydantic.ValidationError)
+        else "check the GitHub credential (an App's private key must be an RSA PEM)"
+    )
     return errors.ForgeError(
-        f"the GitHub request could not be made: {inner!r}",
-        where="GitHub",
-        fix="check the GitHub credential (an App's private key must be an RSA PEM)",
+        f"the GitHub request could not be made: {inner!r}", where="GitHub", fix=fix
     )
 
 
