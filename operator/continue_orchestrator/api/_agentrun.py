@@ -43,13 +43,15 @@ class Repository(_base.Model):
     """The git repository the agent works on."""
 
     url: str = pydantic.Field(min_length=1, max_length=2048)
-    """Clone URL (https://, ssh://, git@host:path, or file:// for local runs)."""
+    """Clone URL: https://, or file:// for local runs (the gateway fetches it over smart
+    HTTP; an ssh:// or git@host:path URL is accepted but cannot be fetched)."""
     ref: str = pydantic.Field(default="HEAD", min_length=1, max_length=255)
     """Branch or tag to check out."""
     commit: str | None = pydantic.Field(default=None, pattern=GIT_COMMIT)
     """Commit to pin; the run fails if ref does not contain it. Recommended for replay."""
     credentials_secret_ref: KeyRef | None = None
-    """Secret key with clone credentials; used by the clone step only, never by the agent."""
+    """Secret key with the forge token; the gateway fetches the repository with it, and it
+    never enters the sandbox."""
 
 
 class PolicyRef(_base.Model):
