@@ -93,8 +93,13 @@ class _GatewayThread:
         self.book = ledger.open(self.ledger_url)
         self.model = local.ScriptedModel(local.Script.from_file(DEMO / "model-script.yaml"))
         self.admin_token = gateway.new_token()
+        # The pod clones the demo's directory origin through this gateway, as local mode's
+        # gateway serves it (a cluster's would fetch from a forge).
         self.server = gateway.Gateway(
-            record_root=str(self.records), ledger=self.book, admin_token=self.admin_token
+            record_root=str(self.records),
+            ledger=self.book,
+            admin_token=self.admin_token,
+            local_repositories=True,
         )
         self.model_base = self.call(self.model.start())
         self.url = self.call(self.server.start())
