@@ -21,7 +21,6 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 from continue_orchestrator import ledger
@@ -147,23 +146,12 @@ class GitAPI:
     def __init__(self, runs: _runs.Runs, *, local_repositories: bool = False) -> None:
         self.runs = runs
         self.local_repositories = local_repositories
-        self._client: aiohttp.ClientSession | None = None
+        # Packs pass through as the forge encoded them; git on the other side decodes.
+        self._upstream = _http.Upstream(decompress=False)
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_route("*", ROUTE, self.serve)
-        app.on_startup.append(self._open_client)
-        app.on_cleanup.append(self._close_client)
-
-    async def _open_client(self, app: web.Application) -> None:
-        # Packs pass through as the forge encoded them; git on the other side decodes.
-        self._client = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=600),
-            auto_decompress=False,
-        )
-
-    async def _close_client(self, app: web.Application) -> None:
-        if self._client is not None:
-            await self._client.close()
+        self._upstream.attach(app)
 
     async def serve(self, request: web.Request) -> web.StreamResponse:
         uid = request.match_info["run"]
@@ -204,9 +192,8 @@ class GitAPI:
             return await _git_fetch.from_directory(
                 origin.local_path, request, advertise=asked.advertise, body=body
             )
-        assert self._client is not None  # opened when the app started
         return await _git_fetch.from_forge(
-            self._client, origin, request, advertise=asked.advertise, body=body
+            self._upstream.session, origin, request, advertise=asked.advertise, body=body
         )
 
     async def _refuse(

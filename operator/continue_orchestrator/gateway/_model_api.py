@@ -13,7 +13,6 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 from continue_orchestrator.gateway import (
@@ -48,24 +47,13 @@ class ModelAPI:
     def __init__(self, runs: _runs.Runs, gate: _gate.Gate) -> None:
         self.runs = runs
         self.gate = gate
-        self._client: aiohttp.ClientSession | None = None
+        self._upstream = _http.Upstream(decompress=True)
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/runs/{run}/v1/chat/completions", self.chat)
         app.router.add_post("/runs/{run}/chat/completions", self.chat)
         app.router.add_post("/runs/{run}/outcome", self.outcome)
-        app.on_startup.append(self._open_client)
-        app.on_cleanup.append(self._close_client)
-
-    async def _open_client(self, app: web.Application) -> None:
-        self._client = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=600),
-            auto_decompress=True,
-        )
-
-    async def _close_client(self, app: web.Application) -> None:
-        if self._client is not None:
-            await self._client.close()
+        self._upstream.attach(app)
 
     def _authenticate(self, request: web.Request) -> _runs.RunState | None:
         return self.runs.authenticate(
@@ -131,10 +119,9 @@ class ModelAPI:
         await state.recorder.backpressure()
         results = await state.results.check(registration, state.delivered, messages)
         await _record_tool_results(state, messages, results)
-        assert self._client is not None  # opened when the app started
         exchange = _exchange.Exchange(
             self.gate,
-            self._client,
+            self._upstream.session,
             _exchange.AgentRequest(request, state, body, raw, upstream),
             results,
         )
