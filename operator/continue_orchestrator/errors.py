@@ -70,6 +70,21 @@ class RunnerError(OrchestratorError):
     """The runner cannot prepare the workspace, start the agent, or report the outcome."""
 
 
+class PublicationError(OrchestratorError):
+    """Publishing a run's work (diff check, fresh verify, commit, push, pull request) failed.
+
+    ``step`` names the step that failed (``diff``, ``verify``, ``commit``, ``push``,
+    ``pullRequest``, ``summary``); ``rule`` the policy rule that refused, when one did.
+    """
+
+    def __init__(
+        self, what: str, *, step: str, where: str = "", fix: str = "", rule: str | None = None
+    ) -> None:
+        self.step = step
+        self.rule = rule
+        super().__init__(what, where=where, fix=fix)
+
+
 class ForgeError(OrchestratorError):
     """A forge (GitHub, Gitea) refused or failed a request, or is configured wrongly.
 

@@ -89,7 +89,7 @@ class PullRequestOutput(_base.Model):
     base: str | None = pydantic.Field(default=None, max_length=255)
     """Base branch; the repository's ref when unset."""
     branch: str | None = pydantic.Field(default=None, max_length=255)
-    """Head branch to push; agent-run/RUN-NAME when unset."""
+    """Head branch to push; agent/RUN-NAME when unset."""
     title: str | None = pydantic.Field(default=None, max_length=256)
     """Pull request title; derived from the prompt when unset."""
     draft: bool = True

@@ -51,6 +51,13 @@ class Kind(enum.StrEnum):
     REPLAY_FINISHED = "replay.finished"
     TOMBSTONE = "tombstone"
     REPOSITORY_FETCH = "repository.fetch"
+    PUBLICATION_CHECKED = "publication.checked"
+    """The diff's paths and the branch and pull request passed policy (runs.publish)."""
+    PUBLICATION_VERIFIED = "publication.verified"
+    """The verify commands ran again in a fresh sandbox on the commit to be pushed."""
+    PUBLICATION_PUSHED = "publication.pushed"
+    PUBLICATION_SUMMARY = "publication.summary"
+    PUBLICATION_FAILED = "publication.failed"
 
 
 # A secret.read entry may name a secret, never carry its value.

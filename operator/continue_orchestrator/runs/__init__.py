@@ -15,7 +15,10 @@ below both, and each of them calls it:
 - the facts (``facts``): what the attestation and the run report say, from the ledger
   entries, the sealed record and the runner's report (``Evidence``);
 - the evidence a pull request carries (``evidence_body``, ``EvidenceInputs``): its body,
-  rendered from the facts, the sealed record and the ledger entries.
+  rendered from the facts, the sealed record and the ledger entries;
+- publication (``publish``, ``publication_target``, ``Publication``): the run's diff
+  checked against the policy again, verified again in a fresh sandbox, committed with
+  trailers on a clean clone, pushed and opened as a pull request (docs/publishing.md).
 
 ``runs`` imports neither ``controller``, ``local``, ``gateway`` nor ``cli``.
 """
@@ -72,10 +75,24 @@ from continue_orchestrator.runs._plan import (
     snapshot,
     spec_document,
 )
+from continue_orchestrator.runs._publish import Inputs as PublishInputs
+from continue_orchestrator.runs._publish import (
+    Publication,
+    Surroundings,
+    check_paths,
+    commit_message,
+    default_branch,
+    gates,
+    publish,
+)
+from continue_orchestrator.runs._publish import Target as PublicationTarget
+from continue_orchestrator.runs._publish import target as publication_target
+from continue_orchestrator.runs._publish_git import COMMITTER
 
 __all__ = [
     "AGENT_SANDBOX",
     "BODY_LIMIT",
+    "COMMITTER",
     "FRESH_SANDBOX",
     "RUNNER_COMMAND",
     "RUNNER_EXIT_CODES",
@@ -89,20 +106,28 @@ __all__ = [
     "GitOrigin",
     "Plan",
     "Provenance",
+    "Publication",
+    "PublicationTarget",
+    "PublishInputs",
     "Registration",
     "Snapshot",
+    "Surroundings",
     "ToolCall",
     "VerifyRun",
     "agent_verify_run",
     "argument_summary",
     "bundle",
     "check_attestable",
+    "check_paths",
+    "commit_message",
     "counts",
+    "default_branch",
     "evidence_body",
     "evidence_from_records",
     "facts",
     "final_message",
     "from_status",
+    "gates",
     "git_origin",
     "git_path",
     "git_url",
@@ -111,6 +136,8 @@ __all__ = [
     "parse_outcome",
     "parse_time",
     "phase_of",
+    "publication_target",
+    "publish",
     "read_evidence",
     "registration",
     "replay_of",
