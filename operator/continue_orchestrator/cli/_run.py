@@ -128,4 +128,5 @@ def run(args: argparse.Namespace) -> int:
     print(report.render())
     if args.json:
         print(report.model_dump_json(by_alias=True, indent=2))
-    return 0 if report.phase == api.Phase.SUCCEEDED.value else 1
+    published = report.publication is None or not report.publication.failed
+    return 0 if report.phase == api.Phase.SUCCEEDED.value and published else 1

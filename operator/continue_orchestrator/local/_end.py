@@ -7,8 +7,11 @@ say comes from what was recorded, read back: the ledger entries, and the gateway
 sealed record with the runner's report in it (``runs.read_evidence``); the facts are
 ``runs.facts``, the operator's builder. The attestation is signed with a development
 key that says so, stored under the state directory and verified again. The pull
-request body the run would post (``runs.evidence_body``) is written beside the report
-as ``pull-request.md``. Ctrl-C ends the run as a manual stop (``stopped``).
+request body (``runs.evidence_body``) is written beside the report as
+``pull-request.md``; when the run succeeded and its AgentRun asks for a pull request,
+the run's work is published (``_publish``, ``runs.publish``) and the file holds the
+body that was posted, with the fresh sandbox's verify results. Ctrl-C ends the run as
+a manual stop (``stopped``).
 """
 
 from __future__ import annotations
@@ -18,8 +21,18 @@ import os
 import pathlib
 from datetime import UTC, datetime
 
-from continue_orchestrator import api, attest, digest, errors, gateway, ledger, records, runs
-from continue_orchestrator.local import _context, _report, _sandbox
+from continue_orchestrator import (
+    api,
+    attest,
+    digest,
+    errors,
+    gateway,
+    ledger,
+    policy,
+    records,
+    runs,
+)
+from continue_orchestrator.local import _context, _publish, _report, _sandbox
 
 
 async def stopped(
@@ -128,7 +141,9 @@ def finish(
         stopped_by=run.actor,
     )
     report.attestation = _attest(run, book, facts)
-    report.pull_request = _pull_request(run, facts, end, entries, evidence, report.attestation)
+    report.pull_request, report.publication = _pull_request(
+        run, book, plan, facts, end, entries, evidence, report.attestation
+    )
     head = list(book.entries(run_uid=run.uid, start=last.sequence + 1))
     if head:
         summary.head_sequence, summary.head_hash = head[-1].sequence, head[-1].entry_hash
@@ -140,34 +155,57 @@ def finish(
 
 def _pull_request(
     run: _context.LocalRun,
+    book: ledger.Ledger,
+    plan: runs.Plan,
     facts: attest.RunFacts,
     end: runs.Finish,
     entries: list[ledger.Entry],
     evidence: runs.Evidence,
     attestation: _report.AttestationSummary,
-) -> _report.PullRequestSummary:
-    """The pull request body the run would post, written beside its report. There is no
-    forge to post it to yet, so it is only written."""
+) -> tuple[_report.PullRequestSummary, runs.Publication | None]:
+    """The pull request body, written beside the report; when the run succeeded and its
+    AgentRun asks for a pull request, published (``runs.publish``) with that body."""
     try:
         record = records.load(records.BlobStore(run.records), run.uid)
     except errors.RecordError:
         record = None
     signed = attestation.signed
-    body = runs.evidence_body(
-        runs.EvidenceInputs(
-            run=run.inputs.run, facts=facts, finish=end, entries=entries, record=record,
-            evidence=evidence,
-            provenance=runs.Provenance(
-                bundle_digest=attestation.bundle_digest if signed else None,
-                bundle=attestation.location, key=attestation.public_key,
-                ledger=run.ledger_url, ledger_key=attestation.public_key,
-                unsigned_reason=attestation.reason,
-            ),
-        )
-    )  # fmt: skip
+
+    def render(fresh: runs.VerifyRun | None) -> str:
+        agent = runs.agent_verify_run(evidence)
+        verify_runs = None if fresh is None else (*([agent] if agent else []), fresh)
+        return runs.evidence_body(
+            runs.EvidenceInputs(
+                run=run.inputs.run, facts=facts, finish=end, entries=entries, record=record,
+                evidence=evidence, verify_runs=verify_runs,
+                provenance=runs.Provenance(
+                    bundle_digest=attestation.bundle_digest if signed else None,
+                    bundle=attestation.location, key=attestation.public_key,
+                    ledger=run.ledger_url, ledger_key=attestation.public_key,
+                    unsigned_reason=attestation.reason,
+                ),
+            )
+        )  # fmt: skip
+
+    publication: runs.Publication | None = None
+    body: str | None = None
+    if end.phase is api.Phase.SUCCEEDED and runs.publication_target(run.inputs.run):
+        around = _publish.Surroundings(run, book, render, workspace=runs.WORKSPACE_DIR)
+        publication = _publish.publish(run, runs.PublishInputs(
+            run=run.inputs.run, uid=run.uid,
+            policy_set=policy.compile_snapshot(plan.snapshot.content),
+            outcome=evidence.outcome, bundle_digest=attestation.bundle_digest if signed else None,
+            record_digest=end.record_digest, finished_at=end.finished_at or run.started,
+            scratch=run.root,
+        ), around)  # fmt: skip
+        body = around.posted_body
+    if body is None:
+        body = render(None)
     path = run.root / "pull-request.md"
     path.write_text(body, encoding="utf-8")
-    return _report.PullRequestSummary(path=str(path), digest=digest.text(body))
+    posted = publication is not None and publication.pull_request is not None
+    summary = _report.PullRequestSummary(path=str(path), digest=digest.text(body), posted=posted)
+    return summary, publication
 
 
 def _attest(

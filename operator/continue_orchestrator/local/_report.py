@@ -64,7 +64,8 @@ class PullRequestSummary(_Model):
     digest: str
     """``sha256:`` of the body's UTF-8 bytes."""
     posted: bool = False
-    """Whether it went to a forge; ``orchestrator run`` has none to post to yet."""
+    """Whether it went to a forge: only when the AgentRun asks for a pull request
+    (``spec.output.pullRequest.enabled``) and publication opened it."""
 
 
 class Report(_Model):
@@ -90,6 +91,9 @@ class Report(_Model):
     ledger: LedgerSummary | None = None
     attestation: AttestationSummary | None = None
     pull_request: PullRequestSummary | None = None
+    publication: runs.Publication | None = None
+    """How publishing the run's work went; None when the run asked for no pull request
+    or did not succeed."""
     state_dir: str = ""
 
     def render(self) -> str:
@@ -149,10 +153,20 @@ class Report(_Model):
             pr = self.pull_request
             lines += [
                 f"pull request {pr.path}",
-                f"  body       {pr.digest}"
-                + ("" if pr.posted else "  (not posted: no forge configured)"),
+                f"  body       {pr.digest}" + ("" if pr.posted else _not_posted(self.publication)),
             ]
+        done = self.publication
+        if done is not None and done.pull_request is not None:
+            lines.append(f"published    {done.pull_request.url}  (head {done.head_sha})")
+        elif done is not None:
+            lines.append(f"publication  FAILED at {done.step}: {done.message}")
         return "\n".join(lines)
+
+
+def _not_posted(publication: runs.Publication | None) -> str:
+    if publication is None:
+        return "  (not posted: no forge configured)"
+    return "  (not posted: publication failed)"
 
 
 def _verdict(call: runs.ToolCall) -> str:
