@@ -183,6 +183,8 @@ class Surroundings(Protocol):
 
 @dataclasses.dataclass
 class _Progress:
+    step: str = "target"
+    """The stage publication is in: a failure that is not a PublicationError is its."""
     head_sha: str | None = None
     pushed: bool = False
     verify: tuple[runner.VerifyResult, ...] = ()
@@ -199,8 +201,8 @@ def publish(
     progress = _Progress()
     try:
         pull_request, summary_url = _publish(inputs, spot, connect, around, progress)
-    except (errors.PublicationError, errors.ForgeError) as error:
-        step = error.step if isinstance(error, errors.PublicationError) else "forge"
+    except errors.OrchestratorError as error:  # a forge's refusal, a sandbox that failed
+        step = error.step if isinstance(error, errors.PublicationError) else progress.step
         rule = error.rule if isinstance(error, errors.PublicationError) else None
         message = error.message
         if isinstance(error, errors.ForgeError) and error.forge_message:
@@ -249,6 +251,7 @@ def _publish(
     )  # fmt: skip
     context = policy.RunContext(namespace=str(names["namespace"]), name=str(run.metadata.name),
                                 uid=inputs.uid, branch=spot.branch)  # fmt: skip
+    progress.step = "commit"
     host = connect(spot.repository)
     credential = host.git_credential(repo)
     checkout = git.clone(repo.clone_url, diff.base, inputs.scratch / "commit", credential)
@@ -263,6 +266,7 @@ def _publish(
                        "rule": d.rule} for d in decisions],
     })  # fmt: skip
     progress.head_sha = git.commit(checkout, message, inputs.finished_at)
+    progress.step = "verify"
     copy = git.verify_copy(checkout, inputs.scratch / "verify")
     progress.verify = around.verify(copy.path, run.spec.verify)
     failed = [r.name for r in progress.verify if not r.passed]
@@ -275,9 +279,11 @@ def _publish(
         raise errors.PublicationError(
             f"verify failed in the fresh sandbox: {', '.join(failed)}", step="verify"
         )
+    progress.step = "push"
     _push(checkout, repo, spot, credential, progress)
     around.record(ledger.Kind.PUBLICATION_PUSHED,
                   {**names, "commit": progress.head_sha, "pushed": progress.pushed})  # fmt: skip
+    progress.step = "pullRequest"
     body = around.body(_evidence_body.VerifyRun(_evidence_body.FRESH_SANDBOX, progress.verify))
     pull_request = host.open_pull_request(
         repo, head_branch=spot.branch, base_branch=spot.base, title=spot.title, body=body
@@ -286,6 +292,7 @@ def _publish(
         **names, "number": pull_request.number, "url": pull_request.url,
         "headSha": pull_request.head_sha, "bodyDigest": digest.text(body),
     })  # fmt: skip
+    progress.step = "summary"
     summary_url = host.post_summary(
         repo, pull_request, head_sha=progress.head_sha, title="Continue Orchestrator run",
         summary=_summary(inputs, progress.verify),

@@ -26,6 +26,7 @@ from continue_orchestrator import errors, forge
 
 COMMITTER = ("Continue Orchestrator", "orchestrator@continue-orchestrator.invalid")
 """Author and committer of every published commit: the orchestrator, not a person."""
+GIT_TIMEOUT_SECONDS = 600
 
 _SAFE_CONFIG = {
     "core.fsmonitor": "false",
@@ -72,15 +73,19 @@ def _git(
     extra: Mapping[str, str] | None = None,
     stdin: bytes | None = None,
 ) -> str:
-    with tempfile.TemporaryDirectory(prefix="publish-home-") as home:
-        result = subprocess.run(
-            ["git", *_SAFE, *args],
-            cwd=cwd,
-            env=_environment(home, extra),
-            input=stdin,
-            capture_output=True,
-            timeout=600,
-        )
+    try:
+        with tempfile.TemporaryDirectory(prefix="publish-home-") as home:
+            result = subprocess.run(
+                ["git", *_SAFE, *args],
+                cwd=cwd,
+                env=_environment(home, extra),
+                input=stdin,
+                capture_output=True,
+                timeout=GIT_TIMEOUT_SECONDS,
+            )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise errors.PublicationError(f"git {args[0]} did not run: {error}", step=step,
+                                      where=str(cwd)) from error  # fmt: skip
     if result.returncode != 0:
         said = result.stderr.decode(errors="replace").strip().splitlines()[-3:]
         raise errors.PublicationError(

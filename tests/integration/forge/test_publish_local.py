@@ -117,7 +117,12 @@ def _patch(gitea: Gitea, tmp_path: pathlib.Path, files: dict[str, str]) -> bytes
 
 
 def _inputs(
-    gitea: Gitea, name: str, patch: bytes, scratch: pathlib.Path, verify: str
+    gitea: Gitea,
+    name: str,
+    patch: bytes,
+    scratch: pathlib.Path,
+    verify: str,
+    output: dict[str, Any] | None = None,
 ) -> runs.PublishInputs:
     url = gitea.clone_url(name)
     run = api.AgentRun.model_validate({
@@ -129,7 +134,7 @@ def _inputs(
             "agent": {"configMapKeyRef": {"name": "agent", "key": "config.yaml"}},
             "prompt": "Round prices half up.",
             "verify": [{"name": "unit-tests", "command": verify}],
-            "output": {"pullRequest": {"enabled": True}},
+            "output": {"pullRequest": {"enabled": True, **(output or {})}},
         },
     })  # fmt: skip
     outcome = runner.Outcome.model_validate({
@@ -220,3 +225,18 @@ def test_a_verify_failure_in_the_fresh_checkout_stops_before_the_push(
     assert [r.result.exit_code for r in done.verify] == [3]
     with pytest.raises(ForgeError):
         gitea.api("GET", f"/repos/{gitea.full_name(name)}/branches/agent%2F{name}")
+
+
+def test_a_forge_that_refuses_fails_publication_with_its_message(
+    gitea: Gitea, tmp_path: pathlib.Path
+) -> None:
+    name = _repository(gitea)
+    patch = _patch(gitea, tmp_path, {"src/shop/pricing.py": FIX})
+    around = Around()
+    inputs = _inputs(gitea, name, patch, tmp_path / "s", "true", {"base": "no-such-base"})
+    done = runs.publish(inputs, _connect(gitea), around)
+    assert done.state == "failed" and done.step == "pullRequest", done
+    assert "the forge said" in done.message, done.message
+    assert around.kinds()[-1] is ledger.Kind.PUBLICATION_FAILED
+    assert around.entries[-1][1]["step"] == "pullRequest"
+    assert gitea.pulls(name) == []
