@@ -156,7 +156,8 @@ def test_the_demo_opens_a_pull_request_with_its_evidence(
     files = gitea.api("GET", f"/repos/{full}/pulls/{pull.number}/files")
     assert sorted(f["filename"] for f in files) == sorted(f.path for f in report.diff_files)
 
-    kinds = [e.kind for e in _entries(state, report.uid)]
+    entries = _entries(state, report.uid)
+    kinds = [e.kind for e in entries]
     finished = kinds.index(ledger.Kind.RUN_FINISHED)
     published = [k for k in kinds[finished:] if k.value.startswith(("publication.", "pull_"))]
     assert published == [
@@ -165,8 +166,16 @@ def test_the_demo_opens_a_pull_request_with_its_evidence(
         ledger.Kind.PUBLICATION_SUMMARY,
     ]  # fmt: skip
     # The held test change is held again at publication; --approve-all granted it.
-    assert ledger.Kind.APPROVAL_GRANTED in kinds[finished:]
+    granted = [e.payload or {} for e in entries[finished:]
+               if e.kind is ledger.Kind.APPROVAL_GRANTED]  # fmt: skip
+    assert [(g["for"], g["rule"]) for g in granted] == [
+        ("publication", "demo-fixer/tests-need-approval")
+    ]
+    assert "(--approve-all)" in granted[0]["by"]
     assert report.ledger is not None and report.ledger.verified, report.ledger
+    # The forge token pushed, and is in nothing the run left behind.
+    for path in state.rglob("*"):
+        assert not path.is_file() or gitea.token.encode() not in path.read_bytes(), path
 
 
 NOTES_WRITER = textwrap.dedent('''\

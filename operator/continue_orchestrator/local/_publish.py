@@ -20,6 +20,7 @@ The pipeline is ``runs.publish``'s; this module gives it what only local mode ha
 from __future__ import annotations
 
 import dataclasses
+import getpass
 import pathlib
 import tempfile
 from collections.abc import Callable, Sequence
@@ -52,29 +53,30 @@ class Surroundings:
     def approve(self, decision: policy.Decision) -> None:
         run = self._run
         what = decision.request.describe()
-        payload = {"name": run.inputs.name, "namespace": run.inputs.namespace,
-                   "request": what, "rule": decision.rule, "for": "publication",
-                   "decidedBy": run.options.decided_by or run.actor}  # fmt: skip
-        if run.options.approvals == "approve":
-            self.record(ledger.Kind.APPROVAL_GRANTED, payload)
-            run.say(
-                f"publication: {what} needs approval ({decision.rule}); --approve-all grants it"
+        approvals = run.options.approvals
+        if approvals == "ask":
+            raise errors.PublicationError(
+                f"{what} needs approval ({decision.reason}), and approving a publication "
+                "with orchestrator approve is not supported locally yet",
+                step="approval",
+                rule=decision.rule,
+                fix="run with --approve-all to decide it, or allow it in the policy",
             )
-            return
-        if run.options.approvals == "deny":
-            self.record(ledger.Kind.APPROVAL_DENIED, payload)
+        flag = "--approve-all" if approvals == "approve" else "--deny-all"
+        by = run.options.decided_by or getpass.getuser()
+        self.record(
+            ledger.Kind.APPROVAL_GRANTED if approvals == "approve" else ledger.Kind.APPROVAL_DENIED,
+            {"name": run.inputs.name, "namespace": run.inputs.namespace, "for": "publication",
+             "request": what, "rule": decision.rule, "by": f"{by} ({flag})",
+             "reason": f"decided by {flag}"},
+        )  # fmt: skip
+        if approvals == "deny":
             raise errors.PublicationError(
                 f"{what} needs approval ({decision.reason}) and --deny-all refused it",
                 step="approval",
                 rule=decision.rule,
             )
-        raise errors.PublicationError(
-            f"{what} needs approval ({decision.reason}), and approving a publication with "
-            "orchestrator approve is not supported locally yet",
-            step="approval",
-            rule=decision.rule,
-            fix="run with --approve-all to decide it, or allow it in the policy",
-        )
+        run.say(f"publication: {what} needs approval ({decision.rule}); {flag} granted it")
 
     def verify(
         self, checkout: pathlib.Path, commands: Sequence[api.VerifyCommand]
