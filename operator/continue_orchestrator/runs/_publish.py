@@ -67,7 +67,9 @@ def target(run: api.AgentRun) -> Target | None:
     ref = spec.repository.ref
     base = wanted.base or (ref.removeprefix("refs/heads/") if ref != "HEAD" else "")
     prompt_line = next((line.strip() for line in spec.prompt.splitlines() if line.strip()), "")
-    title = wanted.title or _shorten(prompt_line or f"Agent run {run.metadata.name}")
+    title = " ".join((wanted.title or "").split()) or _shorten(
+        prompt_line or f"Agent run {run.metadata.name}"
+    )
     return Target(
         repository=spec.repository.url,
         base=base,
@@ -256,6 +258,9 @@ def _publish(
     credential = host.git_credential(repo)
     checkout = git.clone(repo.clone_url, diff.base, inputs.scratch / "commit", credential)
     paths = sorted({*git.apply(checkout, patch), *(f.path for f in diff.files)})
+    if not paths:
+        raise errors.PublicationError("the run changed nothing: there is nothing to publish",
+                                      step="diff")  # fmt: skip
     decisions = [*check_paths(inputs.policy_set, context, paths),
                  *gates(inputs.policy_set, context, spot)]  # fmt: skip
     for decision in decisions:

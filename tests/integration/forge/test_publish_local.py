@@ -240,3 +240,13 @@ def test_a_forge_that_refuses_fails_publication_with_its_message(
     assert around.kinds()[-1] is ledger.Kind.PUBLICATION_FAILED
     assert around.entries[-1][1]["step"] == "pullRequest"
     assert gitea.pulls(name) == []
+
+
+def test_a_run_that_changed_nothing_is_not_published(gitea: Gitea, tmp_path: pathlib.Path) -> None:
+    name = _repository(gitea)
+    patch = _patch(gitea, tmp_path, {})
+    assert patch == b""
+    done = runs.publish(_inputs(gitea, name, patch, tmp_path / "s", "true"), _connect(gitea),
+                        Around())  # fmt: skip
+    assert done.state == "failed" and done.step == "diff" and "changed nothing" in done.message
+    assert gitea.pulls(name) == []

@@ -84,6 +84,8 @@ def test_the_spec_asks_for_a_pull_request_only_when_enabled() -> None:
         "release",
         "T",
     )
+    spaced = runs.publication_target(_run({"enabled": True, "title": "Fix\n\nOrchestrator-Run: x"}))
+    assert spaced is not None and spaced.title == "Fix Orchestrator-Run: x"  # one line, always
     headless = runs.publication_target(_run({"enabled": True}, ref="HEAD"))
     assert headless is not None and headless.base == ""
 
