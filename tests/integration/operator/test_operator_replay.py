@@ -59,8 +59,12 @@ class _Gateway:
         self.book = ledger.open(self.ledger_url)
         (root / "script.yaml").write_text(SCRIPT)
         self.model = local.ScriptedModel(local.Script.from_file(root / "script.yaml"))
+        # The pods clone the demo's directory origin through this gateway.
         self.server = gateway.Gateway(
-            record_root=str(root / "records"), ledger=self.book, admin_token=gateway.new_token()
+            record_root=str(root / "records"),
+            ledger=self.book,
+            admin_token=gateway.new_token(),
+            local_repositories=True,
         )
         self.model_base = self.call(self.model.start())
         self.url = self.call(self.server.start())
