@@ -263,8 +263,17 @@ def _publish(
                                       step="diff")  # fmt: skip
     decisions = [*check_paths(inputs.policy_set, context, paths),
                  *gates(inputs.policy_set, context, spot)]  # fmt: skip
+    denied = [d for d in decisions if d.effect is api.Effect.DENY]
+    if denied:
+        raise errors.PublicationError(
+            "policy denies " + "; ".join(f"{d.request.describe()} ({d.reason})" for d in denied),
+            step="policy",
+            rule=denied[0].rule,
+            fix="the run's work is not published; change the diff or the policy",
+        )
     for decision in decisions:
-        _settle(decision, around)
+        if decision.effect is api.Effect.REQUIRE_APPROVAL:
+            around.approve(decision)
     around.record(ledger.Kind.PUBLICATION_CHECKED, {
         **names, "paths": paths, "policyDigest": inputs.policy_set.digest,
         "decisions": [{"request": d.request.describe(), "effect": d.effect.value,
@@ -304,20 +313,6 @@ def _publish(
     )  # fmt: skip
     around.record(ledger.Kind.PUBLICATION_SUMMARY, {**names, "url": summary_url})
     return pull_request, summary_url
-
-
-def _settle(decision: policy.Decision, around: Surroundings) -> None:
-    if decision.effect is api.Effect.ALLOW:
-        return
-    what = decision.request.describe()
-    if decision.effect is api.Effect.DENY:
-        raise errors.PublicationError(
-            f"policy denies {what}: {decision.reason}",
-            step="policy",
-            rule=decision.rule,
-            fix="the run's work is not published; change the diff or the policy",
-        )
-    around.approve(decision)
 
 
 def _required(value: str | None, what: str) -> str:

@@ -200,12 +200,15 @@ def test_a_run_is_published_once_with_its_evidence_and_trailers(
 
 def test_a_path_the_policy_denies_blocks_publication(gitea: Gitea, tmp_path: pathlib.Path) -> None:
     name = _repository(gitea)
-    patch = _patch(gitea, tmp_path, {"src/shop/pricing.py": FIX, "NOTES.md": "agent notes\n"})
+    files = {"src/shop/pricing.py": FIX, "NOTES.md": "agent notes\n", "README.md": "mine\n"}
+    patch = _patch(gitea, tmp_path, files)
     around = Around()
     done = runs.publish(_inputs(gitea, name, patch, tmp_path / "s", "true"), _connect(gitea),
                         around)  # fmt: skip
     assert done.state == "failed" and done.step == "policy"
     assert done.rule == "fixer/no-notes" and "NOTES.md" in done.message
+    # Every denied path is named, the one no rule allows (the default) too.
+    assert "path='README.md'" in done.message, done.message
     assert around.kinds() == [ledger.Kind.PUBLICATION_FAILED]
     assert around.entries[0][1]["rule"] == "fixer/no-notes"
     with pytest.raises(ForgeError) as missing:
