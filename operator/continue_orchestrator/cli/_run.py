@@ -21,7 +21,10 @@ def register(subparsers: _flags.Subparsers) -> None:
         Run an AgentRun the way the operator does, without Kubernetes: the gateway on
         the sandbox's host end, the runner in gVisor inside a network namespace whose
         only route is the gateway, a SQLite ledger, the record store, and an attestation
-        signed with a development key. Exit 0 when the run succeeded.
+        signed with a development key. When the AgentRun sets
+        spec.output.pullRequest.enabled and the run succeeded, its work is published as a
+        pull request (docs/publishing.md). Exit 0 when the run succeeded and its
+        publication, if it asked for one, opened the pull request.
         """,
     )
     parser.add_argument("manifest", type=pathlib.Path, metavar="AGENTRUN.yaml")
@@ -55,7 +58,7 @@ def register(subparsers: _flags.Subparsers) -> None:
         metavar="env:VAR",
         help="the forge token spec.repository.credentialsSecretRef names, from an environment "
         "variable (env:VAR) or a file (file:PATH); the gateway fetches with it, the sandbox "
-        "never sees it",
+        "never sees it, and publication pushes and opens the pull request with it",
     )
     parser.add_argument(
         "--state-dir",
