@@ -162,7 +162,8 @@ class Sandbox:
         ``SandboxRequested`` is written before the create. A start that finds it (after a
         crash, or kopf's retry after an unclear failure) and no pod looks in the ledger:
         the gateway commits every tool call there before the agent sees it, so a run
-        with no entry but the operator's never acted, and its pod is created (again).
+        with no entry but the operator's (and the gateway's record of its clone's
+        fetches) never acted, and its pod is created (again).
         One with entries fails (``PodDeleted``): a run must never act twice. Only a
         create the API server refused (4xx) clears the condition. Nothing else reads it,
         so the resync timer cannot race it.
@@ -178,7 +179,13 @@ class Sandbox:
                 self._check_ours(found, plan.uid, "Pod")
                 return False
             entries = self.book.entries(run_uid=plan.uid)
-            acted = [entry for entry in entries if entry.actor != self.settings.actor]
+            # Its clone fetched through the gateway (repository.fetch): that is no act.
+            acted = [
+                entry
+                for entry in entries
+                if entry.actor != self.settings.actor
+                and entry.kind is not ledger.Kind.REPOSITORY_FETCH
+            ]
             if acted:
                 raise _validate.Rejection(
                     api.Phase.FAILED,

@@ -2,7 +2,7 @@
 
 An agent has side effects (pushes, pull requests), so a pod that may have acted is never
 created again; one that provably did not (the gateway, which commits every tool call to
-the ledger before the agent sees it, has nothing from it) is. The real
+the ledger before the agent sees it, has nothing from it but its clone's fetches) is. The real
 ``controller.Reconciler`` runs against the real kube-apiserver (no kubelet: the pods
 stay Pending); a ``Kube`` that stops at a chosen point stands in for the operator being
 killed there, and a fresh reconciler plays the restarted one.
@@ -127,6 +127,23 @@ def test_a_pod_that_never_reached_the_gateway_is_created_again(
         (pod,) = cluster.pods(namespace, uid)
         assert pod["metadata"]["uid"] != first
         current = cluster.run(namespace, "never-ran") or {}
+        assert harness.conditions(current)["SandboxReady"]["reason"] == "PodCreated"
+
+
+def test_a_pod_that_only_cloned_through_the_gateway_is_created_again(
+    kube: ControlPlane, bare_namespace: str, tmp_path: pathlib.Path
+) -> None:
+    namespace = bare_namespace
+    cluster, run = _start_run(kube, namespace, "only-cloned")
+    uid = run["metadata"]["uid"]
+    with ledger.open(f"sqlite:///{tmp_path / 'ledger.db'}") as book:
+        first = _kill_after_create_then_delete_the_pod(kube, cluster, book, run)
+        # Its runner fetched the repository through the gateway, and did nothing else.
+        book.append(uid, ledger.Kind.REPOSITORY_FETCH, "gateway", {"wants": ["a" * 40]})
+        _reconciler(kube, book).start(run)
+        (pod,) = cluster.pods(namespace, uid)
+        assert pod["metadata"]["uid"] != first
+        current = cluster.run(namespace, "only-cloned") or {}
         assert harness.conditions(current)["SandboxReady"]["reason"] == "PodCreated"
 
 
