@@ -34,7 +34,6 @@ import yaml
 from tests import runner_support
 from tests.forge import ForgeError, Gitea
 from tests.forge import gitea as forge
-from tests.forge.plugin import gitea
 
 from continue_orchestrator import ledger, local
 
@@ -44,8 +43,6 @@ pytestmark = [
     pytest.mark.forge,
     pytest.mark.skipif(os.geteuid() != 0, reason="the local gVisor sandbox needs root"),
 ]
-
-__all__ = ["gitea"]  # the session fixture, used by name
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DEMO = ROOT / "examples" / "demo"
