@@ -17,11 +17,14 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import textwrap
+import threading
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Literal
 
 import pytest
 import yaml
@@ -41,6 +44,7 @@ pytestmark = [
 __all__ = ["gitea"]  # the session fixture, used by name
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
+ORCHESTRATOR = str(ROOT / ".venv" / "bin" / "orchestrator")
 DEMO = ROOT / "examples" / "demo"
 PUBLISH_RULES = [
     {"name": "push-agent-branches", "actions": ["branch.push"], "branches": ["agent/*"],
@@ -97,6 +101,9 @@ def _run(
     script: local.Script,
     state: pathlib.Path,
     monkeypatch: pytest.MonkeyPatch,
+    *,
+    approvals: Literal["ask", "approve", "deny"] = "approve",
+    say: Callable[[str], None] = lambda line: None,
 ) -> local.Report:
     monkeypatch.setenv("DEMO_OPENAI_API_KEY", "sk-demo-placeholder-0123456789abcdef")
     monkeypatch.setenv("PUBLISH_FORGE_TOKEN", gitea.token)
@@ -106,8 +113,8 @@ def _run(
         secrets=["OPENAI_API_KEY=env:DEMO_OPENAI_API_KEY"],
         repository_credential="env:PUBLISH_FORGE_TOKEN",
     )
-    options = local.Options(state_dir=state, model=local.ScriptedModel(script), approvals="approve")
-    return local.run(inputs, options, say=lambda line: None)
+    options = local.Options(state_dir=state, model=local.ScriptedModel(script), approvals=approvals)
+    return local.run(inputs, options, say=say)
 
 
 def _entries(state: pathlib.Path, uid: str) -> list[ledger.Entry]:
@@ -228,3 +235,48 @@ def test_a_file_the_policy_denies_is_not_published(
         gitea.api("GET", f"/repos/{gitea.full_name(name)}/branches/agent%2Ffix-rounding")
     assert missing.value.status == 404
     assert gitea.pulls(name) == []
+
+
+def test_a_person_approves_the_publication_with_orchestrator_approve(
+    gitea: Gitea, cn: str, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without --approve-all, the demo's held tests/** write is held twice: during the run
+    (a tool call) and at publication, each until a person runs the printed command."""
+    name = _repository(gitea)
+    manifest = _manifests(gitea, name, tmp_path / "manifests")
+    lines: list[str] = []
+    approvals: list[subprocess.CompletedProcess[str]] = []
+    deciders: list[threading.Thread] = []
+
+    def approve(argv: list[str]) -> None:
+        approvals.append(subprocess.run([*argv, "--by", "alice"], capture_output=True,
+                                        text=True, timeout=60))  # fmt: skip
+
+    def say(text: str) -> None:
+        lines.append(text)
+        for line in text.splitlines():
+            match = re.search(r"approve:\s+(orchestrator approve .*)$", line)
+            if match:  # another terminal: never block the run that printed it
+                argv = match.group(1).split()
+                argv[0] = ORCHESTRATOR
+                deciders.append(threading.Thread(target=approve, args=(argv,)))
+                deciders[-1].start()
+
+    script = local.Script.from_file(DEMO / "model-script.yaml")
+    state = tmp_path / "state"
+    report = _run(gitea, manifest, script, state, monkeypatch, approvals="ask", say=say)
+    for decider in deciders:
+        decider.join(timeout=60)
+    output = "\n".join(lines)
+    assert [a.returncode for a in approvals] == [0, 0], [a.stderr for a in approvals]
+    assert "WAITING FOR APPROVAL of publication: file.write path='tests/test_pricing.py'" in output
+    done = report.publication
+    assert done is not None and done.state == "opened", report.render()
+    assert len(gitea.pulls(name)) == 1
+    entries = _entries(state, report.uid)
+    finished = [e.kind for e in entries].index(ledger.Kind.RUN_FINISHED)
+    granted = [e.payload or {} for e in entries[finished:]
+               if e.kind is ledger.Kind.APPROVAL_GRANTED]  # fmt: skip
+    assert [(g["for"], g["by"], g["callId"]) for g in granted] == [
+        ("publication", "alice", "publication-1")
+    ]

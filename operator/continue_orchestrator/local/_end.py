@@ -72,6 +72,7 @@ def finish(
     record_digest: str | None,
     image: str,
     gateway_url: str,
+    waiter: _publish.Waiter | None = None,
 ) -> _report.Report:
     """The run's end once the gateway sealed its record (``record_digest``, as it
     answered): ledger entry, report, attestation."""
@@ -142,7 +143,7 @@ def finish(
     )
     report.attestation = _attest(run, book, facts)
     report.pull_request, report.publication = _pull_request(
-        run, book, plan, facts, end, entries, evidence, report.attestation
+        run, book, plan, facts, end, entries, evidence, report.attestation, waiter
     )
     head = list(book.entries(run_uid=run.uid, start=last.sequence + 1))
     if head:
@@ -162,6 +163,7 @@ def _pull_request(
     entries: list[ledger.Entry],
     evidence: runs.Evidence,
     attestation: _report.AttestationSummary,
+    waiter: _publish.Waiter | None,
 ) -> tuple[_report.PullRequestSummary, runs.Publication | None]:
     """The pull request body, written beside the report; when the run succeeded and its
     AgentRun asks for a pull request, published (``runs.publish``) with that body."""
@@ -190,7 +192,9 @@ def _pull_request(
     publication: runs.Publication | None = None
     body: str | None = None
     if end.phase is api.Phase.SUCCEEDED and runs.publication_target(run.inputs.run):
-        around = _publish.Surroundings(run, book, render, workspace=runs.WORKSPACE_DIR)
+        around = _publish.Surroundings(
+            run, book, render, workspace=runs.WORKSPACE_DIR, waiter=waiter
+        )
         publication = _publish.publish(run, runs.PublishInputs(
             run=run.inputs.run, uid=run.uid,
             policy_set=policy.compile_snapshot(plan.snapshot.content),

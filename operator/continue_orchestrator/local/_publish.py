@@ -6,10 +6,10 @@ The pipeline is ``runs.publish``'s; this module gives it what only local mode ha
   ``--repository-credential`` gave (the one the gateway fetched with; there is no
   separate publishing credential locally yet);
 - approvals: a RequireApproval on a publication step is decided by ``--approve-all``
-  (granted) or ``--deny-all`` (refused), recorded as ``approval.granted`` /
-  ``approval.denied``; without either, publication fails saying that approving a
-  publication through ``orchestrator approve`` is not supported locally yet (the
-  gateway that would hold the approval has already stopped);
+  (granted) or ``--deny-all`` (refused); without either it is held in the run's
+  gateway, still up, until ``orchestrator approve|deny`` decides it (``Waiter``), as a
+  held tool call is, and the run's approval timeout denies it. Each is recorded as
+  ``approval.requested`` / ``approval.granted`` / ``approval.denied``;
 - the fresh sandbox: a new ``_sandbox.Sandbox`` of the run's ``--sandbox`` mode, with no
   port open (no gateway, no model, no network), the clean checkout bound at the
   workspace's path, and each verify command run with ``/bin/sh -c`` as the runner runs
@@ -19,6 +19,7 @@ The pipeline is ``runs.publish``'s; this module gives it what only local mode ha
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import getpass
 import pathlib
@@ -26,11 +27,45 @@ import tempfile
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from continue_orchestrator import api, errors, forge, ledger, policy, runner, runs
+from continue_orchestrator import api, errors, forge, gateway, ledger, policy, runner, runs
 from continue_orchestrator.local import _context, _sandbox
 
 _SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
 _OUTPUT_LIMIT = 65536
+
+
+@dataclasses.dataclass(frozen=True)
+class Waiter:
+    """Holds a publication approval in the run's gateway until a person decides it.
+
+    Publication runs in a worker thread while the gateway serves on the event loop, so
+    ``orchestrator approve`` reaches the broker as it does for a held tool call."""
+
+    broker: gateway.LocalApprovalBroker
+    loop: asyncio.AbstractEventLoop
+    command: str
+    """``RUN CALL --gateway URL --admin-token-file FILE`` without the call: what
+    ``orchestrator approve|deny`` needs besides the call id."""
+    timeout: float
+
+    def wait(self, approval: gateway.Approval) -> gateway.ApprovalOutcome | None:
+        """The decision; None when nobody decided within ``timeout`` (a denial)."""
+
+        async def held() -> gateway.ApprovalOutcome | None:
+            try:
+                return await asyncio.wait_for(
+                    self.broker.request(approval.run, approval), self.timeout
+                )
+            except TimeoutError:
+                return None
+
+        return asyncio.run_coroutine_threadsafe(held(), self.loop).result()
+
+    def refuse_pending(self, run: str, by: str) -> None:
+        """Ctrl-C: a held publication approval is refused, so the waiting thread ends."""
+        for approval in self.broker.pending(run):
+            self.broker.decide(run, approval.id, approved=False, by=by,
+                               reason="the run was stopped")  # fmt: skip
 
 
 class Surroundings:
@@ -43,11 +78,14 @@ class Surroundings:
         body: Callable[[runs.VerifyRun], str],
         *,
         workspace: str,
+        waiter: Waiter | None = None,
     ) -> None:
         self._run = run
         self._book = book
         self._body = body
         self._workspace = workspace
+        self._waiter = waiter
+        self._held = 0
         self.posted_body: str | None = None
 
     def approve(self, decision: policy.Decision) -> None:
@@ -55,13 +93,8 @@ class Surroundings:
         what = decision.request.describe()
         approvals = run.options.approvals
         if approvals == "ask":
-            raise errors.PublicationError(
-                f"{what} needs approval ({decision.reason}), and approving a publication "
-                "with orchestrator approve is not supported locally yet",
-                step="approval",
-                rule=decision.rule,
-                fix="run with --approve-all to decide it, or allow it in the policy",
-            )
+            self._ask(decision)
+            return
         flag = "--approve-all" if approvals == "approve" else "--deny-all"
         by = run.options.decided_by or getpass.getuser()
         self.record(
@@ -77,6 +110,49 @@ class Surroundings:
                 rule=decision.rule,
             )
         run.say(f"publication: {what} needs approval ({decision.rule}); {flag} granted it")
+
+    def _ask(self, decision: policy.Decision) -> None:
+        run, waiter = self._run, self._waiter
+        what = decision.request.describe()
+        if waiter is None:
+            raise errors.PublicationError(
+                f"{what} needs approval ({decision.reason}), and no gateway is up to hold it",
+                step="approval",
+                rule=decision.rule,
+                fix="run with --approve-all to decide it, or allow it in the policy",
+            )
+        self._held += 1
+        approval = gateway.Approval(
+            id=f"publication-{self._held}", run=run.uid, tool="publication",
+            arguments={"request": what}, rule=str(decision.rule or ""),
+            reason=decision.reason, timeout=waiter.timeout,
+        )  # fmt: skip
+        names = {"name": run.inputs.name, "namespace": run.inputs.namespace, "for": "publication"}
+        self.record(ledger.Kind.APPROVAL_REQUESTED, {**names, **approval.to_json()})
+        common = f"{run.uid} {approval.id} {waiter.command}"
+        run.say(
+            f"\n  WAITING FOR APPROVAL of publication: {what}\n"
+            f"    rule {decision.rule}: {decision.reason}\n"
+            f"    approve:  orchestrator approve {common}\n"
+            f"    deny:     orchestrator deny {common}\n"
+            f"    (denied automatically after {waiter.timeout:g} s)\n"
+        )
+        outcome = waiter.wait(approval)
+        payload = {**names, "callId": approval.id, "request": what, "rule": decision.rule,
+                   "by": outcome.decided_by if outcome else "timeout",
+                   "reason": outcome.reason if outcome else f"no approval within "
+                   f"{waiter.timeout:g} s"}  # fmt: skip
+        if outcome is not None and outcome.approved:
+            self.record(ledger.Kind.APPROVAL_GRANTED, payload)
+            run.say(f"publication: {what} approved by {outcome.decided_by}")
+            return
+        self.record(ledger.Kind.APPROVAL_DENIED, payload)
+        raise errors.PublicationError(
+            f"{what} needs approval ({decision.reason}) and "
+            + (f"{outcome.decided_by} denied it" if outcome else "nobody approved it in time"),
+            step="approval",
+            rule=decision.rule,
+        )
 
     def verify(
         self, checkout: pathlib.Path, commands: Sequence[api.VerifyCommand]

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import pathlib
 import signal
 
-from continue_orchestrator import gateway, ledger
+from continue_orchestrator import gateway, ledger, runs
 from continue_orchestrator.local import (
     _admission,
     _context,
@@ -27,6 +28,7 @@ from continue_orchestrator.local import (
     _inputs,
     _options,
     _progress,
+    _publish,
     _report,
     _sandbox,
     _sandboxed,
@@ -102,19 +104,55 @@ async def _main(run: _context.LocalRun) -> _report.Report:
                 raise
             await progress.poll()
             record_digest = await server.unregister_run(run.uid)
+            # Inside the sandbox's lifetime: the gateway listens on its host end.
+            report = await _ending(
+                run, server, book, plan, completed,
+                record_digest=record_digest, image=image, gateway_url=base_url,
+                token_file=token_file,
+            )  # fmt: skip
     finally:
         if server is not None:
             await server.stop()
         if model is not None:
             await model.stop()
-    try:
-        report = _end.finish(
-            run, book, plan, completed,
-            record_digest=record_digest, image=image, gateway_url=base_url,
-        )  # fmt: skip
-    finally:
         book.close()
     (run.root / "report.json").write_text(
         report.model_dump_json(by_alias=True, indent=2), encoding="utf-8"
     )
     return report
+
+
+async def _ending(
+    run: _context.LocalRun,
+    server: gateway.Gateway,
+    book: ledger.Ledger,
+    plan: runs.Plan,
+    completed: _sandbox.Completed,
+    *,
+    record_digest: str | None,
+    image: str,
+    gateway_url: str,
+    token_file: pathlib.Path,
+) -> _report.Report:
+    """The run's end (``_end.finish``), in a worker thread while the gateway still
+    serves: a publication step that needs approval is held there until ``orchestrator
+    approve|deny`` decides it. Ctrl-C refuses it, and the end completes before the
+    gateway and the ledger close."""
+    broker = server.broker
+    waiter = None
+    if isinstance(broker, gateway.LocalApprovalBroker):
+        timeout = float(run.inputs.run_policy.spec.approval_timeout_seconds)
+        command = f"--gateway {gateway_url} --admin-token-file {token_file}"
+        waiter = _publish.Waiter(broker, asyncio.get_running_loop(), command, timeout)
+    ending = asyncio.ensure_future(asyncio.to_thread(
+        _end.finish, run, book, plan, completed, record_digest=record_digest, image=image,
+        gateway_url=gateway_url, waiter=waiter,
+    ))  # fmt: skip
+    try:
+        return await asyncio.shield(ending)
+    except asyncio.CancelledError:
+        if waiter is not None:
+            waiter.refuse_pending(run.uid, run.actor)
+        with contextlib.suppress(Exception):
+            await ending
+        raise
