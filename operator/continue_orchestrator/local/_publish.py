@@ -68,28 +68,23 @@ class Waiter:
                                reason="the run was stopped")  # fmt: skip
 
 
+@dataclasses.dataclass
 class Surroundings:
     """``runs.Surroundings`` for one local run."""
 
-    def __init__(
-        self,
-        run: _context.LocalRun,
-        book: ledger.Ledger,
-        body: Callable[[runs.VerifyRun], str],
-        *,
-        workspace: str,
-        waiter: Waiter | None = None,
-    ) -> None:
-        self._run = run
-        self._book = book
-        self._body = body
-        self._workspace = workspace
-        self._waiter = waiter
-        self._held = 0
-        self.posted_body: str | None = None
+    run: _context.LocalRun
+    book: ledger.Ledger
+    render: Callable[[runs.VerifyRun], str]
+    """The evidence body, given the fresh sandbox's verify run."""
+    workspace: str
+    """Where the checkout is bound in the fresh sandbox: the pod's workspace path."""
+    waiter: Waiter | None = None
+    posted_body: str | None = None
+    held: int = 0
+    """Publication approvals asked so far (their ids: ``publication-N``)."""
 
     def approve(self, decision: policy.Decision) -> None:
-        run = self._run
+        run = self.run
         what = decision.request.describe()
         approvals = run.options.approvals
         if approvals == "ask":
@@ -112,7 +107,7 @@ class Surroundings:
         run.say(f"publication: {what} needs approval ({decision.rule}); {flag} granted it")
 
     def _ask(self, decision: policy.Decision) -> None:
-        run, waiter = self._run, self._waiter
+        run, waiter = self.run, self.waiter
         what = decision.request.describe()
         if waiter is None:
             raise errors.PublicationError(
@@ -121,9 +116,9 @@ class Surroundings:
                 rule=decision.rule,
                 fix="run with --approve-all to decide it, or allow it in the policy",
             )
-        self._held += 1
+        self.held += 1
         approval = gateway.Approval(
-            id=f"publication-{self._held}", run=run.uid, tool="publication",
+            id=f"publication-{self.held}", run=run.uid, tool="publication",
             arguments={"request": what}, rule=str(decision.rule or ""),
             reason=decision.reason, timeout=waiter.timeout,
         )  # fmt: skip
@@ -157,18 +152,18 @@ class Surroundings:
     def verify(
         self, checkout: pathlib.Path, commands: Sequence[api.VerifyCommand]
     ) -> tuple[runner.VerifyResult, ...]:
-        mode = self._run.options.sandbox
-        self._run.say(f"publication: verify again in a fresh sandbox ({mode}), no agent, no model")
+        mode = self.run.options.sandbox
+        self.run.say(f"publication: verify again in a fresh sandbox ({mode}), no agent, no model")
         results: list[runner.VerifyResult] = []
         with _sandbox.Sandbox(mode=mode) as box, tempfile.TemporaryDirectory() as home:
             inside = mode != "none"
             env = {"PATH": _SANDBOX_PATH, "HOME": "/tmp" if inside else home,
                    "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}  # fmt: skip
-            binds = [_sandbox.Bind(str(checkout), self._workspace, True)] if inside else []
+            binds = [_sandbox.Bind(str(checkout), self.workspace, True)] if inside else []
             for command in commands:
                 completed = box.run(
                     ["/bin/sh", "-c", command.command], env=env,
-                    cwd=self._workspace if inside else str(checkout), binds=binds,
+                    cwd=self.workspace if inside else str(checkout), binds=binds,
                     timeout=float(command.timeout_seconds), limit=_OUTPUT_LIMIT,
                 )  # fmt: skip
                 output = completed.stdout + completed.stderr
@@ -182,14 +177,14 @@ class Surroundings:
                         truncated=completed.stdout_bytes + completed.stderr_bytes > len(output),
                     ),
                 ))  # fmt: skip
-                self._run.say(f"publication: verify {command.name}: exit {completed.exit_code}")
+                self.run.say(f"publication: verify {command.name}: exit {completed.exit_code}")
         return tuple(results)
 
     def record(self, kind: ledger.Kind, payload: dict[str, Any]) -> None:
-        self._book.append(self._run.uid, kind, self._run.actor, payload)
+        self.book.append(self.run.uid, kind, self.run.actor, payload)
 
     def body(self, fresh: runs.VerifyRun) -> str:
-        self.posted_body = self._body(fresh)
+        self.posted_body = self.render(fresh)
         return self.posted_body
 
 

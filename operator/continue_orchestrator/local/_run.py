@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import pathlib
 import signal
+from collections.abc import Callable
 
-from continue_orchestrator import gateway, ledger, runs
+from continue_orchestrator import gateway, ledger
 from continue_orchestrator.local import (
     _admission,
     _context,
@@ -104,12 +104,17 @@ async def _main(run: _context.LocalRun) -> _report.Report:
                 raise
             await progress.poll()
             record_digest = await server.unregister_run(run.uid)
+
             # Inside the sandbox's lifetime: the gateway listens on its host end.
-            report = await _ending(
-                run, server, book, plan, completed,
-                record_digest=record_digest, image=image, gateway_url=base_url,
-                token_file=token_file,
-            )  # fmt: skip
+            def finish(waiter: _publish.Waiter | None) -> _report.Report:
+                return _end.finish(
+                    run, book, plan, completed,
+                    record_digest=record_digest, image=image, gateway_url=base_url,
+                    waiter=waiter,
+                )  # fmt: skip
+
+            command = f"--gateway {base_url} --admin-token-file {token_file}"
+            report = await _ending(run, server, finish, command=command)
     finally:
         if server is not None:
             await server.stop()
@@ -125,29 +130,21 @@ async def _main(run: _context.LocalRun) -> _report.Report:
 async def _ending(
     run: _context.LocalRun,
     server: gateway.Gateway,
-    book: ledger.Ledger,
-    plan: runs.Plan,
-    completed: _sandbox.Completed,
+    finish: Callable[[_publish.Waiter | None], _report.Report],
     *,
-    record_digest: str | None,
-    image: str,
-    gateway_url: str,
-    token_file: pathlib.Path,
+    command: str,
 ) -> _report.Report:
-    """The run's end (``_end.finish``), in a worker thread while the gateway still
-    serves: a publication step that needs approval is held there until ``orchestrator
-    approve|deny`` decides it. Ctrl-C refuses it, and the end completes before the
-    gateway and the ledger close."""
+    """The run's end (``finish``: ``_end.finish``), in a worker thread while the gateway
+    still serves: a publication step that needs approval is held there until
+    ``orchestrator approve|deny`` (``command`` is what it needs besides the run and call)
+    decides it. Ctrl-C refuses it, and the end completes before the gateway and the
+    ledger close."""
     broker = server.broker
     waiter = None
     if isinstance(broker, gateway.LocalApprovalBroker):
         timeout = float(run.inputs.run_policy.spec.approval_timeout_seconds)
-        command = f"--gateway {gateway_url} --admin-token-file {token_file}"
         waiter = _publish.Waiter(broker, asyncio.get_running_loop(), command, timeout)
-    ending = asyncio.ensure_future(asyncio.to_thread(
-        _end.finish, run, book, plan, completed, record_digest=record_digest, image=image,
-        gateway_url=gateway_url, waiter=waiter,
-    ))  # fmt: skip
+    ending = asyncio.ensure_future(asyncio.to_thread(finish, waiter))
     try:
         return await asyncio.shield(ending)
     except asyncio.CancelledError:
