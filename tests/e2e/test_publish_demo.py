@@ -141,6 +141,7 @@ def test_the_demo_opens_a_pull_request_with_its_evidence(
     written = json.loads((state / "runs" / report.uid / "report.json").read_text())
     assert written["publication"]["pullRequest"]["number"] == pull.number
     assert written["publication"]["pullRequest"]["url"] == pull.url
+    assert written["publication"]["pullRequest"]["headSha"] == done.head_sha
 
     (opened,) = gitea.pulls(name)
     assert (opened.number, opened.state) == (pull.number, "open")

@@ -147,6 +147,13 @@ class Publication(pydantic.BaseModel):
     def failed(self) -> bool:
         return self.state == "failed"
 
+    @pydantic.field_serializer("pull_request")
+    def _camel_pull_request(self, pull: forge.PullRequest | None) -> dict[str, Any] | None:
+        """The forge's pull request in the report's own (camelCase) keys."""
+        if pull is None:
+            return None
+        return {alias_generators.to_camel(k): v for k, v in pull.model_dump(mode="json").items()}
+
 
 @dataclasses.dataclass(frozen=True)
 class Inputs:

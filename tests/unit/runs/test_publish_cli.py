@@ -7,13 +7,14 @@ and a script running ``orchestrator run`` must see it in the exit code.
 from __future__ import annotations
 
 import argparse
+import json
 import pathlib
 import types
 from typing import Any, Literal
 
 import pytest
 
-from continue_orchestrator import local, runs
+from continue_orchestrator import forge, local, runs
 from continue_orchestrator.cli import _run
 
 
@@ -58,3 +59,16 @@ def test_the_exit_code_says_whether_publication_failed(
     printed = capsys.readouterr().out
     if publication is not None and publication.failed:
         assert "publication  FAILED at policy: policy denies" in printed
+
+
+def test_the_report_names_the_pull_request_in_camel_case() -> None:
+    pull = forge.PullRequest(number=7, url="https://forge.example/o/r/pulls/7",
+                             head_branch="agent/x", head_sha="a" * 40, base_branch="main",
+                             state="open")  # fmt: skip
+    done = _publication("opened").model_copy(update={"pull_request": pull})
+    written = json.loads(_report(done).model_dump_json(by_alias=True))["publication"]
+    assert written["pullRequest"] == {
+        "number": 7, "url": "https://forge.example/o/r/pulls/7", "headBranch": "agent/x",
+        "headSha": "a" * 40, "baseBranch": "main", "state": "open",
+    }  # fmt: skip
+    assert written["state"] == "opened" and "headSha" in written
