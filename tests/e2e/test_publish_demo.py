@@ -30,7 +30,6 @@ import pytest
 import yaml
 from tests.forge import ForgeError, Gitea
 from tests.forge import gitea as forge_fixture
-from tests.forge.plugin import gitea
 
 from continue_orchestrator import ledger, local
 
@@ -40,8 +39,6 @@ pytestmark = [
     pytest.mark.forge,
     pytest.mark.skipif(os.geteuid() != 0, reason="the local gVisor sandbox needs root"),
 ]
-
-__all__ = ["gitea"]  # the session fixture, used by name
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 ORCHESTRATOR = str(ROOT / ".venv" / "bin" / "orchestrator")
