@@ -193,8 +193,10 @@ def bundle_for(
     return runner.RunBundle.model_validate(json.loads(json.dumps(data)))
 
 
-# An unchanged user config: the runner must route it through the gateway.
-CONFIG = continue_config.text(roles="[chat, edit]")
+CONFIG = (
+    "# An unchanged user config: the runner must route it through the gateway.\n"
+    + continue_config.text(roles="[chat, edit]")
+)
 
 
 def probe_report(state_dir: pathlib.Path, uid: str, call_id: str) -> dict[str, Any]:
