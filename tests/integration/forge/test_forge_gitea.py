@@ -114,8 +114,15 @@ def test_merged_and_closed_pull_requests_read_back_as_such(
 ) -> None:
     merged_branch, _ = _push_branch(gitea, tmp_path, "agent/merge")
     closed_branch, _ = _push_branch(gitea, tmp_path, "agent/close")
+    # Merge into a base of this test's own, never `demo`'s main: the session's other tests
+    # (the seeded-repository check, publication) rely on main staying at the seed commit.
+    base = f"base/merge-{uuid.uuid4().hex[:8]}"
+    seed = tmp_path / "seed"
+    gitea.git("clone", "--quiet", gitea.clone_url("demo"), str(seed))
+    gitea.git("push", "--quiet", "origin", f"{gitea.seed_commit}:refs/heads/{base}", cwd=seed)
+    gitea.wait_for_branch(base, gitea.seed_commit)
     to_merge = backend.open_pull_request(
-        repo, head_branch=merged_branch, base_branch="main", title="Merge me", body=""
+        repo, head_branch=merged_branch, base_branch=base, title="Merge me", body=""
     )
     to_close = backend.open_pull_request(
         repo, head_branch=closed_branch, base_branch="main", title="Close me", body=""
