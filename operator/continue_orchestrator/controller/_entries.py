@@ -27,7 +27,7 @@ def created(body: Mapping[str, Any], plan: runs.Plan | None, settings: _settings
     payload: JSON = {
         "name": metadata.get("name"),
         "namespace": metadata.get("namespace"),
-        "repository": (spec.get("repository") or {}).get("url"),
+        "repository": runs.shown_url(str((spec.get("repository") or {}).get("url") or "")),
         "policyRef": (spec.get("policyRef") or {}).get("name"),
     }
     if plan is not None:

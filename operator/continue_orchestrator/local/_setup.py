@@ -163,7 +163,7 @@ def record_start(
     items = [
         ledger.Append(run.uid, ledger.Kind.RUN_CREATED, run.actor, {
             **base,
-            "repository": spec.repository.url,
+            "repository": runs.shown_url(spec.repository.url),
             "policyRef": spec.policy_ref.name,
             "inputsDigest": plan.inputs_digest,
             "policyDigest": plan.snapshot.digest,

@@ -72,6 +72,7 @@ from continue_orchestrator.runs._plan import (
     inputs_digest,
     registration,
     secret_purpose,
+    shown_url,
     snapshot,
     spec_document,
 )
@@ -142,6 +143,7 @@ __all__ = [
     "registration",
     "replay_of",
     "secret_purpose",
+    "shown_url",
     "snapshot",
     "spec_document",
     "timestamp",

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from continue_orchestrator import api, attest, errors, ledger, records, runner
-from continue_orchestrator.runs import _diffstat, _evidence, _facts, _finish
+from continue_orchestrator.runs import _diffstat, _evidence, _facts, _finish, _plan
 from continue_orchestrator.runs import _markdown as md
 
 BODY_LIMIT = 65_536
@@ -216,7 +216,7 @@ def _headline(inputs: EvidenceInputs) -> str:
         f"- **Run:** {md.code(run)}, uid {md.code(facts.run.uid)}",
         f"- **Phase:** {finish.phase.value} ({md.code(finish.reason)})"
         + (f": {md.code(md.shorten(finish.message, REASON_CHARACTERS))}" if finish.message else ""),
-        f"- **Repository:** {md.code(repository.url)} at {at}",
+        f"- **Repository:** {md.code(_plan.shown_url(repository.url))} at {at}",
         f"- **Tool calls:** {calls.allowed} allowed, {calls.denied} denied, "
         f"{calls.approved} approved by a person",
         f"- **Ran:** {_finish.timestamp(facts.started_at)} to "

@@ -172,6 +172,12 @@ def git_path(url: str) -> str:
     return f"{name or 'repository'}.git"
 
 
+def shown_url(url: str) -> str:
+    """A repository URL as it may be shown or recorded (ledger, pull request body): any
+    credential in its userinfo removed. The credential itself goes to the gateway only."""
+    return runner.split_credentials(url)[0]
+
+
 def git_origin(plan: Plan) -> GitOrigin:
     """The run's repository for the gateway: credentials in the URL move to the credential,
     and the Secret ``credentialsSecretRef`` names wins over them."""
@@ -194,7 +200,7 @@ def bundle(plan: Plan, *, gateway_url: str) -> runner.RunBundle:
     """What the runner in the sandbox reads: no secret value, only where to find them; the
     repository's URL without any credential, and the gateway's git endpoint to clone from."""
     spec = plan.run.spec
-    url = runner.split_credentials(spec.repository.url)[0]
+    url = shown_url(spec.repository.url)
     return runner.RunBundle(
         run=plan.uid,
         namespace=plan.namespace,

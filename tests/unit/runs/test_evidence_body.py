@@ -61,11 +61,11 @@ ENTRIES = [
 ]  # fmt: skip
 
 
-def _run(*, verify: bool = True) -> api.AgentRun:
+def _run(*, verify: bool = True, url: str = "https://github.com/acme/widgets") -> api.AgentRun:
     spec: dict[str, Any] = {
         "agent": {"configMapKeyRef": {"name": "agent", "key": "config.yaml"}},
         "prompt": "fix the failing test",
-        "repository": {"url": "https://github.com/acme/widgets", "ref": "main", "commit": COMMIT},
+        "repository": {"url": url, "ref": "main", "commit": COMMIT},
         "policyRef": {"name": "default"},
     }
     if verify:
@@ -208,6 +208,16 @@ def test_the_headline_names_the_run_its_phase_and_the_pinned_commit(
     assert "uid `u`" in head and "Succeeded (`Completed`)" in head
     assert f"`https://github.com/acme/widgets` at commit `{COMMIT}`" in head
     assert "1 allowed, 1 denied, 1 approved by a person" in head
+
+
+def test_a_credential_in_the_repository_url_never_reaches_the_body(
+    tmp_path: pathlib.Path,
+) -> None:
+    canary = "ghp_CANARY0123456789"
+    run = _run(url=f"https://x-access-token:{canary}@github.com/acme/widgets")
+    body = runs.evidence_body(_inputs(tmp_path, run=run))
+    assert canary not in body
+    assert f"`https://github.com/acme/widgets` at commit `{COMMIT}`" in body
 
 
 def test_verify_results_show_command_exit_code_duration_and_the_output_tail(
