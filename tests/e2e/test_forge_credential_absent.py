@@ -20,20 +20,16 @@ anything the agent claims.
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 import pathlib
 import subprocess
 import textwrap
-import urllib.request
 import uuid
 
 import pytest
 import yaml
 from tests import runner_support
 from tests.forge import ForgeError, Gitea
-from tests.forge import gitea as forge
 
 from continue_orchestrator import ledger, local
 
@@ -142,29 +138,11 @@ spec:
 """
 
 
-def _private_repository(gitea: Gitea) -> tuple[str, str]:
-    """A private copy of the seed repository, and a read-only token that can fetch it."""
-    name = f"attacked-{uuid.uuid4().hex[:8]}"
-    gitea.api("POST", "/user/repos", {"name": name, "private": True, "default_branch": "main"})
-    seed = gitea.state_dir / "seed" / f"{forge.SEED_REPO}.git"
-    gitea.git("push", "--quiet", gitea.clone_url(name), "main", cwd=seed)
-    gitea.wait_for_branch("main", gitea.seed_commit, repo=name)
-    login = base64.b64encode(f"{gitea.admin}:{gitea.password}".encode()).decode()
-    request = urllib.request.Request(
-        f"{gitea.base_url}/api/v1/users/{gitea.admin}/tokens",
-        method="POST",
-        data=json.dumps({"name": f"gateway-{name}", "scopes": ["read:repository"]}).encode(),
-        headers={"Authorization": f"Basic {login}", "Content-Type": "application/json"},
-    )
-    with forge._OPENER.open(request, timeout=30) as response:
-        return name, str(json.loads(response.read())["sha1"])
-
-
 def test_the_agent_finds_no_forge_credential_and_cannot_push(
     gitea: Gitea, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     subprocess.run([str(ROOT / "hack" / "install-cn.sh")], check=True, capture_output=True)
-    name, forge_token = _private_repository(gitea)
+    name, forge_token = gitea.private_copy("attacked")
     url = gitea.clone_url(name)
     canary = f"canary-{uuid.uuid4().hex[:8]}"
     run = yaml.safe_load((DEMO / "agentrun.yaml").read_text())

@@ -23,6 +23,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -417,6 +418,25 @@ class Gitea:
             {"head": head, "base": base, "title": title, "body": body},
         )
         return PullRequest.model_validate(answer)
+
+    def private_copy(self, prefix: str) -> tuple[str, str]:
+        """A private copy of the seed repository named `prefix-<random>`, and a read-only
+        token that can fetch it: (name, token). A clone without a credential fails."""
+        name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        self.api("POST", "/user/repos", {"name": name, "private": True, "default_branch": "main"})
+        seed = self.state_dir / "seed" / f"{SEED_REPO}.git"
+        self.git("push", "--quiet", self.clone_url(name), "main", cwd=seed)
+        self.wait_for_branch("main", self.seed_commit, repo=name)
+        # Gitea mints tokens for a user only with that user's password (HTTP Basic).
+        login = base64.b64encode(f"{self.admin}:{self.password}".encode()).decode()
+        request = urllib.request.Request(
+            f"{self.base_url}/api/v1/users/{self.admin}/tokens",
+            method="POST",
+            data=json.dumps({"name": f"read-{name}", "scopes": ["read:repository"]}).encode(),
+            headers={"Authorization": f"Basic {login}", "Content-Type": "application/json"},
+        )
+        with _OPENER.open(request, timeout=30) as response:
+            return name, str(json.loads(response.read())["sha1"])
 
     @property
     def auth_header(self) -> str:

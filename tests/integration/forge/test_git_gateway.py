@@ -22,7 +22,6 @@ import pathlib
 import subprocess
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -51,21 +50,7 @@ class Private:
 
 @pytest.fixture(scope="module")
 def private(gitea: Gitea) -> Private:
-    name = f"private-{uuid.uuid4().hex[:8]}"
-    gitea.api("POST", "/user/repos", {"name": name, "private": True, "default_branch": "main"})
-    seed = gitea.state_dir / "seed" / f"{forge.SEED_REPO}.git"
-    gitea.git("push", "--quiet", gitea.clone_url(name), "main", cwd=seed)
-    gitea.wait_for_branch("main", gitea.seed_commit, repo=name)
-    # Gitea mints tokens for a user only with that user's password (HTTP Basic).
-    login = base64.b64encode(f"{gitea.admin}:{gitea.password}".encode()).decode()
-    request = urllib.request.Request(
-        f"{gitea.base_url}/api/v1/users/{gitea.admin}/tokens",
-        method="POST",
-        data=json.dumps({"name": f"gateway-{name}", "scopes": ["read:repository"]}).encode(),
-        headers={"Authorization": f"Basic {login}", "Content-Type": "application/json"},
-    )
-    with forge._OPENER.open(request, timeout=30) as response:
-        token = json.loads(response.read())["sha1"]
+    name, token = gitea.private_copy("private")
     return Private(name, gitea.clone_url(name), gitea.seed_commit, token)
 
 
