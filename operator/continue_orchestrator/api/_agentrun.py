@@ -281,14 +281,20 @@ class Interventions(_base.Model):
 
 
 class PullRequest(_base.Model):
-    """The pull request the run opened."""
+    """The pull request the run opened, and what became of it."""
 
     url: str = pydantic.Field(max_length=2048)
     """Link to it."""
-    number: int | None = None
+    number: int | None = pydantic.Field(default=None, ge=1)
     """Its number."""
-    state: str | None = pydantic.Field(default=None, max_length=32)
-    """open, merged or closed."""
+    branch: str | None = pydantic.Field(default=None, max_length=255)
+    """The head branch the run's commit was pushed to."""
+    head_sha: str | None = pydantic.Field(default=None, pattern=GIT_COMMIT)
+    """The commit published (the run's diff with its trailers)."""
+    state: Literal["open", "merged", "closed"] | None = None
+    """open, merged, or closed (closed without merging), as last seen on the forge."""
+    checked_at: str | None = None
+    """When the state was last read from the forge (RFC 3339)."""
 
 
 class AgentRunStatus(_base.Model):
@@ -303,7 +309,7 @@ class AgentRunStatus(_base.Model):
         max_length=32,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
-    """Standard conditions: PolicyValid, SandboxReady, Completed, Attested."""
+    """Standard conditions: PolicyValid, SandboxReady, Completed, Attested, Published."""
     observed_generation: int | None = pydantic.Field(default=None, ge=0)
     """The metadata.generation the status reflects."""
     inputs_digest: str | None = pydantic.Field(default=None, pattern=SHA256_DIGEST)
@@ -323,7 +329,7 @@ class AgentRunStatus(_base.Model):
     interventions: Interventions | None = None
     """Counts of interventions."""
     pull_request: PullRequest | None = None
-    """The pull request, when one was opened."""
+    """The pull request the run opened (spec.output.pullRequest), and its state."""
     start_time: str | None = None
     """When the sandbox started (RFC 3339)."""
     completion_time: str | None = None
