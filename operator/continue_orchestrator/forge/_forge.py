@@ -83,14 +83,17 @@ class Forge(abc.ABC):
         base_branch: str,
         title: str,
         body: str,
+        draft: bool,
     ) -> _model.PullRequest:
-        """Open a pull request, or return the open one for ``head_branch`` with its body
-        replaced by ``body``: never a second one, also when one appears meanwhile."""
+        """Open a pull request (a draft when ``draft``), or return the open one for
+        ``head_branch`` with its body replaced by ``body``: never a second one, also when
+        one appears meanwhile. An existing one keeps its title and draft state (a person
+        may have marked it ready)."""
         existing = self.find_pull_request(repo, head_branch)
         if existing is None:
-            fields = {"head": head_branch, "base": base_branch, "title": title, "body": body}
+            new = _wire.NewPull(head_branch, base_branch, title, body, draft)
             try:
-                return self._create_pull(repo, fields).public()
+                return self._create_pull(repo, new).public()
             except errors.ForgeError as e:
                 if e.status == self.conflict_status:
                     existing = self.find_pull_request(repo, head_branch)
@@ -142,8 +145,9 @@ class Forge(abc.ABC):
         """Open pull requests, at least every one whose head is ``head_branch``."""
 
     @abc.abstractmethod
-    def _create_pull(self, repo: _repository.Repository, fields: dict[str, str]) -> _wire.Pull:
-        """Create a pull request from ``fields`` (head, base, title, body)."""
+    def _create_pull(self, repo: _repository.Repository, new: _wire.NewPull) -> _wire.Pull:
+        """Create the pull request ``new`` describes, a draft as the forge has them when
+        ``new.draft``."""
 
     @abc.abstractmethod
     def _edit_pull_body(self, repo: _repository.Repository, number: int, body: str) -> _wire.Pull:

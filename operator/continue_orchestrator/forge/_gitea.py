@@ -3,6 +3,8 @@
 What self-hosted teams run. Gitea has no check runs for an outside app to post and no
 server-side filter of pull requests by head branch, so the summary is the marked
 comment ``Forge.post_summary`` writes and finding a pull request lists the open ones.
+Nor has it a draft flag to set: a draft is a title with a work-in-progress prefix
+(``WIP:``), which Gitea then reports as ``draft``.
 Forgejo keeps Gitea's API v1 for all of this, so one backend serves both.
 """
 
@@ -23,9 +25,20 @@ from continue_orchestrator.forge import (
     _wire,
 )
 
+WIP_PREFIXES = ("WIP:", "[WIP]")
+"""Gitea's default ``[repository.pull-request] WORK_IN_PROGRESS_PREFIXES`` (Forgejo's
+too): a pull request whose title starts with one (any case) is a draft."""
 _PAGE = 50
 _M = TypeVar("_M", bound=pydantic.BaseModel)
 _MAX_PAGES = 200
+
+
+def draft_title(title: str) -> str:
+    """``title`` as a draft's: Gitea has no draft flag to set, it reads one from a
+    work-in-progress prefix, so the title gets ``WIP: `` unless it has one already."""
+    if title.upper().startswith(tuple(p.upper() for p in WIP_PREFIXES)):
+        return title
+    return f"{WIP_PREFIXES[0]} {title}"
 
 
 class Gitea(_forge.Forge):
@@ -82,7 +95,9 @@ class Gitea(_forge.Forge):
             fix="the forge seems to ignore paging; report it",
         )
 
-    def _create_pull(self, repo: _repository.Repository, fields: dict[str, str]) -> _wire.Pull:
+    def _create_pull(self, repo: _repository.Repository, new: _wire.NewPull) -> _wire.Pull:
+        title = draft_title(new.title) if new.draft else new.title
+        fields = {"head": new.head, "base": new.base, "title": title, "body": new.body}
         return self._read(_wire.Pull, "POST", repo, "/pulls", body=fields)
 
     def _edit_pull_body(self, repo: _repository.Repository, number: int, body: str) -> _wire.Pull:

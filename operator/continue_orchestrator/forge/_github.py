@@ -113,7 +113,7 @@ class GitHub(_forge.Forge):
             ),
         ).root
 
-    def _create_pull(self, repo: _repository.Repository, fields: dict[str, str]) -> _wire.Pull:
+    def _create_pull(self, repo: _repository.Repository, new: _wire.NewPull) -> _wire.Pull:
         return self._read(
             _wire.Pull,
             repo,
@@ -121,10 +121,11 @@ class GitHub(_forge.Forge):
             lambda rest: rest.pulls.create(
                 repo.owner,
                 repo.name,
-                head=fields["head"],
-                base=fields["base"],
-                title=fields["title"],
-                body=fields["body"],
+                head=new.head,
+                base=new.base,
+                title=new.title,
+                body=new.body,
+                draft=new.draft,
             ),
         )
 

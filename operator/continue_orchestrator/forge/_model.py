@@ -30,6 +30,9 @@ class PullRequest(pydantic.BaseModel):
     head_sha: str
     base_branch: str
     state: State
+    draft: bool = False
+    """Whether the forge shows it as a draft (Gitea and Forgejo: work in progress, a
+    ``WIP:`` title prefix), as it said when last read."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,10 +5,13 @@ Both forges answer with the same field names for what publishing needs (``number
 ``sha`` and ``repo.full_name``), so one model reads both, and "merged" is decided once:
 a closed pull request is merged when the forge says ``merged`` or gives ``merged_at``
 (GitHub's list answers carry only the latter); an open one is open, whatever else it
-carries.
+carries. Both say ``draft`` (Gitea since 1.22: true when the title has one of its
+work-in-progress prefixes).
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import pydantic
 
@@ -33,6 +36,7 @@ class Pull(pydantic.BaseModel):
     state: str
     merged: bool | None = None
     merged_at: str | None = None
+    draft: bool | None = None
     head: Branch
     base: Branch
 
@@ -53,7 +57,19 @@ class Pull(pydantic.BaseModel):
             head_sha=self.head.sha,
             base_branch=self.base.ref,
             state=state,
+            draft=bool(self.draft),
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class NewPull:
+    """A pull request to open: what ``Forge.open_pull_request`` hands a backend."""
+
+    head: str
+    base: str
+    title: str
+    body: str
+    draft: bool
 
 
 class Pulls(pydantic.RootModel[list[Pull]]):

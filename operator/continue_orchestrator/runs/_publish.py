@@ -56,6 +56,8 @@ class Target:
     base: str
     branch: str
     title: str
+    draft: bool
+    """Open the pull request as a draft (``spec.output.pullRequest.draft``)."""
 
 
 def target(run: api.AgentRun) -> Target | None:
@@ -75,6 +77,7 @@ def target(run: api.AgentRun) -> Target | None:
         base=base,
         branch=wanted.branch or default_branch(str(run.metadata.name)),
         title=title,
+        draft=wanted.draft,
     )
 
 
@@ -307,8 +310,9 @@ def _publish(
     progress.step = "pullRequest"
     body = around.body(_evidence_body.VerifyRun(_evidence_body.FRESH_SANDBOX, progress.verify))
     pull_request = host.open_pull_request(
-        repo, head_branch=spot.branch, base_branch=spot.base, title=spot.title, body=body
-    )
+        repo, head_branch=spot.branch, base_branch=spot.base, title=spot.title, body=body,
+        draft=spot.draft,
+    )  # fmt: skip
     around.record(ledger.Kind.PULL_REQUEST_OPENED, {
         **names, "number": pull_request.number, "url": pull_request.url,
         "headSha": pull_request.head_sha, "bodyDigest": digest.text(body),

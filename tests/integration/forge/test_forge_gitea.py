@@ -70,7 +70,12 @@ def test_open_twice_is_one_pull_request_with_the_new_body(
     assert backend.find_pull_request(repo, branch) is None
 
     opened = backend.open_pull_request(
-        repo, head_branch=branch, base_branch="main", title="Agent change", body="first"
+        repo,
+        head_branch=branch,
+        base_branch="main",
+        title="Agent change",
+        body="first",
+        draft=False,
     )
     assert isinstance(opened, forge.PullRequest)
     assert (opened.head_branch, opened.head_sha, opened.base_branch, opened.state) == (
@@ -82,7 +87,12 @@ def test_open_twice_is_one_pull_request_with_the_new_body(
     assert opened.url.startswith(f"{gitea.base_url}/{gitea.full_name('demo')}/pulls/")
 
     again = backend.open_pull_request(
-        repo, head_branch=branch, base_branch="main", title="Agent change", body="second"
+        repo,
+        head_branch=branch,
+        base_branch="main",
+        title="Agent change",
+        body="second",
+        draft=False,
     )
     assert again == opened
     assert backend.find_pull_request(repo, branch) == opened
@@ -90,12 +100,48 @@ def test_open_twice_is_one_pull_request_with_the_new_body(
     assert [(p.number, p.body) for p in mine] == [(opened.number, "second")]
 
 
+def test_a_draft_is_work_in_progress_as_gitea_reports_it(
+    gitea: Gitea, repo: forge.Repository, backend: forge.Forge, tmp_path: Path
+) -> None:
+    branch, _ = _push_branch(gitea, tmp_path, "agent/draft")
+    opened = backend.open_pull_request(
+        repo, head_branch=branch, base_branch="main", title="Agent change", body="evidence",
+        draft=True,
+    )  # fmt: skip
+    assert (opened.state, opened.draft) == ("open", True)
+    shown = gitea.api("GET", f"/repos/{gitea.full_name('demo')}/pulls/{opened.number}")
+    assert (shown["title"], shown["draft"]) == ("WIP: Agent change", True)
+
+    again = backend.open_pull_request(
+        repo, head_branch=branch, base_branch="main", title="Agent change", body="edited",
+        draft=True,
+    )  # fmt: skip
+    assert again == opened  # the same pull request, its title not prefixed twice
+    assert backend.get_pull_request(repo, opened.number).draft is True
+    mine = [p for p in gitea.pulls("demo") if p.head.ref == branch]
+    assert [(p.number, p.body) for p in mine] == [(opened.number, "edited")]
+
+    ready_branch, _ = _push_branch(gitea, tmp_path, "agent/ready")
+    ready = backend.open_pull_request(
+        repo, head_branch=ready_branch, base_branch="main", title="Agent change", body="",
+        draft=False,
+    )  # fmt: skip
+    assert ready.draft is False
+    shown = gitea.api("GET", f"/repos/{gitea.full_name('demo')}/pulls/{ready.number}")
+    assert (shown["title"], shown["draft"]) == ("Agent change", False)
+
+
 def test_summary_comment_is_one_per_commit(
     gitea: Gitea, repo: forge.Repository, backend: forge.Forge, tmp_path: Path
 ) -> None:
     branch, sha = _push_branch(gitea, tmp_path)
     pr = backend.open_pull_request(
-        repo, head_branch=branch, base_branch="main", title="Summarised", body="evidence"
+        repo,
+        head_branch=branch,
+        base_branch="main",
+        title="Summarised",
+        body="evidence",
+        draft=False,
     )
 
     url = backend.post_summary(repo, pr, head_sha=sha, title="Run summary", summary="all green")
@@ -122,10 +168,10 @@ def test_merged_and_closed_pull_requests_read_back_as_such(
     gitea.git("push", "--quiet", "origin", f"{gitea.seed_commit}:refs/heads/{base}", cwd=seed)
     gitea.wait_for_branch(base, gitea.seed_commit)
     to_merge = backend.open_pull_request(
-        repo, head_branch=merged_branch, base_branch=base, title="Merge me", body=""
+        repo, head_branch=merged_branch, base_branch=base, title="Merge me", body="", draft=False
     )
     to_close = backend.open_pull_request(
-        repo, head_branch=closed_branch, base_branch="main", title="Close me", body=""
+        repo, head_branch=closed_branch, base_branch="main", title="Close me", body="", draft=False
     )
     full = gitea.full_name("demo")
 

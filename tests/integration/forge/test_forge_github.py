@@ -224,15 +224,17 @@ def test_every_pull_request_operation_with_a_token(prism: Prism, recorder: Recor
     assert backend.find_pull_request(REPO, "someone-elses-branch") is None
 
     updated = backend.open_pull_request(
-        REPO, head_branch="new-topic", base_branch="master", title="Agent change", body="evidence"
-    )
+        REPO, head_branch="new-topic", base_branch="master", title="Agent change", body="evidence",
+        draft=True,
+    )  # fmt: skip
     assert updated.number == 1347
     (patch,) = recorder.to("PATCH", "/repos/octocat/Hello-World/pulls/1347")
     assert json.loads(patch.body) == {"body": "evidence"}
 
     created = backend.open_pull_request(
-        REPO, head_branch="agent/fresh", base_branch="master", title="Agent change", body="new"
-    )
+        REPO, head_branch="agent/fresh", base_branch="master", title="Agent change", body="new",
+        draft=True,
+    )  # fmt: skip
     assert isinstance(created, forge.PullRequest)
     (post,) = recorder.to("POST", "/repos/octocat/Hello-World/pulls")
     assert json.loads(post.body) == {
@@ -240,7 +242,15 @@ def test_every_pull_request_operation_with_a_token(prism: Prism, recorder: Recor
         "base": "master",
         "title": "Agent change",
         "body": "new",
+        "draft": True,  # GitHub's own field: the title stays as it is
     }
+    ready = backend.open_pull_request(
+        REPO, head_branch="agent/ready", base_branch="master", title="Agent change", body="new",
+        draft=False,
+    )  # fmt: skip
+    assert isinstance(ready, forge.PullRequest)
+    posted = recorder.to("POST", "/repos/octocat/Hello-World/pulls")
+    assert [json.loads(p.body)["draft"] for p in posted] == [True, False]
 
     got = backend.get_pull_request(REPO, 1347)
     assert (got.number, got.state, got.head_sha) == (1347, "open", HEAD_SHA)

@@ -181,6 +181,7 @@ def test_a_run_is_published_once_with_its_evidence_and_trailers(
     assert opened.number == pull.number
     detail = gitea.api("GET", f"/repos/{gitea.full_name(name)}/pulls/{pull.number}")
     assert detail["body"] == f"evidence\n\n{runs.FRESH_SANDBOX}: unit-tests=0"
+    assert detail["draft"] is True and pull.draft is True  # spec.output.pullRequest.draft's default
     commit = gitea.api("GET", f"/repos/{gitea.full_name(name)}/git/commits/{first.head_sha}")
     message = commit["commit"]["message"]
     assert f"Orchestrator-Run: shop/{name} ({name}-uid)" in message

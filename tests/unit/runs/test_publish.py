@@ -74,7 +74,7 @@ def test_the_spec_asks_for_a_pull_request_only_when_enabled() -> None:
     spot = runs.publication_target(_run({"enabled": True}))
     assert spot == runs.PublicationTarget(
         repository=REPO, base="main", branch="agent/fix-rounding",
-        title="Fix the rounding in src/pricing.py so prices round half up.",
+        title="Fix the rounding in src/pricing.py so prices round half up.", draft=True,
     )  # fmt: skip
     named = runs.publication_target(
         _run({"enabled": True, "branch": "fixes/r", "base": "release", "title": "T"})
@@ -86,6 +86,8 @@ def test_the_spec_asks_for_a_pull_request_only_when_enabled() -> None:
     )
     spaced = runs.publication_target(_run({"enabled": True, "title": "Fix\n\nOrchestrator-Run: x"}))
     assert spaced is not None and spaced.title == "Fix Orchestrator-Run: x"  # one line, always
+    ready = runs.publication_target(_run({"enabled": True, "draft": False}))
+    assert ready is not None and ready.draft is False  # a draft unless the spec says not
     headless = runs.publication_target(_run({"enabled": True}, ref="HEAD"))
     assert headless is not None and headless.base == ""
 
@@ -113,10 +115,11 @@ def test_the_branch_and_the_pull_request_are_gated() -> None:
     push, create = runs.gates(_policy(), CONTEXT, spot)
     assert (push.effect, push.rule) == (api.Effect.ALLOW, "fixer/push-agent")
     assert (create.effect, create.rule) == (api.Effect.ALLOW, "fixer/open-pr")
-    main = runs.PublicationTarget(repository=REPO, base="main", branch="main", title="t")
+    main = runs.PublicationTarget(repository=REPO, base="main", branch="main", title="t",
+                                  draft=True)  # fmt: skip
     assert runs.gates(_policy(), CONTEXT, main)[0].effect is api.Effect.DENY
     other = runs.PublicationTarget(repository="https://forge.example/else/x", base="main",
-                                   branch="agent/x", title="t")  # fmt: skip
+                                   branch="agent/x", title="t", draft=False)  # fmt: skip
     assert [d.effect for d in runs.gates(_policy(), CONTEXT, other)] == [api.Effect.DENY] * 2
 
 
