@@ -40,12 +40,12 @@ _AGENT_ENV = {
 Log = Callable[[str], None]
 
 
-def _stderr_log(line: str) -> None:
+def stderr_log(line: str) -> None:
     print(f"runner: {line}", file=sys.stderr, flush=True)
 
 
 @dataclasses.dataclass
-class _Progress:
+class Progress:
     """How far the run got; the outcome reports whatever is set."""
 
     base: str | None = None
@@ -80,6 +80,11 @@ def _find_node() -> list[str]:
     return []
 
 
+def continue_dir(bundle: _bundle.RunBundle) -> pathlib.Path:
+    """The Continue CLI's global directory (config, permissions), under the fixed HOME."""
+    return pathlib.Path(bundle.paths.home) / ".continue"
+
+
 def prepare_agent_files(
     bundle: _bundle.RunBundle, token: str, secret_values: Mapping[str, str]
 ) -> tuple[pathlib.Path, _config.RewrittenConfig, pathlib.Path]:
@@ -92,8 +97,7 @@ def prepare_agent_files(
         secret_values=secret_values,
         where=f"run {bundle.run}: config.yaml",
     )
-    home = pathlib.Path(bundle.paths.home)
-    global_dir = home / ".continue"
+    global_dir = continue_dir(bundle)
     global_dir.mkdir(parents=True, exist_ok=True)
     config_path = global_dir / "run-config.yaml"
     _write_private(config_path, rewritten.text)
@@ -111,7 +115,7 @@ def run(
     bundle: _bundle.RunBundle,
     *,
     environ: Mapping[str, str] | None = None,
-    log: Log = _stderr_log,
+    log: Log = stderr_log,
     deliver: bool = True,
     prepare: bool = True,
 ) -> _outcome.Outcome:
@@ -121,38 +125,16 @@ def run(
     which the token's variable is then removed).
     ``prepare=False`` takes the workspace as already cloned by a separate step.
     """
-    scrub = environ is None
-    environ = dict(os.environ) if environ is None else dict(environ)
-    if scrub:
-        prefix = _bundle.SECRET_ENV_PREFIX
-        for name in [*_bundle.CREDENTIAL_ENV, *(n for n in os.environ if n.startswith(prefix))]:
-            os.environ.pop(name, None)
-    started = _now()
+    environ = take_environ(environ)
+    started = now()
     token = ""
     secrets: dict[str, str] = {}
-    state = _Progress()
+    state = Progress()
 
     def finish(status: _outcome.Status, message: str = "") -> _outcome.Outcome:
         known = {**secrets, "run token": token}
-        outcome = _build_outcome(bundle, status, message, started, state, known)
-        log(f"{status.value}: {message}" if message else status.value)
-        if deliver and token:
-            try:
-                receipt = _outcome.report(bundle.outcome_url, token, outcome)
-            except errors.RunnerError as error:
-                log(error.message)
-                failed = int(_outcome.ExitCode.REPORT_FAILED)
-                return outcome.model_copy(update={"exit_code": failed})
-            if receipt.policy_stop and status is not _outcome.Status.POLICY_STOPPED:
-                log(f"the gateway stopped the run for policy: {receipt.policy_stop}")
-                return outcome.model_copy(
-                    update={
-                        "status": _outcome.Status.POLICY_STOPPED,
-                        "exit_code": int(_outcome.ExitCode.POLICY_STOPPED),
-                        "message": receipt.policy_stop,
-                    }
-                )
-        return outcome
+        outcome = build_outcome(bundle, status, message, started, state, known)
+        return conclude(bundle, outcome, token=token, deliver=deliver, log=log)
 
     try:
         token = _bundle.run_token(bundle, environ)
@@ -213,27 +195,88 @@ def run(
     if agent.exit_code != 0:
         return finish(_outcome.Status.AGENT_FAILED, f"the Continue CLI exited {agent.exit_code}")
 
-    results = state.verify
-    verify_env = {**agent_environment(bundle, global_dir)}
+    verify(bundle, state.verify, log)
+    return finish(*verify_status(state.verify))
+
+
+def take_environ(environ: Mapping[str, str] | None) -> dict[str, str]:
+    """The environment to read the token and secrets from: ``environ``, or a copy of the
+    process environment, from which the credentials' variables are then removed."""
+    if environ is not None:
+        return dict(environ)
+    taken = dict(os.environ)
+    prefix = _bundle.SECRET_ENV_PREFIX
+    for name in [*_bundle.CREDENTIAL_ENV, *(n for n in taken if n.startswith(prefix))]:
+        os.environ.pop(name, None)
+    return taken
+
+
+def verify(
+    bundle: _bundle.RunBundle,
+    results: list[tuple[api.VerifyCommand, _process.Completed]],
+    log: Log = stderr_log,
+) -> None:
+    """Run the bundle's verify commands in the workspace, appending each result as it ends
+    (so a run cut short still reports the ones that finished): ``/bin/sh -c`` in the
+    agent's environment, each with its own timeout, output merged and cut to the limit."""
+    environment = agent_environment(bundle, continue_dir(bundle))
     for command in bundle.verify:
         log(f"verify {command.name}: {command.command}")
         completed = _process.run(
             ["/bin/sh", "-c", command.command],
-            cwd=str(workspace),
-            env=verify_env,
+            cwd=bundle.paths.workspace,
+            env=environment,
             timeout=command.timeout_seconds,
             limit=bundle.output_limit_bytes,
             merge_stderr=True,
         )
         results.append((command, completed))
         log(f"verify {command.name}: exit {completed.exit_code}")
-    failed = [c.name for c, r in results if r.exit_code != 0]
+
+
+def verify_status(
+    results: list[tuple[api.VerifyCommand, _process.Completed]],
+) -> tuple[_outcome.Status, str]:
+    """SUCCEEDED when every verify command exited 0, else VERIFY_FAILED naming the others."""
+    failed = [command.name for command, completed in results if completed.exit_code != 0]
     if failed:
-        return finish(_outcome.Status.VERIFY_FAILED, f"verify failed: {', '.join(failed)}")
-    return finish(_outcome.Status.SUCCEEDED)
+        return _outcome.Status.VERIFY_FAILED, f"verify failed: {', '.join(failed)}"
+    return _outcome.Status.SUCCEEDED, ""
 
 
-def clone(bundle: _bundle.RunBundle, token: str, log: Log = _stderr_log) -> str:
+def conclude(
+    bundle: _bundle.RunBundle,
+    outcome: _outcome.Outcome,
+    *,
+    token: str,
+    deliver: bool,
+    log: Log = stderr_log,
+) -> _outcome.Outcome:
+    """Log the outcome and, with ``deliver`` and a token, report it to the gateway: the
+    exit code becomes REPORT_FAILED when it is not accepted, and POLICY_STOPPED when the
+    gateway answers that it stopped the run."""
+    status, message = outcome.status, outcome.message
+    log(f"{status.value}: {message}" if message else status.value)
+    if not (deliver and token):
+        return outcome
+    try:
+        receipt = _outcome.report(bundle.outcome_url, token, outcome)
+    except errors.RunnerError as error:
+        log(error.message)
+        return outcome.model_copy(update={"exit_code": int(_outcome.ExitCode.REPORT_FAILED)})
+    if receipt.policy_stop and status is not _outcome.Status.POLICY_STOPPED:
+        log(f"the gateway stopped the run for policy: {receipt.policy_stop}")
+        return outcome.model_copy(
+            update={
+                "status": _outcome.Status.POLICY_STOPPED,
+                "exit_code": int(_outcome.ExitCode.POLICY_STOPPED),
+                "message": receipt.policy_stop,
+            }
+        )
+    return outcome
+
+
+def clone(bundle: _bundle.RunBundle, token: str, log: Log = stderr_log) -> str:
     """Clone the bundle's repository into its workspace at the pinned commit: through the
     gateway's git endpoint with the run ``token`` when the bundle names one."""
     url = _workspace.split_credentials(bundle.repository.url)[0]
@@ -284,7 +327,7 @@ def _workspace_head(workspace: pathlib.Path) -> str:
     return _workspace._git(["rev-parse", "HEAD"], workspace, env, str(workspace)).strip()
 
 
-def _now() -> str:
+def now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
 
 
@@ -303,12 +346,12 @@ def _result(
     )
 
 
-def _build_outcome(
+def build_outcome(
     bundle: _bundle.RunBundle,
     status: _outcome.Status,
     message: str,
     started: str,
-    state: _Progress,
+    state: Progress,
     secrets: Mapping[str, str],
 ) -> _outcome.Outcome:
     found: set[str] = set()
@@ -365,5 +408,5 @@ def _build_outcome(
         cli_version=state.cli_version,
         redacted=sorted(found),
         started_at=started,
-        finished_at=_now(),
+        finished_at=now(),
     )
