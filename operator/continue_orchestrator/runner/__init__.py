@@ -3,7 +3,9 @@
 ``run(bundle)`` prepares the workspace at the pinned commit, rewrites config.yaml so
 every model goes through the gateway with the run token, refuses ungranted secrets
 before the agent starts, runs the pinned Continue CLI headless, takes the diff, runs
-the verify commands and reports an ``Outcome`` to the gateway. ``ExitCode`` tells the
+the verify commands and reports an ``Outcome`` to the gateway. ``verify_only(bundle,
+patch)`` is publication's fresh verification: the same clone and verify commands on the
+pinned commit with the run's patch applied, and no agent. ``ExitCode`` tells the
 results apart; ``python -m continue_orchestrator.runner`` is the command.
 """
 
@@ -43,6 +45,7 @@ from continue_orchestrator.runner._outcome import (
     redact,
 )
 from continue_orchestrator.runner._run import agent_environment, cli_version, run
+from continue_orchestrator.runner._verify import verify_only
 from continue_orchestrator.runner._workspace import (
     TREE_MAX_DEPTH,
     Diff,
@@ -90,4 +93,5 @@ __all__ = [
     "secret_references",
     "split_credentials",
     "tree_digest",
+    "verify_only",
 ]

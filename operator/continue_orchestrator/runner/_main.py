@@ -4,6 +4,8 @@
 The pod and local mode run the whole run in one process: clone (through the gateway,
 with the run token), agent, verify. ``--prepare-only`` clones and exits, and
 ``--workspace-ready`` runs on a workspace cloned so, for a pod that splits the two.
+``--verify-only --patch FILE`` is publication's fresh verification: clone, apply the
+run's patch, run the verify commands; no agent, no model.
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from continue_orchestrator import errors
-from continue_orchestrator.runner import _bundle, _outcome, _run
+from continue_orchestrator.runner import _bundle, _outcome, _run, _verify
+
+USAGE_ERROR = 2
+"""The exit code of a command line that makes no sense (argparse's own)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,6 +41,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="the workspace was prepared by --prepare-only; do not clone",
     )
+    phase.add_argument(
+        "--verify-only",
+        action="store_true",
+        help="clone, apply --patch and run the verify commands; never start the agent",
+    )
+    parser.add_argument(
+        "--patch",
+        type=pathlib.Path,
+        metavar="FILE",
+        help="with --verify-only: the run's patch (its outcome's diff, whole), to apply",
+    )
     parser.add_argument(
         "--no-report", action="store_true", help="do not POST the outcome to the gateway"
     )
@@ -51,6 +67,14 @@ def prepare_workspace(bundle: _bundle.RunBundle, environ: Mapping[str, str] = os
 
 
 def execute(args: argparse.Namespace) -> int:
+    if args.verify_only != (args.patch is not None):
+        problem = (
+            "--verify-only needs --patch FILE (the run's patch to verify)"
+            if args.verify_only
+            else "--patch is read only with --verify-only"
+        )
+        print(f"runner: {problem}", file=sys.stderr)
+        return USAGE_ERROR
     try:
         bundle = _bundle.load_bundle(args.bundle)
     except errors.OrchestratorError as error:
@@ -64,7 +88,10 @@ def execute(args: argparse.Namespace) -> int:
             return int(_outcome.ExitCode.WORKSPACE_ERROR)
         print(f"runner: workspace ready at {commit}", file=sys.stderr)
         return 0
-    outcome = _run.run(bundle, deliver=not args.no_report, prepare=not args.workspace_ready)
+    if args.verify_only:
+        outcome = _verify.verify_only(bundle, args.patch, deliver=not args.no_report)
+    else:
+        outcome = _run.run(bundle, deliver=not args.no_report, prepare=not args.workspace_ready)
     if args.outcome:
         args.outcome.write_text(outcome.model_dump_json(by_alias=True, indent=2), encoding="utf-8")
     return outcome.exit_code

@@ -189,6 +189,29 @@ def diff(workspace: pathlib.Path, base: str, *, limit: int) -> Diff:
     )
 
 
+def apply(workspace: pathlib.Path, patch: bytes, *, where: str) -> None:
+    """Apply ``patch``, a ``diff`` of this workspace's base, to its index and tree: all of it
+    or nothing (``git apply`` is atomic), exactly as written (no whitespace fixes), and
+    never through a symbolic link or outside the workspace (git refuses both). The
+    options are the ones publication commits the patch with (``runs`` publishing), so
+    the tree verified is the tree published. An empty patch changes nothing. Raises
+    ``errors.RunnerError`` naming ``where`` (the patch) when it does not apply."""
+    if not patch:
+        return
+    with tempfile.TemporaryDirectory(prefix="runner-apply-") as scratch:
+        env = git_env(scratch)
+        try:
+            _git_bytes(["apply", "--index", "--binary", "--whitespace=nowarn", "-"],
+                       workspace, env, where, stdin=patch)  # fmt: skip
+        except errors.RunnerError as error:
+            raise errors.RunnerError(
+                f"the patch does not apply to the pinned commit: {error.what}",
+                where=where,
+                fix="give the patch the runner reported for this repository and commit "
+                "(the outcome's diff, whole and unredacted)",
+            ) from None
+
+
 TREE_MAX_DEPTH = 512
 """Deeper workspaces get no tree digest rather than one file descriptor per level."""
 _CHUNK = 1 << 20
@@ -306,13 +329,17 @@ def _check_scrubbed(git_dir: pathlib.Path, credentials: _bundle.Credentials) -> 
 
 
 def _git_bytes(
-    args: Sequence[str], cwd: pathlib.Path | str, env: Mapping[str, str], where: str
+    args: Sequence[str],
+    cwd: pathlib.Path | str,
+    env: Mapping[str, str],
+    where: str,
+    stdin: bytes = b"",
 ) -> bytes:
     result = subprocess.run(
         ["git", *_SAFE_GIT, *args],
         cwd=cwd,
         env=dict(env),
-        stdin=subprocess.DEVNULL,
+        input=stdin,
         capture_output=True,
         check=False,
     )
