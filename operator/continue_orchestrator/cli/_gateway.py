@@ -94,6 +94,36 @@ def register(subparsers: _flags.Subparsers) -> None:
         "status.pendingApprovals and takes RunApprovals (in a cluster); 'local' takes "
         "decisions on the admin API",
     )
+    _flags.add(
+        parser,
+        "--github-app-id",
+        env="ORCHESTRATOR_GITHUB_APP_ID",
+        default="",
+        help="a GitHub App whose installation tokens fetch a run's GitHub repository when "
+        "its AgentRun names no credentialsSecretRef (needs --github-app-key-file)",
+    )
+    _flags.add(
+        parser,
+        "--github-app-key-file",
+        env="ORCHESTRATOR_GITHUB_APP_KEY_FILE",
+        default="",
+        help="the GitHub App's private key (the .pem GitHub generated)",
+    )
+    _flags.add(
+        parser,
+        "--github-app-installation-id",
+        env="ORCHESTRATOR_GITHUB_APP_INSTALLATION_ID",
+        type=int,
+        help="the App's installation (default: looked up for each repository)",
+    )
+    _flags.add(
+        parser,
+        "--github-api-url",
+        env="ORCHESTRATOR_GITHUB_API_URL",
+        default="",
+        help="the App's GitHub: https://HOST/api/v3 for GitHub Enterprise Server "
+        "(default: https://api.github.com, for github.com)",
+    )
     parser.add_argument("--verbose", action="store_true")
     parser.set_defaults(handler=run)
 
@@ -121,6 +151,47 @@ def _admin_token(path: str) -> str:
     return token
 
 
+def _app_tokens(args: argparse.Namespace) -> gateway.AppTokens | None:
+    """The GitHub App the flags name, or None; refuses a half-given App."""
+    where = "orchestrator gateway --github-app-id"
+    if not args.github_app_id:
+        given = [
+            flag
+            for flag, value in (
+                ("--github-app-key-file", args.github_app_key_file),
+                ("--github-app-installation-id", args.github_app_installation_id),
+                ("--github-api-url", args.github_api_url),
+            )
+            if value not in (None, "")
+        ]
+        if given:
+            raise errors.GatewayError(
+                f"{', '.join(given)} given without a GitHub App",
+                where=where,
+                fix="pass --github-app-id too, or leave the App's other flags out",
+            )
+        return None
+    if not args.github_app_key_file:
+        raise errors.GatewayError(
+            "a GitHub App without its private key",
+            where=where,
+            fix="pass --github-app-key-file with the App's .pem",
+        )
+    key = _flags.read_token(
+        args.github_app_key_file,
+        what="the GitHub App's private key",
+        where=f"orchestrator gateway --github-app-key-file {args.github_app_key_file}",
+        fix="mount the App's private key Secret there",
+    )
+    app_id = int(args.github_app_id) if args.github_app_id.isdigit() else args.github_app_id
+    return gateway.AppTokens(
+        app_id,
+        key,
+        installation_id=args.github_app_installation_id,
+        api_url=args.github_api_url or gateway.GITHUB_API,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -139,9 +210,10 @@ def run(args: argparse.Namespace) -> int:
             fix="pass --ledger sqlite:///path.db or postgresql://...",
         )
     token = _admin_token(args.admin_token_file)
+    app_tokens = _app_tokens(args)
     book = ledger.open(args.ledger)
     try:
-        return asyncio.run(_serve(args, listen, admin, token, book))
+        return asyncio.run(_serve(args, listen, admin, token, book, app_tokens))
     finally:
         book.close()
 
@@ -152,12 +224,14 @@ async def _serve(
     admin: tuple[str, int] | None,
     token: str,
     book: ledger.Ledger,
+    app_tokens: gateway.AppTokens | None,
 ) -> int:
     server = gateway.Gateway(
         record_root=args.record_root,
         ledger=book,
         admin_token=token,
         shutdown_timeout=args.grace_seconds,
+        app_tokens=app_tokens,
     )
     if args.approvals == "kubernetes":
         # Imported here: only the cluster flavour needs the Kubernetes client.
@@ -173,6 +247,12 @@ async def _serve(
         _metrics.serve(args.metrics_port)
     print(f"gateway serving agents at {server.base_url}, admin at {server.admin_url}", flush=True)
     log.info("held calls wait for approvals: %s", args.approvals)
+    if app_tokens is not None:
+        log.info(
+            "GitHub App %s fetches runs' repositories on %s that come without a token",
+            app_tokens.app_id,
+            app_tokens.web_root,
+        )
     await stop.wait()
     log.info("stopping: finishing calls in flight (up to %gs)", args.grace_seconds)
     sealed = await server.stop()

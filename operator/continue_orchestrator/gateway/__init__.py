@@ -2,7 +2,8 @@
 
 Runs outside the sandbox. Each run is registered with its token, policy, upstream models
 (with the real keys the sandbox never holds), allowed egress and repository (with the
-forge credential, which the sandbox never holds either), in process
+forge credential, which the sandbox never holds either; or the gateway mints a GitHub
+App installation token for it, ``AppTokens``), in process
 (``Gateway.register_run``) or over the admin API (``Client``, ``BlockingClient``); the
 agent's config points at ``Gateway.api_base(run)``, and the runner clones from the run's
 git endpoint (fetch only). See docs/gateway.md.
@@ -24,6 +25,7 @@ from continue_orchestrator.gateway._client import (
     registration_body,
     upstreams_from_config,
 )
+from continue_orchestrator.gateway._forge_tokens import GITHUB_API, AppTokens
 from continue_orchestrator.gateway._gate import Decision, ToolDecider, policy_decider
 from continue_orchestrator.gateway._metrics import REGISTRY as METRICS_REGISTRY
 from continue_orchestrator.gateway._recorder import LedgerSink
@@ -37,7 +39,9 @@ from continue_orchestrator.gateway._registry import (
 from continue_orchestrator.gateway._server import Gateway
 
 __all__ = [
+    "GITHUB_API",
     "METRICS_REGISTRY",
+    "AppTokens",
     "Approval",
     "ApprovalBroker",
     "ApprovalOutcome",

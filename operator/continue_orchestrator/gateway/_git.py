@@ -13,6 +13,13 @@ other path are refused with 403 and a plain-text message git shows its user, a
 ``policy.decision`` ledger entry (``effect: Deny``, ``rule: gateway.git-…``) and a
 count in ``orchestrator_gateway_refused_calls``. Each fetch that wanted commits is
 recorded as a ``repository.fetch`` entry with those commits (``_pktline``).
+
+The forge credential is the registration's token; a run registered without one whose
+repository is on the GitHub of the gateway's App (``_forge_tokens``) fetches with an
+installation token minted for it. When that token cannot be minted, git gets 502 and
+a message saying what failed and what to do, the run's ledger a ``repository.fetch``
+entry with the ``error``, and ``orchestrator_gateway_refused_calls`` a count
+(``git-forge-credential``).
 """
 
 from __future__ import annotations
@@ -23,8 +30,9 @@ from typing import Any
 
 from aiohttp import web
 
-from continue_orchestrator import ledger
+from continue_orchestrator import errors, ledger, records
 from continue_orchestrator.gateway import (
+    _forge_tokens,
     _git_fetch,
     _http,
     _metrics,
@@ -141,11 +149,19 @@ def refusal(
 
 
 class GitAPI:
-    """The ``/runs/RUN/git/`` handlers; holds the HTTP client the fetches from forges share."""
+    """The ``/runs/RUN/git/`` handlers; holds the HTTP client the fetches from forges share,
+    and the GitHub App whose installation tokens fetch for runs registered without a token."""
 
-    def __init__(self, runs: _runs.Runs, *, local_repositories: bool = False) -> None:
+    def __init__(
+        self,
+        runs: _runs.Runs,
+        *,
+        local_repositories: bool = False,
+        app_tokens: _forge_tokens.AppTokens | None = None,
+    ) -> None:
         self.runs = runs
         self.local_repositories = local_repositories
+        self.app_tokens = app_tokens
         # Packs pass through as the forge encoded them; git on the other side decodes.
         self._upstream = _http.Upstream(decompress=False)
 
@@ -171,8 +187,13 @@ class GitAPI:
             _metrics.GIT_REQUESTS.labels(asked.label, "403").inc()
             return await self._refuse(state, asked, refused)
         assert origin is not None  # refusal() said so
+        try:
+            credential = await self._credential(state, origin)
+        except errors.ForgeError as error:
+            _metrics.GIT_REQUESTS.labels(asked.label, "502").inc()
+            return await self._unminted(state, origin, error)
         wants = _pktline.Wants()
-        served = await self._fetch(request, origin, asked, wants)
+        served = await self._fetch(request, origin, asked, wants, credential)
         _metrics.GIT_REQUESTS.labels(asked.label, str(served.status)).inc()
         if served.status == 200 and wants.count:
             await state.recorder.ledger_entries([fetched(origin, request, wants, served)])
@@ -184,6 +205,7 @@ class GitAPI:
         origin: _registry.GitOrigin,
         asked: Asked,
         wants: _pktline.Wants,
+        credential: _git_fetch.Credential | None,
     ) -> _git_fetch.Served:
         body = None
         if not asked.advertise:
@@ -193,7 +215,60 @@ class GitAPI:
                 origin.local_path, request, advertise=asked.advertise, body=body
             )
         return await _git_fetch.from_forge(
-            self._upstream.session, origin, request, advertise=asked.advertise, body=body
+            self._upstream.session,
+            origin,
+            request,
+            advertise=asked.advertise,
+            body=body,
+            credential=credential,
+        )
+
+    async def _credential(
+        self, state: _runs.RunState, origin: _registry.GitOrigin
+    ) -> _git_fetch.Credential | None:
+        """What the fetch signs in to the forge with: the registration's token, else an
+        installation token of the gateway's App if the repository is on its GitHub, else
+        nothing. Raises ``errors.ForgeError`` when the App's token cannot be minted."""
+        registered = _git_fetch.Credential.registered(origin)
+        tokens = self.app_tokens
+        if registered is not None or origin.local_path is not None or tokens is None:
+            return registered
+        if not tokens.serves(origin.url):
+            return None
+        minted = await tokens.credential(origin.url)
+        _redact_also(state, minted.secret)
+        return _git_fetch.Credential(
+            minted.username,
+            minted.secret,
+            held=f"the installation token of GitHub App {tokens.app_id}",
+            fix=_INSTALL_THE_APP,
+        )
+
+    async def _unminted(
+        self, state: _runs.RunState, origin: _registry.GitOrigin, error: errors.ForgeError
+    ) -> web.StreamResponse:
+        """Answer a fetch whose App token could not be minted, and record why."""
+        _metrics.REFUSED.labels("git-forge-credential").inc()
+        app = self.app_tokens.app_id if self.app_tokens else "?"
+        said = f"{error.what} ({error.where})" if error.where else error.what
+        await state.recorder.ledger_entries(
+            [
+                (
+                    ledger.Kind.REPOSITORY_FETCH.value,
+                    _recorder.ACTOR,
+                    {
+                        "repository": origin.url,
+                        "path": origin.path,
+                        "credential": f"github-app:{app}",
+                        "error": said,
+                    },
+                )
+            ]
+        )
+        return _http.git_refusal(
+            502,
+            f"{_WHO}: could not get an installation token of GitHub App {app} to fetch "
+            f"{origin.path}: {said}. {_INSTALL_THE_APP}. This failure is in the run's ledger.",
         )
 
     async def _refuse(
@@ -219,6 +294,22 @@ class GitAPI:
             ]
         )
         return _http.git_refusal(403, refused.message)
+
+
+_INSTALL_THE_APP = (
+    "Install the gateway's GitHub App on the repository with read access to its contents, "
+    "and check the App's id and private key (orchestrator gateway --github-app-id, "
+    "--github-app-key-file); or name a token that may read the repository in the run's "
+    "spec.repository.credentialsSecretRef"
+)
+
+
+def _redact_also(state: _runs.RunState, secret: str) -> None:
+    """Make the run's records redact ``secret`` (a minted token) too, as they redact the
+    registration's own credential."""
+    if state.recorder.redact(secret.encode()) == secret.encode():
+        values = {**state.registration.redactions(), secret: "forge-credential"}
+        state.recorder.redact = records.Redactor(values)
 
 
 def _scanner(request: web.Request, wants: _pktline.Wants) -> Callable[[bytes], None]:

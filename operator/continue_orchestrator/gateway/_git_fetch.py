@@ -1,7 +1,9 @@
 """Where the gateway's git endpoint gets what a run fetches: the forge, or a local repository.
 
 For a forge (``GitOrigin.remote``) the request goes to its smart-HTTP URL with the forge
-credential the gateway holds (HTTP Basic), the ``Git-Protocol`` header passed on, and
+credential the gateway holds (a ``Credential``: the registration's token, or a GitHub
+App installation token the gateway minted; HTTP Basic), the ``Git-Protocol`` header
+passed on, and
 both bodies streamed chunk by chunk with their encodings untouched: the client's
 request as it arrives, the pack as the forge sends it. Redirects are not followed (a
 credential is never sent to a host the run was not registered with). For a local
@@ -38,6 +40,26 @@ _FORWARDED_RESPONSE = ("Content-Type", "Content-Encoding", "Cache-Control", "Exp
 _ADVERTISEMENT = f"application/x-{UPLOAD_PACK}-advertisement"
 _RESULT = f"application/x-{UPLOAD_PACK}-result"
 _NO_CACHE = {"Cache-Control": "no-cache, max-age=0, must-revalidate", "Pragma": "no-cache"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Credential:
+    """What the gateway signs in to the forge with, and what to say when it is refused."""
+
+    username: str
+    secret: str = dataclasses.field(repr=False)
+    held: str = "the credential the gateway holds"
+    """Names the credential in messages."""
+    fix: str = (
+        "the run's spec.repository.credentialsSecretRef must name a token that may read it "
+        "(orchestrator run: --repository-credential)"
+    )
+    """What to do when the forge refuses it."""
+
+    @classmethod
+    def registered(cls, origin: _registry.GitOrigin) -> Credential | None:
+        """The credential the run was registered with, or None if it carries none."""
+        return cls(origin.username, origin.token) if origin.token else None
 
 
 @dataclasses.dataclass
@@ -94,9 +116,10 @@ async def from_forge(
     *,
     advertise: bool,
     body: AsyncIterator[bytes] | None,
+    credential: Credential | None,
 ) -> Served:
     """Forward ``request`` (info/refs when ``advertise``, else the upload-pack POST with
-    ``body``) to the forge; stream its answer back."""
+    ``body``) to the forge, signed in with ``credential``; stream its answer back."""
     base = origin.url.rstrip("/")
     url = f"{base}/info/refs?service={UPLOAD_PACK}" if advertise else f"{base}/{UPLOAD_PACK}"
     headers = {
@@ -106,8 +129,8 @@ async def from_forge(
     headers["User-Agent"] = agent if agent.startswith("git/") else "git/continue-orchestrator"
     if protocol(request):
         headers["Git-Protocol"] = protocol(request)
-    if origin.token:
-        pair = f"{origin.username}:{origin.token}".encode()
+    if credential is not None:
+        pair = f"{credential.username}:{credential.secret}".encode()
         headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
     host = f"the forge at {_host(origin.url)}"
     try:
@@ -122,7 +145,7 @@ async def from_forge(
         return _refused(502, f"the gateway could not reach {host}: {error or type(error).__name__}")
     async with upstream:
         if upstream.status != 200:
-            return _refused(*_forge_failure(upstream, host, origin))
+            return _refused(*_forge_failure(upstream, host, origin, credential))
         answer = {
             name: upstream.headers[name] for name in _FORWARDED_RESPONSE if name in upstream.headers
         }
@@ -135,16 +158,16 @@ def _host(url: str) -> str:
 
 
 def _forge_failure(
-    upstream: aiohttp.ClientResponse, host: str, origin: _registry.GitOrigin
+    upstream: aiohttp.ClientResponse,
+    host: str,
+    origin: _registry.GitOrigin,
+    credential: Credential | None,
 ) -> tuple[int, str]:
     status = upstream.status
     if status in (401, 403):
-        held = "the credential the gateway holds" if origin.token else "no credential"
-        return 502, (
-            f"{host} refused to serve {origin.path} with {held} (HTTP {status}); the run's "
-            "spec.repository.credentialsSecretRef must name a token that may read it "
-            "(orchestrator run: --repository-credential)"
-        )
+        held = credential.held if credential else "no credential"
+        fix = credential.fix if credential else Credential.fix
+        return 502, f"{host} refused to serve {origin.path} with {held} (HTTP {status}); {fix}"
     if status == 404:
         return 404, f"{host} has no repository {origin.path}, or its credential cannot see it"
     if 300 <= status < 400:

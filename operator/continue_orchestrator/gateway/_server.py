@@ -19,6 +19,7 @@ from continue_orchestrator import records
 from continue_orchestrator.gateway import (
     _admin_http,
     _approvals,
+    _forge_tokens,
     _gate,
     _git,
     _model_api,
@@ -41,10 +42,12 @@ class Gateway:
         decide: _gate.ToolDecider = _gate.policy_decider,
         shutdown_timeout: float = 30.0,
         local_repositories: bool = False,
+        app_tokens: _forge_tokens.AppTokens | None = None,
     ) -> None:
         """``local_repositories``: serve runs whose repository is a local path (``file://``)
         from this machine's disk, as local mode does; a cluster's gateway fetches from
-        forges only."""
+        forges only. ``app_tokens``: the GitHub App whose installation tokens fetch a
+        run's GitHub repository when its registration carries no forge token."""
         self.store = records.BlobStore(record_root)
         self.ledger = ledger
         self.registry = _runs.Runs(self.store, ledger)
@@ -57,7 +60,9 @@ class Gateway:
         self.instance = secrets.token_hex(8)
         self._gate = _gate.Gate(decide, broker or _approvals.LocalApprovalBroker())
         self._model_api = _model_api.ModelAPI(self.registry, self._gate)
-        self._git_api = _git.GitAPI(self.registry, local_repositories=local_repositories)
+        self._git_api = _git.GitAPI(
+            self.registry, local_repositories=local_repositories, app_tokens=app_tokens
+        )
         self._admin_api = _admin_http.AdminAPI(self.registry, self, admin_token)
         self._runners: list[web.AppRunner] = []
 

@@ -1,6 +1,7 @@
 """A gateway serving one run's git endpoint to the real git client, for the git tests.
 
-`served(tmp_path, origin=...)` starts a `gateway.Gateway` (real SQLite ledger) behind
+`served(tmp_path, origin=...)` starts a `gateway.Gateway` (real SQLite ledger; with
+`app_tokens`, a GitHub App for runs registered without a forge token) behind
 aiohttp's test server with the run `run-1` registered, and yields a `Served`: the
 endpoint's base URL, the ledger's entries of the run, and `git(...)`, which runs the
 real git client in a worker thread (the gateway answers on this thread's loop) with no
@@ -89,10 +90,14 @@ async def served(
     origin: gateway.GitOrigin | None,
     local_repositories: bool = True,
     expires_in: float = 600,
+    app_tokens: gateway.AppTokens | None = None,
 ) -> AsyncIterator[Served]:
     book = ledger.open(f"sqlite:///{tmp_path / 'ledger.db'}")
     server = gateway.Gateway(
-        record_root=str(tmp_path / "records"), ledger=book, local_repositories=local_repositories
+        record_root=str(tmp_path / "records"),
+        ledger=book,
+        local_repositories=local_repositories,
+        app_tokens=app_tokens,
     )
     server.register_run(
         gateway.RunRegistration(

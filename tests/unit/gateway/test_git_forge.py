@@ -17,7 +17,10 @@ import json
 import pathlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import httpx
 from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from tests.runner_support import REPO_FILES, Origin, make_origin
 from tests.unit.gateway import _git_support
 from tests.unit.gateway._git_support import TOKEN, basic
@@ -76,7 +79,15 @@ class Forge:
 Check = Callable[[_git_support.Served, Forge], Awaitable[None]]
 
 
-def _with_forge(tmp_path: pathlib.Path, check: Check, **forge_options: object) -> None:
+def _with_forge(
+    tmp_path: pathlib.Path,
+    check: Check,
+    *,
+    github_app: Callable[[str], gateway.AppTokens] | None = None,
+    **forge_options: object,
+) -> None:
+    """Run ``check`` on a gateway in front of the fake forge; ``github_app`` makes the gateway's
+    GitHub App from the forge's API URL (``http://127.0.0.1:PORT/api/v3``)."""
     origin = make_origin(tmp_path, REPO_FILES)
 
     async def main() -> None:
@@ -91,9 +102,13 @@ def _with_forge(tmp_path: pathlib.Path, check: Check, **forge_options: object) -
         registered = gateway.GitOrigin(
             url=url, path=runs.git_path(url), username=FORGE_USER, token=FORGE_TOKEN
         )
+        root = url.removesuffix("/acme/payments.git")
         try:
             async with _git_support.served(
-                tmp_path, origin=registered, local_repositories=False
+                tmp_path,
+                origin=registered,
+                local_repositories=False,
+                app_tokens=github_app(f"{root}/api/v3") if github_app else None,
             ) as served:
                 await check(served, forge)
                 everything = json.dumps([e.payload for e in served.entries()])
@@ -134,6 +149,37 @@ def test_the_forge_gets_the_gateways_credential_and_never_the_run_token(
         assert [(e.payload or {})["wants"] for e in fetches] == [[forge.origin.commit]] * 2
 
     _with_forge(tmp_path, check)
+
+
+def test_a_registered_token_is_used_where_the_gateways_app_could_mint_one(
+    tmp_path: pathlib.Path,
+) -> None:
+    asked: list[httpx.Request] = []
+
+    def github(request: httpx.Request) -> httpx.Response:
+        asked.append(request)
+        return httpx.Response(500)
+
+    def app(api_url: str) -> gateway.AppTokens:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode()
+        tokens = gateway.AppTokens(
+            1, pem, installation_id=1, api_url=api_url, transport=httpx.MockTransport(github)
+        )
+        assert tokens.serves(api_url.removesuffix("/api/v3") + "/acme/payments.git")
+        return tokens
+
+    async def check(served: _git_support.Served, forge: Forge) -> None:
+        cloned = await served.git("clone", _url(served), str(tmp_path / "clone"))
+        assert cloned.returncode == 0, cloned.stderr  # the fake forge took FORGE_TOKEN
+        assert forge.seen
+
+    _with_forge(tmp_path, check, github_app=app)
+    assert asked == [], "the App was asked for a token the registration already had"
 
 
 def test_a_forge_that_refuses_the_credential_is_named_with_what_to_fix(
