@@ -31,7 +31,7 @@ from tests.forge import ForgeError, Gitea
 from tests.forge import gitea as forge
 from tests.unit.controller import _builders
 
-from continue_orchestrator import errors, gateway, ledger, runner, runs
+from continue_orchestrator import api, errors, gateway, ledger, runner, runs
 
 pytestmark = pytest.mark.forge
 
@@ -257,3 +257,40 @@ def test_push_another_repository_and_a_wrong_token_are_refused(
     assert private.token not in everything
     for path in served.records.rglob("*"):
         assert not path.is_file() or private.token.encode() not in path.read_bytes()
+
+
+def test_verify_only_clones_through_the_gateway_and_reports_the_verified_tree(
+    private: Private, served: GatewayThread, tmp_path: pathlib.Path
+) -> None:
+    """Publication's fresh sandbox (``runner --verify-only``) with only a run token: the
+    clone comes through the gateway, the patch is the runner's own diff of an edited
+    workspace, and the gateway records the outcome with the verified tree's digest."""
+    uid = f"run-{uuid.uuid4().hex[:8]}"
+    plan = _plan(private, uid, forge_token=private.token)
+    served.register(plan)
+    edited = tmp_path / "agent" / "workspace"
+    base = runner.prepare_workspace(_bundle(plan, served, edited), {})
+    (edited / "NOTES.md").write_text("verified again\n")
+    patch = runner.diff(edited, base, limit=1 << 20).patch
+    patch_file = tmp_path / "run.patch"
+    patch_file.write_bytes(patch)
+    verify = (
+        api.VerifyCommand(name="notes", command="grep -q 'verified again' NOTES.md"),
+        api.VerifyCommand(name="fails", command="echo no; exit 4"),
+    )
+    bundle = _bundle(plan, served, tmp_path / "verify" / "workspace")
+    bundle = bundle.model_copy(update={"verify": verify})
+
+    outcome = runner.verify_only(bundle, patch_file, environ={}, log=lambda _: None)
+
+    assert outcome.status is runner.Status.VERIFY_FAILED, outcome.message
+    assert outcome.exit_code == runner.ExitCode.VERIFY_FAILED
+    assert [(v.name, v.result.exit_code) for v in outcome.verify] == [("notes", 0), ("fails", 4)]
+    assert outcome.agent is None and outcome.base_commit == private.commit
+    assert outcome.workspace_tree_digest == runner.tree_digest(edited)
+    fetches = [e for e in served.entries(uid) if e.kind is ledger.Kind.REPOSITORY_FETCH]
+    assert len(fetches) == 2  # the agent's clone and the verify sandbox's
+    finished = [e for e in served.entries(uid) if e.kind is ledger.Kind.RUN_FINISHED]
+    assert [(e.actor, (e.payload or {})["status"]) for e in finished] == [
+        ("runner", "VerifyFailed")
+    ]
