@@ -156,7 +156,10 @@ class Kube:
             raw.release_conn()
 
 
-def agentruns(namespace: str, name: str | None = None, *, status: bool = False) -> str:
+def agentruns(namespace: str | None, name: str | None = None, *, status: bool = False) -> str:
+    """AgentRuns of ``namespace`` (None: of every namespace, to list), or the one named."""
+    if namespace is None:
+        return f"/apis/{api.GROUP}/{api.VERSION}/agentruns"
     path = f"/apis/{api.GROUP}/{api.VERSION}/namespaces/{namespace}/agentruns"
     if name:
         path += f"/{name}"

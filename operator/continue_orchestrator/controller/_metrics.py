@@ -49,6 +49,18 @@ INTERVENTIONS = prometheus_client.Counter(
     registry=REGISTRY,
 )
 
+PULL_REQUESTS = prometheus_client.Counter(
+    "orchestrator_pull_requests",
+    "Pull requests of runs by outcome: opened by publication, merged or closed unmerged "
+    "as the pull request poller read them from the forge.",
+    ["outcome"],
+    registry=REGISTRY,
+)
+# Every outcome is exported from the start, at 0, so a rate over it is never empty.
+PULL_REQUESTS.labels("opened")
+PULL_REQUESTS.labels("merged")
+PULL_REQUESTS.labels("closed")
+
 
 class PhaseGauge:
     """Live AgentRuns by phase, from the operator's watch of AgentRuns."""

@@ -58,6 +58,10 @@ class Kind(enum.StrEnum):
     PUBLICATION_PUSHED = "publication.pushed"
     PUBLICATION_SUMMARY = "publication.summary"
     PUBLICATION_FAILED = "publication.failed"
+    PULL_REQUEST_MERGED = "pull_request.merged"
+    """The run's pull request was merged, as the operator's poller read it from the forge."""
+    PULL_REQUEST_CLOSED = "pull_request.closed"
+    """The run's pull request was closed without being merged (read as for merged)."""
 
 
 # A secret.read entry may name a secret, never carry its value.
