@@ -33,7 +33,17 @@ FULL_VALUES: dict[str, Any] = {
         "workers": 4,
         "logLevel": "debug",
     },
-    "gateway": {"port": 9443, "adminPort": 9444, "adminToken": {"existingSecret": "gw-admin"}},
+    "gateway": {
+        "port": 9443,
+        "adminPort": 9444,
+        "adminToken": {"existingSecret": "gw-admin"},
+        "githubApp": {
+            "appId": 1234567,
+            "installationId": 76543210,
+            "apiUrl": "https://ghe.example/api/v3",
+            "privateKey": {"existingSecret": "github-app", "key": "app.pem"},
+        },
+    },
     "recordStore": {"existingClaim": "records"},
     "attestation": {"mode": "keyless", "keyless": {"trustConfig": '{"mediaType": "x"}'}},
     "baselinePolicy": {"enabled": True, "approverGroups": ["security"]},
@@ -280,6 +290,30 @@ def test_key_mode_mounts_the_signing_secret_where_the_operator_reads_it() -> Non
     assert "sigstore-token" not in volumes  # no OIDC token where none is needed
 
 
+def test_a_github_app_is_mounted_where_the_gateways_flags_read_it(
+    default_docs: list[dict[str, Any]], full_docs: list[dict[str, Any]]
+) -> None:
+    plain = _container(_deployment(default_docs, "gateway"))
+    assert not [flag for flag in _flags(plain) if flag.startswith("github")]
+    assert "github-app" not in {m["name"] for m in plain["volumeMounts"]}
+
+    deployment = _deployment(full_docs, "gateway")
+    container = _container(deployment)
+    flags = _flags(container)
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    # Numbers as the CLI parses them: a values file's 1234567 is a float to Helm.
+    assert flags["github-app-id"] == "1234567"
+    assert flags["github-app-installation-id"] == "76543210"
+    assert flags["github-api-url"] == "https://ghe.example/api/v3"
+    assert flags["github-app-key-file"] == f"{mounts['github-app']['mountPath']}/app.pem"
+    assert mounts["github-app"]["readOnly"] is True
+    assert volumes["github-app"]["secret"]["secretName"] == "github-app"
+    assert volumes["github-app"]["secret"]["items"] == [{"key": "app.pem", "path": "app.pem"}]
+    operator = _container(_deployment(full_docs, "operator"))
+    assert "github-app" not in {m["name"] for m in operator.get("volumeMounts", [])}
+
+
 def test_watched_namespaces_get_role_bindings_and_nothing_cluster_wide(
     full_docs: list[dict[str, Any]],
 ) -> None:
@@ -384,6 +418,13 @@ def test_unpinned_runner_image_only_when_asked_for() -> None:
         ({"operator.standalone": "true"}, "operator.replicas must be 1 (is 2)"),
         ({"attestation.mode": "key"}, "attestation.key.existingSecret is empty"),
         ({"attestation.mode": "keyless"}, "neither attestation.keyless.existingConfigMap"),
+        ({"gateway.githubApp.appId": "12"}, "privateKey.existingSecret is empty"),
+        ({"gateway.githubApp.apiUrl": "https://ghe.example/api/v3"}, "but no appId"),
+        (
+            {"gateway.githubApp.apiUrl": "http://ghe.example/api/v3"},
+            "at '/gateway/githubApp/apiUrl'",
+        ),
+        ({"gateway.githubApp.installationId": "0"}, "at '/gateway/githubApp/installationId'"),
     ],
 )
 def test_bad_values_fail_with_the_path_named(values: dict[str, str], message: str) -> None:
