@@ -284,20 +284,3 @@ def _opened(body: dict[str, Any]) -> _Open | None:
     if run.deleting or pull.number is None:
         return None  # being deleted (its ledger is tombstoned), or no number to read
     return _Open(run, watched.spec.repository.url, pull.number)
-
-
-def start(
-    kube: _kube.Kube,
-    book: ledger.Ledger,
-    connect: Callable[[str], forge.Forge],
-    *,
-    actor: str,
-    namespaces: tuple[str, ...] = (),
-    backoff: Backoff = Backoff(),
-    closing: _closing.Closing | None = None,
-) -> Poller:
-    """A ``Poller`` polling in the background; ``stop()`` it when the operator ends."""
-    poller = Poller(kube, book, connect, actor=actor, namespaces=namespaces, backoff=backoff,
-                    closing=closing)  # fmt: skip
-    poller.start()
-    return poller

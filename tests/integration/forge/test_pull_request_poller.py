@@ -131,10 +131,11 @@ def test_a_merged_and_a_closed_pull_request_reach_the_agentrun(
     merged_before, closed_before = _count("merged"), _count("closed")
 
     client = controller.Kube(kube.api_client())
-    poller = _pull_requests.start(
+    poller = _pull_requests.Poller(
         client, book, _connect(gitea), actor=ACTOR, namespaces=(namespace,),
         backoff=_pull_requests.Backoff(first=0.2, ceiling=1.0),
     )  # fmt: skip
+    poller.start()  # in the background, as the operator runs it
     try:
         _wait_for(
             "the poller to see the three open pull requests", lambda: len(poller.schedule) == 3
