@@ -8,7 +8,8 @@ hosts the repository, so they talk to a ``Forge`` (see ``docs/forges.md``):
 - ``for_url(url, credentials)``: the backend for its host, ``GitHub`` (through
   githubkit) or ``Gitea`` (its REST API v1), given a ``Token`` or a ``GitHubApp``;
 - ``Forge``: ``git_credential``, ``find_pull_request``, ``open_pull_request``
-  (idempotent), ``get_pull_request`` (open, merged or closed) and ``post_summary``;
+  (idempotent; a draft as each forge has them when asked), ``get_pull_request``
+  (open, merged or closed) and ``post_summary``;
 - ``PullRequest`` and ``GitCredential``, the values crossing that line;
 - ``Backoff``: how transient failures are retried. Every failure is an
   ``errors.ForgeError`` saying whether it is ``transient`` and what the forge said.

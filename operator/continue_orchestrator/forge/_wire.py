@@ -5,8 +5,8 @@ Both forges answer with the same field names for what publishing needs (``number
 ``sha`` and ``repo.full_name``), so one model reads both, and "merged" is decided once:
 a closed pull request is merged when the forge says ``merged`` or gives ``merged_at``
 (GitHub's list answers carry only the latter); an open one is open, whatever else it
-carries. Both say ``draft`` (Gitea since 1.22: true when the title has one of its
-work-in-progress prefixes).
+carries. Both say ``draft`` (Gitea: true when the title has one of its work-in-progress
+prefixes).
 """
 
 from __future__ import annotations
