@@ -60,6 +60,11 @@ def opened() -> None:
     _metrics.PULL_REQUESTS.labels("opened").inc()
 
 
+Connect = Callable[[_agentrun.Run, str], forge.Forge]
+"""A run and its repository URL -> the forge serving it, with a credential that may read
+the run's pull request (the run's own token, as publication uses, or the operator's)."""
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Backoff:
     """When a run's pull request is read again: ``first`` seconds after it is first
@@ -128,16 +133,16 @@ class _Open:
 class Poller:
     """Reads the open pull requests of AgentRuns from their forges into their status.
 
-    ``connect`` gives the forge serving a repository URL with the operator's
-    credential. ``clock`` (monotonic seconds) schedules checks, ``now`` (seconds since
-    the epoch) stamps ``checkedAt``; tests script both. ``namespaces`` empty: all.
+    ``connect`` gives the forge serving a run's repository, with a credential.
+    ``clock`` (monotonic seconds) schedules checks, ``now`` (seconds since the epoch)
+    stamps ``checkedAt``; tests script both. ``namespaces`` empty: all.
     """
 
     def __init__(
         self,
         kube: _kube.Kube,
         book: ledger.Ledger,
-        connect: Callable[[str], forge.Forge],
+        connect: Connect,
         *,
         actor: str,
         namespaces: tuple[str, ...] = (),
@@ -196,7 +201,7 @@ class Poller:
         entry.due = self.clock() + self.backoff.wait(entry.checks)
         try:
             repo = forge.Repository(item.repository)
-            pull = self.connect(item.repository).get_pull_request(repo, item.number)
+            pull = self.connect(item.run, item.repository).get_pull_request(repo, item.number)
         except Exception as error:  # a forge's refusal or fault must not stop the loop
             entry.failure = str(error)
             log.warning(

@@ -62,9 +62,13 @@ def book(tmp_path: pathlib.Path) -> Iterator[ledger.Ledger]:
         yield opened
 
 
-def _connect(gitea: Gitea, token: str | None = None) -> Callable[[str], forge.Forge]:
-    credential = forge.Token(token or gitea.token, username=gitea.admin)
-    return lambda url: forge.for_url(url, credential)
+def _forge(gitea: Gitea, url: str, token: str | None = None) -> forge.Forge:
+    return forge.for_url(url, forge.Token(token or gitea.token, username=gitea.admin))
+
+
+def _connect(gitea: Gitea, token: str | None = None) -> _pull_requests.Connect:
+    """The poller's forge for a run: here one credential for every run."""
+    return lambda run, url: _forge(gitea, url, token)
 
 
 def _opened_pull_request(gitea: Gitea, repository: str, title: str) -> forge.PullRequest:
@@ -78,7 +82,7 @@ def _opened_pull_request(gitea: Gitea, repository: str, title: str) -> forge.Pul
          "branch": "main", "new_branch": branch},
     )  # fmt: skip
     url = gitea.clone_url(repository)
-    return _connect(gitea)(url).open_pull_request(
+    return _forge(gitea, url).open_pull_request(
         forge.Repository(url), head_branch=branch, base_branch="main", title=title,
         body="evidence", draft=True,
     )  # fmt: skip

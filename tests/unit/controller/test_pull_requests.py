@@ -95,7 +95,7 @@ def book(tmp_path: pathlib.Path) -> Iterator[ledger.Ledger]:
 
 def _poller(kube: Kube, book: ledger.Ledger, hub: Forge, clock: Clock) -> _pull_requests.Poller:
     return _pull_requests.Poller(
-        kube, book, lambda url: hub,  # type: ignore[arg-type,return-value]
+        kube, book, lambda run, url: hub,  # type: ignore[arg-type,return-value]
         actor="system:operator", backoff=_pull_requests.Backoff(FIRST, CEILING),
         clock=lambda: clock.monotonic, now=clock.now,
     )  # fmt: skip
