@@ -12,6 +12,7 @@ gateway with a minted token.
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime
 import json
 import pathlib
@@ -19,6 +20,7 @@ import pathlib
 import httpx
 import jwt
 import pytest
+from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from tests.unit.gateway import _git_support
@@ -226,3 +228,41 @@ def test_a_run_on_another_host_is_fetched_without_the_apps_token(
 
     asyncio.run(main())
     assert github.requests == []
+
+
+def test_a_minted_token_the_forge_refuses_is_named_as_the_apps(
+    tmp_path: pathlib.Path, key: rsa.RSAPrivateKey
+) -> None:
+    seen: list[str] = []
+
+    async def refuse(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization", ""))
+        return web.Response(status=403, text="Resource not accessible by integration")
+
+    async def main() -> None:
+        forge_app = web.Application()
+        forge_app.router.add_route("*", "/{tail:.*}", refuse)
+        runner = web.AppRunner(forge_app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        root = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        github = GitHub(Clock())
+        tokens = app_tokens(key, github, api_url=f"{root}/api/v3")
+        url = f"{root}/acme/payments.git"
+        origin = gateway.GitOrigin(url=url, path="acme/payments.git")
+        try:
+            async with _git_support.served(
+                tmp_path, origin=origin, local_repositories=False, app_tokens=tokens
+            ) as served:
+                listed = await served.git("ls-remote", served.git_url(url))
+        finally:
+            await runner.cleanup()
+        said = " ".join(listed.stderr.split())
+        assert "with the installation token of GitHub App 4242 (HTTP 403)" in said
+        assert "Install the gateway's GitHub App on the repository" in said
+        assert len(github.requests) == 1  # one request: git stops at the refusal
+        minted = "ghs_minted-1-0123456789abcdef"
+        assert seen == ["Basic " + base64.b64encode(f"x-access-token:{minted}".encode()).decode()]
+        assert minted not in listed.stderr
+
+    asyncio.run(main())
