@@ -24,6 +24,7 @@ _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 _KNOWN = frozenset(
     {
         "uid",
+        "agent",
         "name",
         "namespace",
         "token",
@@ -164,9 +165,19 @@ def registration(body: Any, *, now: float | None = None) -> _registry.RunRegistr
     if expires_at <= (time.time() if now is None else now):
         raise _bad("expiresAt", f"{expires_at:.0f} is in the past; the run has already expired")
     compiled = policy_set(body.get("policy"))
+    agent = body.get("agent", True)
+    if not isinstance(agent, bool):
+        raise _bad("agent", f"must be true or false, got {_kind(agent)}")
     models_body = body.get("models")
-    if not isinstance(models_body, dict) or not models_body:
-        raise _bad("models", f"must be a non-empty object of models, got {_kind(models_body)}")
+    if not isinstance(models_body, dict) or (agent and not models_body):
+        raise _bad(
+            "models",
+            f"must be a non-empty object of models, got {_kind(models_body)}",
+            fix='a sandbox that runs no agent (a verify sandbox) is registered with "agent": '
+            "false and no models",
+        )
+    if not agent and models_body:
+        raise _bad("models", 'must be empty when "agent" is false: no agent, no model')
     models: dict[str, _registry.Upstream] = {}
     for model, entry in models_body.items():
         field = f"models.{model}"

@@ -75,6 +75,10 @@ class RunSource(Protocol):
     def secrets(self) -> Mapping[str, str]: ...
     @property
     def repository(self) -> RepositorySource | None: ...
+    @property
+    def agent(self) -> bool:
+        """False for a sandbox that runs no agent and calls no model (a verify sandbox)."""
+        ...
 
 
 def upstreams_from_config(config: str, secrets: Mapping[str, str]) -> dict[str, _registry.Upstream]:
@@ -134,9 +138,15 @@ def registration_body(
         raise errors.GatewayError(
             f"the policy snapshot is not JSON: {error}", where=f"run {run.uid}"
         ) from None
-    upstreams = models if models is not None else upstreams_from_config(run.config, run.secrets)
+    if not run.agent:
+        upstreams: Mapping[str, _registry.Upstream] = {}
+    elif models is not None:
+        upstreams = models
+    else:
+        upstreams = upstreams_from_config(run.config, run.secrets)
     body: dict[str, Any] = {
         "uid": run.uid,
+        "agent": run.agent,
         "name": run.name,
         "namespace": run.namespace,
         "token": run.token,

@@ -442,6 +442,7 @@ def test_a_restarted_gateway_refuses_the_run_until_the_operator_registers_it_aga
             policy = json.dumps(snapshot()[0]).encode()
             policy_digest = snapshot()[1]
             repository = None
+            agent = True
 
         try:
             await asyncio.to_thread(client.register, Run())
