@@ -39,10 +39,16 @@ def secret_key(continue_name: str) -> str:
     return f"secret.{continue_name}"
 
 
-def secret(plan: runs.Plan, settings: _settings.Settings) -> JSON:
+PATCH_KEY = "patch"
+"""The verify sandbox's Secret key holding the run's patch (``--patch``)."""
+VERIFY_ARGS = ("--verify-only", "--patch", f"{runs.RUN_DIR}/{PATCH_KEY}")
+"""The runner's arguments in the fresh sandbox that verifies a publication."""
+
+
+def secret(plan: runs.Plan, settings: _settings.Settings, *, patch: bytes | None = None) -> JSON:
     """The run's Secret: token, policy snapshot, runner bundle, and delivered values only
     (brokered model credentials and the forge credential go to the gateway and are never
-    written here)."""
+    written here). A verify sandbox's Secret also holds the run's ``patch``."""
     data: dict[str, bytes] = {
         "token": plan.token.encode("ascii"),
         "policy.json": plan.snapshot.content,
@@ -54,6 +60,8 @@ def secret(plan: runs.Plan, settings: _settings.Settings) -> JSON:
     }
     for name, value in sorted(plan.secret_values.items()):
         data[secret_key(name)] = value
+    if patch is not None:
+        data[PATCH_KEY] = patch
     return {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -172,8 +180,9 @@ def _quantity(value: str | int) -> float:
 NON_ROOT_UID = 65532
 
 
-def pod(plan: runs.Plan, settings: _settings.Settings) -> JSON:
-    """The sandbox pod."""
+def pod(plan: runs.Plan, settings: _settings.Settings, *, verify: bool = False) -> JSON:
+    """The sandbox pod; with ``verify``, the fresh sandbox that verifies a publication
+    (the runner's ``--verify-only`` on the run's patch, under ``plan.run_id``)."""
     env: list[JSON] = [
         {"name": "ORCHESTRATOR_RUN_UID", "value": plan.uid},
         {"name": "ORCHESTRATOR_RUN_NAME", "value": str(plan.run.metadata.name)},
@@ -225,6 +234,7 @@ def pod(plan: runs.Plan, settings: _settings.Settings) -> JSON:
                     "image": settings.runner_image,
                     "imagePullPolicy": "IfNotPresent",
                     "command": list(settings.runner_command),
+                    **({"args": list(VERIFY_ARGS)} if verify else {}),
                     "workingDir": runs.WORKSPACE_DIR,
                     "env": env,
                     "securityContext": container_security,
@@ -248,6 +258,7 @@ def pod(plan: runs.Plan, settings: _settings.Settings) -> JSON:
                         "items": [
                             {"key": key, "path": key}
                             for key in ("token", "policy.json", "bundle.json")
+                            + ((PATCH_KEY,) if verify else ())
                         ]
                         + [
                             {"key": secret_key(name), "path": f"secrets/{name}"}

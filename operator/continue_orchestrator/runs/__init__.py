@@ -9,7 +9,8 @@ below both, and each of them calls it:
   digest (``inputs_digest``, ``spec_document``), the runner's bundle (``bundle``), what
   the gateway is told (``registration``), the repository its git endpoint serves and the
   runner clones from (``git_origin``, ``git_url``), what a read secret is for
-  (``secret_purpose``);
+  (``secret_purpose``), and the plan of the fresh sandbox that verifies a publication
+  (``verify_plan``);
 - the finish (``Finish``, ``phase_of``): the runner's exit code as a phase, and the
   ``run.finished`` ledger entry;
 - the facts (``facts``): what the attestation and the run report say, from the ledger
@@ -60,6 +61,8 @@ from continue_orchestrator.runs._plan import (
     RUN_DIR,
     RUNNER_COMMAND,
     RUNTIME_CLASS,
+    VERIFY_CONFIG,
+    VERIFY_SUFFIX,
     WORKSPACE_DIR,
     GitOrigin,
     Plan,
@@ -75,6 +78,7 @@ from continue_orchestrator.runs._plan import (
     shown_url,
     snapshot,
     spec_document,
+    verify_plan,
 )
 from continue_orchestrator.runs._publish import Inputs as PublishInputs
 from continue_orchestrator.runs._publish import (
@@ -99,6 +103,8 @@ __all__ = [
     "RUNNER_EXIT_CODES",
     "RUNTIME_CLASS",
     "RUN_DIR",
+    "VERIFY_CONFIG",
+    "VERIFY_SUFFIX",
     "WORKSPACE_DIR",
     "Evidence",
     "EvidenceInputs",
@@ -149,4 +155,5 @@ __all__ = [
     "timestamp",
     "tool_call_summary",
     "tool_calls",
+    "verify_plan",
 ]

@@ -12,6 +12,8 @@ gateway only (``git_origin``).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
 import urllib.parse
 from collections.abc import Collection, Mapping
 from typing import Any
@@ -72,6 +74,16 @@ class Plan:
     brokered_values: Mapping[str, bytes] = dataclasses.field(default_factory=dict)
     """Model credentials (``runner.brokered_secrets``): for the gateway's registration
     only, never in the run's Secret, the pod or the bundle."""
+    gateway_run: str = ""
+    """The id the gateway serves this sandbox under, when it is not ``uid`` (the fresh
+    sandbox that verifies a publication: ``verify_plan``)."""
+    agent: bool = True
+    """False for a sandbox that runs no agent (``verify_plan``): registered with no model."""
+
+    @property
+    def run_id(self) -> str:
+        """The id the gateway registers the sandbox under and the runner reports as."""
+        return self.gateway_run or self.uid
 
     @property
     def owner(self) -> JSON:
@@ -202,12 +214,12 @@ def bundle(plan: Plan, *, gateway_url: str) -> runner.RunBundle:
     spec = plan.run.spec
     url = shown_url(spec.repository.url)
     return runner.RunBundle(
-        run=plan.uid,
+        run=plan.run_id,
         namespace=plan.namespace,
         repository=runner.RepositoryPin(
             url=url, ref=spec.repository.ref, commit=spec.repository.commit
         ),
-        git_url=git_url(gateway_url, plan.uid, url),
+        git_url=git_url(gateway_url, plan.run_id, url),
         config=plan.config,
         prompt=spec.prompt,
         verify=tuple(spec.verify),
@@ -243,12 +255,14 @@ class Registration:
     """For a ``spec.replayOf`` run: the record digest whose answers the gateway serves."""
     repository: GitOrigin | None = None
     """The one repository the run may fetch through the gateway, with the forge credential."""
+    agent: bool = True
+    """False for a sandbox that runs no agent and may call no model (a verify sandbox)."""
 
 
 def registration(plan: Plan, *, expires_at: float, replay_of: str = "") -> Registration:
     """The run as the gateway is told of it, from its plan."""
     return Registration(
-        uid=plan.uid,
+        uid=plan.run_id,
         name=str(plan.run.metadata.name),
         namespace=plan.namespace,
         token=plan.token,
@@ -263,4 +277,34 @@ def registration(plan: Plan, *, expires_at: float, replay_of: str = "") -> Regis
         },
         replay_of=replay_of,
         repository=git_origin(plan),
+        agent=plan.agent,
+    )
+
+
+VERIFY_SUFFIX = ".verify"
+"""The gateway id of a run's verify sandbox: the run's uid and this."""
+VERIFY_CONFIG = "name: verify\nversion: 0.0.1\nschema: v1\nmodels: []\n"
+"""The config a verify sandbox is registered with: no model, so none can be reached."""
+
+
+def verify_plan(plan: Plan, *, name: str) -> Plan:
+    """The plan of the fresh sandbox that verifies a publication: the run's repository,
+    pin, verify commands and policy snapshot, under a gateway id of its own
+    (``uid`` + ``VERIFY_SUFFIX``) with a token of its own, and no model, no secret and no
+    agent: the runner's ``--verify-only`` never starts one.
+
+    The token is derived from the run's (HMAC-SHA256 under it), so the verify sandbox's
+    objects are the same on every attempt and a restarted operator adopts them; it is
+    honoured only while the gateway has the verify sandbox registered."""
+    token = hmac.new(plan.token.encode("utf-8"), b"verify sandbox", hashlib.sha256).hexdigest()
+    return dataclasses.replace(
+        plan,
+        name=name,
+        config=VERIFY_CONFIG,
+        secret_values={},
+        brokered_values={},
+        permissions_yaml="",
+        token=token,
+        gateway_run=plan.uid + VERIFY_SUFFIX,
+        agent=False,
     )
