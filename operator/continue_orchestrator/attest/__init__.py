@@ -54,7 +54,11 @@ from continue_orchestrator.attest._statement import (
     build_statement,
     parse_statement,
 )
-from continue_orchestrator.attest._verify import trusted_root_from_json, verify_bundle
+from continue_orchestrator.attest._verify import (
+    bundle_statement,
+    trusted_root_from_json,
+    verify_bundle,
+)
 
 __all__ = [
     "BUNDLE_MEDIA_TYPE",
@@ -86,6 +90,7 @@ __all__ = [
     "ToolCallSummary",
     "VerifyResult",
     "build_statement",
+    "bundle_statement",
     "ensure_dev_key",
     "key_hint",
     "kubernetes_identity",

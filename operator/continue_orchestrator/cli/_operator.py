@@ -109,6 +109,28 @@ def register(subparsers: _flags.Subparsers) -> None:
     )
     add("--workers", env="ORCHESTRATOR_WORKERS", type=int, default=16, help="handler threads")
     add(
+        "--publication-approval-seconds",
+        env="ORCHESTRATOR_PUBLICATION_APPROVAL_SECONDS",
+        type=float,
+        default=900.0,
+        help="how long a publication step the policy holds for approval waits for a "
+        "RunApproval before it counts as denied",
+    )
+    add(
+        "--pull-request-poll-seconds",
+        env="ORCHESTRATOR_PULL_REQUEST_POLL_SECONDS",
+        type=float,
+        default=30.0,
+        help="first wait before an open pull request is read from its forge (then doubling)",
+    )
+    add(
+        "--pull-request-poll-max-seconds",
+        env="ORCHESTRATOR_PULL_REQUEST_POLL_MAX_SECONDS",
+        type=float,
+        default=1800.0,
+        help="longest wait between two reads of one open pull request",
+    )
+    add(
         "--metrics-port",
         env="ORCHESTRATOR_METRICS_PORT",
         type=int,
@@ -193,6 +215,9 @@ def run(args: argparse.Namespace) -> int:
         timeout_grace_seconds=args.timeout_grace_seconds,
         workers=args.workers,
         actor=args.actor,
+        publication_approval_seconds=args.publication_approval_seconds,
+        pull_request_poll_seconds=args.pull_request_poll_seconds,
+        pull_request_poll_max_seconds=args.pull_request_poll_max_seconds,
     ).validate()
     signer = (
         controller.load_signer(
@@ -212,6 +237,7 @@ def run(args: argparse.Namespace) -> int:
         evidence=(
             runs.evidence_from_records(args.record_root) if args.record_root is not None else None
         ),
+        publishing=controller.PublishingOptions(records_root=args.record_root),
         peering=None if args.standalone else args.peering,
         priority=args.priority,
         metrics_port=args.metrics_port,

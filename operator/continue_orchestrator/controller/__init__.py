@@ -12,7 +12,10 @@ which the operator drives as local mode does.
 
 Also the cluster side of approvals (``KubeApprovalBroker``: held calls in
 status.pendingApprovals, decisions as RunApprovals) and of attestations (``Attestor``:
-sign, store in a ConfigMap, write an honest status.attestation). See docs/security.md.
+sign, store in a ConfigMap, write an honest status.attestation), and publication
+(``Publisher``: ``runs.publish`` after a Succeeded, attested run, verified again in a
+fresh pod; status.pullRequest and the ``Published`` condition). See docs/security.md
+and docs/publishing.md.
 """
 
 from continue_orchestrator.controller._approvals import (
@@ -40,6 +43,9 @@ from continue_orchestrator.controller._names import (
 )
 from continue_orchestrator.controller._operator import FINALIZER, build_registry, run
 from continue_orchestrator.controller._outcome import Outcome, advance, from_pod
+from continue_orchestrator.controller._publication import CONDITION as PUBLISHED_CONDITION
+from continue_orchestrator.controller._publication import Options as PublishingOptions
+from continue_orchestrator.controller._publication import Publisher
 from continue_orchestrator.controller._reconcile import Reconciler
 from continue_orchestrator.controller._settings import DEFAULT_ACTOR, Settings
 from continue_orchestrator.controller._validate import Rejection, plan
@@ -50,6 +56,7 @@ __all__ = [
     "INPUTS_DIGEST_ANNOTATION",
     "METRICS_REGISTRY",
     "POLICY_DIGEST_ANNOTATION",
+    "PUBLISHED_CONDITION",
     "RUN_UID_LABEL",
     "ApiError",
     "Approvers",
@@ -60,6 +67,8 @@ __all__ = [
     "Kube",
     "KubeApprovalBroker",
     "Outcome",
+    "Publisher",
+    "PublishingOptions",
     "Reconciler",
     "Rejection",
     "RunScope",

@@ -206,7 +206,7 @@ class KubeApprovalBroker:
     def _hold(self, scope: RunScope, run: str, approval: gateway.Approval) -> None:
         entry = {
             "id": approval.id,
-            "action": "tool.call",
+            "action": approval.action,
             "tool": approval.tool[:256],
             "summary": scope.redact(_summary(approval))[:_SUMMARY_LIMIT],
             "rule": approval.rule[:128] or None,
@@ -219,8 +219,8 @@ class KubeApprovalBroker:
 
         def hold(current: _agentrun.Run) -> JSON | None:
             status = current.status
-            if status.phase.terminal:
-                return None
+            if status.phase.terminal and approval.action == "tool.call":
+                return None  # a publication step is held after the run's end; a call is not
             pending = [p.wire() for p in status.pending_approvals if p.id != call]
             new: JSON = {"pendingApprovals": [*pending, entry]}
             if status.phase in (api.Phase.RUNNING, api.Phase.AWAITING_APPROVAL):

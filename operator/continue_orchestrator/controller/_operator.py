@@ -25,6 +25,8 @@ from continue_orchestrator.controller import (
     _metrics,
     _names,
     _outcome,
+    _publication,
+    _pull_requests,
     _reconcile,
     _settings,
 )
@@ -167,6 +169,7 @@ def run(
     signer: attest.Signer | None = None,
     builder_id: str = "https://orchestrator.continue.dev/operator",
     evidence: runs.EvidenceSource | None = None,
+    publishing: _publication.Options | None = None,
 ) -> None:
     """Run the operator until SIGINT/SIGTERM. ``peering=None`` runs it standalone.
     With a ``signer``, every finished run is attested (``status.attestation``)."""
@@ -181,12 +184,24 @@ def run(
         else None
     )
     reconciler = _reconcile.Reconciler(
-        kube, book, gateway or _gateway.InMemoryGateway(), settings, attestor
+        kube, book, gateway or _gateway.InMemoryGateway(), settings, attestor, publishing
+    )
+    poller = _pull_requests.Poller(
+        kube,
+        book,
+        reconciler.publisher.forge_for,
+        actor=settings.actor,
+        namespaces=settings.namespaces,
+        backoff=_pull_requests.Backoff(
+            settings.pull_request_poll_seconds, settings.pull_request_poll_max_seconds
+        ),
+        closing=reconciler.closing,
     )
     if peering is not None:
         ensure_peering(kube, peering, settings.namespaces)
     if metrics_port is not None:
         _metrics.serve(metrics_port)
+    poller.start()
     try:
         kopf.run(
             registry=build_registry(reconciler, settings),
@@ -198,5 +213,7 @@ def run(
             liveness_endpoint=liveness_endpoint,
         )
     finally:
+        poller.stop()
+        reconciler.publisher.shutdown()
         book.close()
         kube.close()

@@ -28,12 +28,14 @@ from continue_orchestrator.controller import (
     _kube,
     _metrics,
     _outcome,
+    _publication,
     _replay,
     _sandbox,
     _settings,
     _status,
     _transitions,
     _validate,
+    _verify_pod,
 )
 
 JSON = dict[str, Any]
@@ -50,6 +52,7 @@ class Reconciler:
         gateway: _gateway.GatewayClient,
         settings: _settings.Settings,
         attestor: _attestation.Attestor | None = None,
+        publishing: _publication.Options | None = None,
     ) -> None:
         self.kube = kube
         self.book = book
@@ -57,7 +60,25 @@ class Reconciler:
         self.settings = settings
         self.attestor = attestor
         self.sandbox = _sandbox.Sandbox(kube, book, gateway, settings)
-        self._closing = attestor.closing if attestor is not None else _closing.Closing()
+        self.closing = attestor.closing if attestor is not None else _closing.Closing()
+        """The turn-taking of the ledger's writers at a run's end (the finalizer's
+        tombstone first): shared with the attestor, the publisher and the poller."""
+        options = publishing or _publication.Options()
+        root = options.records_root
+        self.publisher = _publication.Publisher(
+            kube,
+            book,
+            self.sandbox,
+            _verify_pod.VerifyPod(
+                kube, gateway, settings, runs.evidence_from_records(root) if root else None
+            ),
+            settings,
+            records_root=root,
+            closing=self.closing,
+            connect=options.connect,
+            attesting=attestor is not None,
+            workers=options.workers,
+        )
 
     # -- entry points -------------------------------------------------------------------
 
@@ -68,6 +89,7 @@ class Reconciler:
             self._ensure_finished_recorded(body)
             if self.attestor is not None:  # catch up after a crash before attesting
                 self.attestor.attest_run(body)
+            self.publisher.submit(body)  # and publish what a crash left unpublished
             return
         if run.cancel:
             self.cancel(body)
@@ -163,7 +185,7 @@ class Reconciler:
         """The finalizer: the ledger's tombstone goes in before the run's objects go."""
         ref = _agentrun.Ref.of(body)
         uid, namespace, run_name = ref.uid, ref.namespace, ref.name
-        with self._closing.turn():
+        with self.closing.turn():
             entries = list(self.book.entries(run_uid=uid))
             kinds = {entry.kind for entry in entries}
             if kinds and ledger.Kind.TOMBSTONE not in kinds:
@@ -212,7 +234,7 @@ class Reconciler:
         )
         payload = finish.payload(name=ref.name, namespace=ref.namespace)
         # The finalizer may have closed the run's ledger meanwhile.
-        self._closing.append(
+        self.closing.append(
             self.book, ref.uid, ledger.Kind.RUN_FINISHED, self.settings.actor, payload
         )
         _metrics.RUNS_FINISHED.labels(outcome.phase.value, outcome.reason).inc()
@@ -220,6 +242,7 @@ class Reconciler:
         self._event(body, outcome.phase.value, f"{outcome.reason}: {outcome.message}", kind)
         if self.attestor is not None:
             self.attestor.attest_run(body)  # never raises; writes status.attestation
+        self.publisher.submit(body)  # in the background; Published says how it went
 
     def _unregister(self, body: Mapping[str, Any]) -> Mapping[str, Any] | None:
         """Unregister from the gateway; note its record digest and, for a replay, the

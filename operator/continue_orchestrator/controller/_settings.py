@@ -49,6 +49,12 @@ class Settings:
     """Threads for handlers (each does blocking API and ledger calls)."""
     actor: str = DEFAULT_ACTOR
     """Actor written into the ledger entries the operator appends."""
+    publication_approval_seconds: float = 900.0
+    """How long a publication step held for approval waits before it counts as denied."""
+    pull_request_poll_seconds: float = 30.0
+    """The first wait before a run's open pull request is read from its forge."""
+    pull_request_poll_max_seconds: float = 1800.0
+    """The longest wait between two reads of one open pull request (the backoff's cap)."""
     default_cpu: str = "1"
     default_memory: str = "2Gi"
     workspace_size: str = "2Gi"

@@ -32,6 +32,9 @@ class Approval:
     approvers: Sequence[str] = ()
     requested_at: float = field(default_factory=time.time)
     timeout: float = 900.0
+    action: str = "tool.call"
+    """What is held: a tool call, or a publication step (``branch.push``,
+    ``pullRequest.create``) of a run that has ended."""
 
     def to_json(self) -> dict[str, Any]:
         return {
