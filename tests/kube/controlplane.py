@@ -436,7 +436,7 @@ class ControlPlane:
                     )
                 except ApiError:
                     return False
-                conditions = crd.get("status", {}).get("conditions", [])
+                conditions = (crd.get("status") or {}).get("conditions") or []
                 return any(
                     c["type"] == "Established" and c["status"] == "True" for c in conditions
                 )

@@ -69,6 +69,6 @@ def test_the_report_names_the_pull_request_in_camel_case() -> None:
     written = json.loads(_report(done).model_dump_json(by_alias=True))["publication"]
     assert written["pullRequest"] == {
         "number": 7, "url": "https://forge.example/o/r/pulls/7", "headBranch": "agent/x",
-        "headSha": "a" * 40, "baseBranch": "main", "state": "open",
+        "headSha": "a" * 40, "baseBranch": "main", "state": "open", "draft": False,
     }  # fmt: skip
     assert written["state"] == "opened" and "headSha" in written
