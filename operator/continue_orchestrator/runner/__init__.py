@@ -46,6 +46,7 @@ from continue_orchestrator.runner._outcome import (
 )
 from continue_orchestrator.runner._run import agent_environment, cli_version, run
 from continue_orchestrator.runner._verify import verify_only
+from continue_orchestrator.runner._workspace import APPLY as GIT_APPLY
 from continue_orchestrator.runner._workspace import (
     TREE_MAX_DEPTH,
     Diff,
@@ -58,6 +59,7 @@ __all__ = [
     "BUNDLE_ENV",
     "BUNDLE_FILE_ENV",
     "GATEWAY_PROVIDERS",
+    "GIT_APPLY",
     "SECRET_ENV_PREFIX",
     "TOKEN_ENV",
     "TREE_MAX_DEPTH",

@@ -189,6 +189,11 @@ def diff(workspace: pathlib.Path, base: str, *, limit: int) -> Diff:
     )
 
 
+APPLY = ("apply", "--index", "--binary", "--whitespace=nowarn", "-")
+"""``git apply`` of a runner's patch (from stdin), as the verify sandbox applies it and
+publication commits it: the tree verified is the tree published."""
+
+
 def apply(workspace: pathlib.Path, patch: bytes, *, where: str) -> None:
     """Apply ``patch``, a ``diff`` of this workspace's base, to its index and tree: all of it
     or nothing (``git apply`` is atomic), exactly as written (no whitespace fixes), and
@@ -201,8 +206,7 @@ def apply(workspace: pathlib.Path, patch: bytes, *, where: str) -> None:
     with tempfile.TemporaryDirectory(prefix="runner-apply-") as scratch:
         env = git_env(scratch)
         try:
-            _git_bytes(["apply", "--index", "--binary", "--whitespace=nowarn", "-"],
-                       workspace, env, where, stdin=patch)  # fmt: skip
+            _git_bytes(list(APPLY), workspace, env, where, stdin=patch)
         except errors.RunnerError as error:
             raise errors.RunnerError(
                 f"the patch does not apply to the pinned commit: {error.what}",

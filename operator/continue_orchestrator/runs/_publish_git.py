@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
-from continue_orchestrator import errors, forge
+from continue_orchestrator import errors, forge, runner
 
 COMMITTER = ("Continue Orchestrator", "orchestrator@continue-orchestrator.invalid")
 """Author and committer of every published commit: the orchestrator, not a person."""
@@ -128,8 +128,7 @@ def clone(
 def apply(checkout: Clone, patch: bytes) -> tuple[str, ...]:
     """Apply ``patch`` to the index and tree; return the paths it changes (sorted)."""
     if patch:
-        _git(["apply", "--index", "--binary", "--whitespace=nowarn", "-"], checkout.path,
-             step="commit", stdin=patch)  # fmt: skip
+        _git(runner.GIT_APPLY, checkout.path, step="commit", stdin=patch)
     names = checkout.git("diff", "--cached", "--no-renames", "--name-only", "-z", checkout.base,
                          step="commit")  # fmt: skip
     return tuple(sorted(name for name in names.split("\0") if name))
