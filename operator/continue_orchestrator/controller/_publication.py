@@ -122,22 +122,11 @@ class _Around:
             )
         except errors.GatewayError:
             outcome = None  # nobody decided in time, or the run is gone
-        payload = {**names, "callId": approval.id, "request": what, "rule": decision.rule,
-                   "by": outcome.decided_by if outcome else "timeout",
-                   "reason": outcome.reason if outcome else "no approval within "
-                   f"{approval.timeout:g} s"}  # fmt: skip
-        if outcome is not None and outcome.approved:
-            self.record(ledger.Kind.APPROVAL_GRANTED, payload)
-            owner.condition(self.ref, "Unknown", "Publishing",
-                            f"{what} approved by {outcome.decided_by}")  # fmt: skip
-            return
-        self.record(ledger.Kind.APPROVAL_DENIED, payload)
-        raise errors.PublicationError(
-            f"{what} needs approval ({decision.reason}) and "
-            + (f"{outcome.decided_by} denied it" if outcome else "nobody approved it in time"),
-            step="approval",
-            rule=decision.rule,
-        )
+        decided = (outcome.decided_by, outcome.reason, outcome.approved) if outcome else None
+        runs.settle_approval(self, names, decision, call_id=approval.id, decided=decided,
+                             timeout=approval.timeout)  # fmt: skip
+        owner.condition(self.ref, "Unknown", "Publishing", f"{what} approved by {decided[0]}"
+                        if decided else what)  # fmt: skip
 
     def _granted_before(self, what: str, rule: str | None) -> bool:
         owner = self.publisher

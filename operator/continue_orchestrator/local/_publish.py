@@ -133,21 +133,10 @@ class Surroundings:
             f"    (denied automatically after {waiter.timeout:g} s)\n"
         )
         outcome = waiter.wait(approval)
-        payload = {**names, "callId": approval.id, "request": what, "rule": decision.rule,
-                   "by": outcome.decided_by if outcome else "timeout",
-                   "reason": outcome.reason if outcome else f"no approval within "
-                   f"{waiter.timeout:g} s"}  # fmt: skip
-        if outcome is not None and outcome.approved:
-            self.record(ledger.Kind.APPROVAL_GRANTED, payload)
-            run.say(f"publication: {what} approved by {outcome.decided_by}")
-            return
-        self.record(ledger.Kind.APPROVAL_DENIED, payload)
-        raise errors.PublicationError(
-            f"{what} needs approval ({decision.reason}) and "
-            + (f"{outcome.decided_by} denied it" if outcome else "nobody approved it in time"),
-            step="approval",
-            rule=decision.rule,
-        )
+        decided = (outcome.decided_by, outcome.reason, outcome.approved) if outcome else None
+        runs.settle_approval(self, names, decision, call_id=approval.id, decided=decided,
+                             timeout=waiter.timeout)  # fmt: skip
+        run.say(f"publication: {what} approved by {outcome.decided_by if outcome else '?'}")
 
     def verify(
         self, checkout: pathlib.Path, commands: Sequence[api.VerifyCommand]

@@ -89,6 +89,7 @@ from continue_orchestrator.runs._publish import (
     default_branch,
     gates,
     publish,
+    settle_approval,
 )
 from continue_orchestrator.runs._publish import Target as PublicationTarget
 from continue_orchestrator.runs._publish import target as publication_target
@@ -149,6 +150,7 @@ __all__ = [
     "registration",
     "replay_of",
     "secret_purpose",
+    "settle_approval",
     "shown_url",
     "snapshot",
     "spec_document",

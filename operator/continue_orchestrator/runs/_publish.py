@@ -193,6 +193,34 @@ class Surroundings(Protocol):
         """The evidence body, with the fresh sandbox's verify results."""
 
 
+def settle_approval(
+    around: Surroundings,
+    names: dict[str, Any],
+    decision: policy.Decision,
+    *,
+    call_id: str,
+    decided: tuple[str, str, bool] | None,
+    timeout: float,
+) -> None:
+    """Record how a held publication step was decided (``approval.granted`` or
+    ``approval.denied``) and raise ``errors.PublicationError`` unless it was approved.
+    ``decided`` is (by whom, why, approved), or None when nobody decided in ``timeout``."""
+    what = decision.request.describe()
+    by, reason, approved = decided or ("timeout", f"no approval within {timeout:g} s", False)
+    payload = {**names, "callId": call_id, "request": what, "rule": decision.rule,
+               "by": by, "reason": reason}  # fmt: skip
+    if approved:
+        around.record(ledger.Kind.APPROVAL_GRANTED, payload)
+        return
+    around.record(ledger.Kind.APPROVAL_DENIED, payload)
+    raise errors.PublicationError(
+        f"{what} needs approval ({decision.reason}) and "
+        + (f"{by} denied it" if decided else "nobody approved it in time"),
+        step="approval",
+        rule=decision.rule,
+    )
+
+
 @dataclasses.dataclass
 class _Progress:
     step: str = "target"
