@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 BENCH ?=
 
 .PHONY: help venv lint test test-deps sandbox-deps cn attest-tools demo bench crds \
-	k8s-tools forge-tools cluster-up cluster-down
+	k8s-tools forge-tools cluster-up cluster-down node-tools
 
 help:
 	@echo "make demo   one real AgentRun end to end on this machine"
@@ -65,6 +65,12 @@ k8s-tools:
 forge-tools:
 	@hack/build-gitea.sh >/dev/null
 	@hack/install-prism.sh >/dev/null
+
+# A real node for the test control plane (docs/testing.md, "A real node"): kubelet,
+# kube-proxy, kube-scheduler and containerd v2 from Go modules into $(CACHE_DIR)/bin, runc,
+# runsc, CNI plugins and busybox from Debian. Not part of `make test` yet.
+node-tools:
+	@hack/build-node.sh >/dev/null
 
 cluster-up: venv k8s-tools
 	@$(BIN)/python -m tests.kube up
