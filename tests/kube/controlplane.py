@@ -6,7 +6,8 @@ certificates generated here, RBAC authorization, a client-certificate admin in
 `system:masters` and service-account signing keys, the way controller-runtime's
 envtest starts them. kube-controller-manager runs too, for garbage collection,
 namespace deletion, service accounts and their tokens, so the ServiceAccount
-admission plugin stays on. There is no kubelet: see `tests.kube.podexec`.
+admission plugin stays on. There is no kubelet: see `tests.kube.podexec`, or
+`tests.kube.node` for a real one joined to this control plane.
 """
 
 from __future__ import annotations
@@ -166,6 +167,9 @@ class ControlPlane:
         )
         admin = ca.issue("admin", "admin", orgs=("system:masters",))
         kcm = ca.issue("controller-manager", "system:kube-controller-manager")
+        # How the API server reaches a real node's kubelet (logs, exec): tests.kube.node
+        ca.issue("apiserver-kubelet-client", "kube-apiserver-kubelet-client",
+                 orgs=("system:masters",))
         sa = service_account_keys(self.pki)
         self._write_kubeconfig(self.kubeconfig, admin, "admin")
         kcm_kubeconfig = self.state_dir / "controller-manager.kubeconfig"
@@ -249,7 +253,13 @@ class ControlPlane:
             f"--service-account-issuer=https://127.0.0.1:{port}",
             f"--service-account-key-file={sa.cert}",
             f"--service-account-signing-key-file={sa.key}",
-            "--authorization-mode=RBAC",
+            # Node: a real node's kubelet (tests.kube.node) acts as system:node:<name>
+            "--authorization-mode=Node,RBAC",
+            "--enable-admission-plugins=NodeRestriction",
+            f"--kubelet-client-certificate={self.pki / 'apiserver-kubelet-client.crt'}",
+            f"--kubelet-client-key={self.pki / 'apiserver-kubelet-client.key'}",
+            f"--kubelet-certificate-authority={ca.cert}",
+            "--kubelet-preferred-address-types=InternalIP",  # never look a node name up
             "--allow-privileged=true",
             "--profiling=false",
             "--v=1",
