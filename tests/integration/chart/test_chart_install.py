@@ -293,6 +293,9 @@ OPERATOR_NAMESPACED = [
     ("get", f"agentruns.{GROUP}", "status"), ("patch", f"agentruns.{GROUP}", "status"),
     ("update", f"agentruns.{GROUP}", "finalizers"),
     ("get", f"runpolicies.{GROUP}", ""),
+    # A publication step held for approval: the operator reads the decisions, never writes one.
+    ("get", f"runapprovals.{GROUP}", ""), ("list", f"runapprovals.{GROUP}", ""),
+    ("watch", f"runapprovals.{GROUP}", ""),
     ("get", "secrets", ""), ("create", "secrets", ""),
     ("get", "configmaps", ""), ("create", "configmaps", ""), ("delete", "configmaps", ""),
     ("get", "pods", ""), ("list", "pods", ""), ("watch", "pods", ""),
@@ -336,7 +339,8 @@ def test_operator_can_do_what_the_controller_does_and_no_more(installed: Install
     for verb, resource, sub in NEVER:
         assert not it.can(operator, verb, resource, *_where(sub, "-n", it.team)), (verb, resource)
     assert not it.can(operator, "list", "secrets", "--all-namespaces")
-    assert not it.can(operator, "get", f"runapprovals.{GROUP}", "-n", it.team)
+    for verb in ("update", "patch", "delete"):
+        assert not it.can(operator, verb, f"runapprovals.{GROUP}", "-n", it.team), verb
 
 
 def test_scoped_operator_reaches_only_its_watched_namespace(installed: Installed) -> None:
