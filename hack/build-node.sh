@@ -7,6 +7,8 @@
 #                         scheduler is here, not in build-k8s.sh, because only a real
 #                         node needs one (the pod executor runs pods unscheduled)
 #   containerd v2         containerd, containerd-shim-runc-v2, ctr from Go modules
+#   kube-router           its NetworkPolicy firewall only (iptables + ipset), v2.1.0: the
+#                         one version the module proxy serves here (see docs/testing.md)
 #   runc, CNI plugins     Debian's runc and containernetworking-plugins (/usr/lib/cni)
 #   runsc (gVisor)        Debian's runsc, driven by containerd's runc shim (BinaryName)
 #   iptables, conntrack   for kube-proxy and the CNI bridge/portmap plugins
@@ -16,8 +18,9 @@
 # prebuilt binaries: only the Go module proxy and Debian's packages.
 #
 #   hack/build-node.sh          build/install what is missing, print the dirs
-#   hack/build-node.sh --print  print the node bin dir, the containerd bin dir and the
-#                               CNI plugin dir (one a line), build nothing
+#   hack/build-node.sh --print  print the node bin dir, the containerd bin dir, the
+#                               CNI plugin dir and the kube-router bin dir (one a line),
+#                               build nothing
 #
 # Safe to run again: a finished build leaves a stamp and is not redone.
 set -euo pipefail
@@ -27,12 +30,15 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 K8S_VERSION="${K8S_VERSION:-v1.37.2}"
 CONTAINERD_VERSION="${CONTAINERD_VERSION:-v2.4.2}"
 CONTAINERD_MODULE="github.com/containerd/containerd/v2"
+KUBE_ROUTER_VERSION="${KUBE_ROUTER_VERSION:-v2.1.0}"
+KUBE_ROUTER_MODULE="github.com/cloudnativelabs/kube-router/v2"
 GO="${GO:-$(command -v go || echo /usr/local/go/bin/go)}"
 CNI_DIR="${CNI_DIR:-/usr/lib/cni}"
 
 CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/continue-orchestrator"
 NODE_DIR="$CACHE/bin/kubernetes-node-$K8S_VERSION"
 CTRD_DIR="$CACHE/bin/containerd-$CONTAINERD_VERSION"
+KR_DIR="$CACHE/bin/kube-router-$KUBE_ROUTER_VERSION"
 K8S_WORK="$CACHE/build/kubernetes-$K8S_VERSION"   # build-k8s.sh's wrapper module
 node_bins=(kubelet kube-proxy kube-scheduler)
 
@@ -40,7 +46,7 @@ log() { printf '[build-node] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
 case "${1:-}" in
-  --print) printf '%s\n%s\n%s\n' "$NODE_DIR" "$CTRD_DIR" "$CNI_DIR"; exit 0 ;;
+  --print) printf '%s\n%s\n%s\n%s\n' "$NODE_DIR" "$CTRD_DIR" "$CNI_DIR" "$KR_DIR"; exit 0 ;;
   "") ;;
   *) die "usage: $0 [--print]" ;;
 esac
@@ -57,6 +63,7 @@ install_debs() {
   [[ -x /usr/sbin/iptables ]] || missing+=(iptables)
   [[ -x /usr/sbin/conntrack ]] || missing+=(conntrack)
   [[ -x /usr/sbin/nft ]] || missing+=(nftables)
+  [[ -x /usr/sbin/ipset ]] || missing+=(ipset)
   [[ -x /bin/busybox || -x /usr/bin/busybox ]] && busybox --list 2>/dev/null | grep -qx nc \
     || missing+=(busybox-static)
   (( ${#missing[@]} )) || return 0
@@ -138,8 +145,25 @@ build_containerd() {
   log "containerd $CONTAINERD_VERSION built in $((SECONDS - start)) s"
 }
 
+# --- kube-router (NetworkPolicy) ------------------------------------------------------
+build_kube_router() {
+  local start=$SECONDS out="$KR_DIR.tmp"
+  log "building kube-router $KUBE_ROUTER_VERSION with $go_version into $KR_DIR"
+  rm -rf "$out"; mkdir -p "$out"
+  if ! (cd "$CACHE/build" && GOBIN="$out" nice -n 10 "$GO" install -v -trimpath \
+      -ldflags "-s -w -X $KUBE_ROUTER_MODULE/pkg/version.Version=$KUBE_ROUTER_VERSION" \
+      "$KUBE_ROUTER_MODULE/cmd/kube-router@$KUBE_ROUTER_VERSION") 2>&1 | progress kube-router; then
+    die "go install of kube-router $KUBE_ROUTER_VERSION failed (see above)"
+  fi
+  [[ -x "$out/kube-router" ]] || die "missing kube-router after build"
+  printf 'kube-router=%s\ngo=%s\nseconds=%s\n' "$KUBE_ROUTER_VERSION" "$go_version" \
+    "$((SECONDS - start))" >"$out/.stamp"
+  rm -rf "$KR_DIR"; mv "$out" "$KR_DIR"
+  log "kube-router $KUBE_ROUTER_VERSION built in $((SECONDS - start)) s"
+}
+
 main() {
-  local total=$SECONDS node_done=0 ctrd_done=0
+  local total=$SECONDS node_done=0 ctrd_done=0 kr_done=0
   install_debs
   # The control plane first: it also writes the wrapper module kubelet is built in.
   # (Before our own lock: build-k8s.sh takes the same one.)
@@ -152,15 +176,17 @@ main() {
   [[ -f "$NODE_DIR/.stamp" ]] || node_done=0
   [[ -x "$CTRD_DIR/containerd" && -x "$CTRD_DIR/containerd-shim-runc-v2" \
      && -x "$CTRD_DIR/ctr" && -f "$CTRD_DIR/.stamp" ]] && ctrd_done=1
-  (( node_done && ctrd_done )) || check_go
+  [[ -x "$KR_DIR/kube-router" && -f "$KR_DIR/.stamp" ]] && kr_done=1
+  (( node_done && ctrd_done && kr_done )) || check_go
   (( node_done )) || build_node
   (( ctrd_done )) || build_containerd
-  if (( node_done && ctrd_done )); then
-    log "up to date: $NODE_DIR, $CTRD_DIR"
+  (( kr_done )) || build_kube_router
+  if (( node_done && ctrd_done && kr_done )); then
+    log "up to date: $NODE_DIR, $CTRD_DIR, $KR_DIR"
   else
     log "done in $((SECONDS - total)) s"
   fi
-  printf '%s\n%s\n%s\n' "$NODE_DIR" "$CTRD_DIR" "$CNI_DIR"
+  printf '%s\n%s\n%s\n%s\n' "$NODE_DIR" "$CTRD_DIR" "$CNI_DIR" "$KR_DIR"
 }
 main "$@"
 exit

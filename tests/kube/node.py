@@ -31,6 +31,7 @@ import ipaddress
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -38,6 +39,7 @@ import sys
 import tarfile
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +52,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from tests.kube.certs import CertAuthority, Pair
 from tests.kube.controlplane import (
     REPO_ROOT,
+    SERVICE_CIDR,
     ControlPlane,
     _alive,
     _die_with_parent,
@@ -117,24 +120,29 @@ exec {runsc} {flags} "$@"
 """
 
 
-def node_dirs() -> tuple[Path, Path, Path]:
-    """(kubelet/kube-proxy/kube-scheduler dir, containerd dir, CNI plugin dir)."""
+Dirs = tuple[Path, Path, Path, Path]
+
+
+def node_dirs() -> Dirs:
+    """(kubelet/kube-proxy/kube-scheduler dir, containerd dir, CNI plugin dir,
+    kube-router dir)."""
     out = subprocess.run(
         ["bash", str(BUILD_SCRIPT), "--print"], check=True, capture_output=True, text=True
     ).stdout.split()
-    return Path(out[0]), Path(out[1]), Path(out[2])
+    return Path(out[0]), Path(out[1]), Path(out[2]), Path(out[3])
 
 
-def ensure_node_binaries() -> tuple[Path, Path, Path]:
+def ensure_node_binaries() -> Dirs:
     """Build or install whatever the node lacks (hack/build-node.sh), return `node_dirs()`."""
-    node_dir, ctrd_dir, cni_dir = node_dirs()
+    node_dir, ctrd_dir, cni_dir, kr_dir = node_dirs()
     needed = [node_dir / n for n in ("kubelet", "kube-proxy", "kube-scheduler", ".stamp")]
     needed += [ctrd_dir / n for n in ("containerd", "containerd-shim-runc-v2", "ctr", ".stamp")]
     needed += [cni_dir / "bridge", RUNC, RUNSC, Path("/usr/bin/busybox")]
+    needed += [kr_dir / "kube-router", kr_dir / ".stamp"]
     if not all(p.exists() for p in needed):
         print(f"[tests.kube] building the node into {node_dir}, {ctrd_dir}", file=sys.stderr)
         subprocess.run(["bash", str(BUILD_SCRIPT)], check=True, stdout=sys.stderr)
-    return node_dir, ctrd_dir, cni_dir
+    return node_dir, ctrd_dir, cni_dir, kr_dir
 
 
 def load_ca(pki: Path) -> CertAuthority:
@@ -217,6 +225,28 @@ def _sysctl(path: str, value: str) -> str:
     return old
 
 
+def _remove_chains(ours: re.Pattern[str]) -> None:
+    """Delete the iptables/ip6tables chains whose names match, and every jump to them."""
+    for tool in ("iptables", "ip6tables"):
+        for table in ("filter", "nat", "mangle"):
+            rules = _run([tool, "-t", table, "-S"], check=False).stdout.splitlines()
+            chains = [
+                r.split()[1] for r in rules if r.startswith("-N ") and ours.match(r.split()[1])
+            ]
+            for rule in rules:  # jumps into those chains first
+                parts = shlex.split(rule)
+                if (
+                    parts[:1] == ["-A"]
+                    and "-j" in parts
+                    and ours.match(parts[parts.index("-j") + 1])
+                ):
+                    _run([tool, "-t", table, "-D", *parts[1:]], check=False)
+            for chain in chains:
+                _run([tool, "-t", table, "-F", chain], check=False)
+            for chain in chains:
+                _run([tool, "-t", table, "-X", chain], check=False)
+
+
 @dataclass
 class Node:
     """One real node joined to `control_plane`; its state, sockets and logs in `state_dir`."""
@@ -227,10 +257,13 @@ class Node:
     pod_cidr: str = "10.88.0.0/16"
     bridge: str = "cni-co0"
     runsc_flags: tuple[str, ...] = RUNSC_FLAGS
+    # Enforce NetworkPolicy with kube-router's firewall (iptables + ipset); see
+    # docs/testing.md for why not kube-network-policies.
+    network_policy: bool = True
     procs: dict[str, _Proc] = field(default_factory=dict)
     startup_seconds: float = 0.0
     _sysctls: dict[str, str] = field(default_factory=dict)
-    _dirs: tuple[Path, Path, Path] | None = None
+    _dirs: Dirs | None = None
 
     # -- paths ------------------------------------------------------------------------
     @property
@@ -274,6 +307,8 @@ class Node:
             self._start_kubelet()
             self._start_kube_proxy(timeout)
             self.wait_ready(timeout)
+            if self.network_policy:  # it finds its Node at start: after registration
+                self._start_kube_router(timeout)
             self._runtime_classes()
         except BaseException:
             self.stop()
@@ -287,13 +322,20 @@ class Node:
         if "kubelet" in self.procs and _alive(self.procs["kubelet"]):
             with contextlib.suppress(Exception):
                 self._drain(grace)
-        for name in ("kube-proxy", "kubelet", "kube-scheduler"):
+        for name in ("kube-router", "kube-proxy", "kubelet", "kube-scheduler"):
             self._terminate(name)
+        if self.network_policy:
+            with contextlib.suppress(Exception):
+                self._kube_router_cleanup()
         if "containerd" in self.procs:
             with contextlib.suppress(Exception):
                 self._remove_containers()
             self._terminate("containerd")
         self._kill_leftover_shims()
+        # the kubelet's own iptables chains (a canary, and a rule dropping packets to
+        # 127.0.0.0/8 from elsewhere), which it leaves behind
+        with contextlib.suppress(Exception):
+            _remove_chains(re.compile(r"^(KUBE-FIREWALL|KUBE-KUBELET-CANARY|KUBE-IPTABLES-HINT)$"))
         with contextlib.suppress(Exception):
             self._kube_proxy_cleanup()
         for step in (self._unmount_all, self._remove_cgroups, self._remove_network):
@@ -439,7 +481,13 @@ table inet {t} {{
 
     def log_tail(self, *names: str, lines: int = 40) -> str:
         parts = []
-        for name in names or ("containerd", "kubelet", "kube-proxy", "kube-scheduler"):
+        for name in names or (
+            "containerd",
+            "kubelet",
+            "kube-proxy",
+            "kube-scheduler",
+            "kube-router",
+        ):
             log = self.log_dir / f"{name}.log"
             if log.exists():
                 tail = log.read_text(errors="replace").splitlines()[-lines:]
@@ -448,7 +496,7 @@ table inet {t} {{
 
     # -- containerd -----------------------------------------------------------------------
     def _start_containerd(self, timeout: float) -> None:
-        _, ctrd_dir, cni_dir = self._dirs or node_dirs()
+        _, ctrd_dir, cni_dir, _ = self._dirs or node_dirs()
         base = self.state_dir / "containerd"
         runsc = base / "runsc"
         # The runc shim runs `<BinaryName> --root .. --log .. create --bundle ..`: runsc
@@ -561,7 +609,7 @@ disabled_plugins = [
     def ctr(
         self, *args: str, check: bool = True, namespace: str = "k8s.io", timeout: float = 120.0
     ) -> subprocess.CompletedProcess[str]:
-        _, ctrd_dir, _ = self._dirs or node_dirs()
+        _, ctrd_dir, _, _ = self._dirs or node_dirs()
         argv = [
             str(ctrd_dir / "ctr"),
             f"--address={self.containerd_socket}",
@@ -827,6 +875,99 @@ disabled_plugins = [
         cfg = self.state_dir / "kube-proxy-config.yaml"
         cfg.write_text(yaml.safe_dump(config))
         self._spawn("kube-proxy", [str(node_dir / "kube-proxy"), f"--config={cfg}", "--v=1"])
+
+    # -- NetworkPolicy: kube-router's firewall only ------------------------------------
+    @property
+    def kube_router(self) -> Path:
+        return (self._dirs or node_dirs())[3] / "kube-router"
+
+    def _start_kube_router(self, timeout: float) -> None:
+        rest = self.control_plane.rest
+        role = {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": "continue-node:kube-router"},
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "verbs": ["get", "list", "watch"],
+                    "resources": ["pods", "namespaces", "nodes", "services", "endpoints"],
+                },
+                {
+                    "apiGroups": ["networking.k8s.io"],
+                    "verbs": ["get", "list", "watch"],
+                    "resources": ["networkpolicies"],
+                },
+                {
+                    "apiGroups": ["discovery.k8s.io"],
+                    "verbs": ["get", "list", "watch"],
+                    "resources": ["endpointslices"],
+                },
+            ],
+        }
+        binding = {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": "continue-node:kube-router"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "continue-node:kube-router",
+            },
+            "subjects": [
+                {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "User",
+                    "name": "system:kube-router",
+                }
+            ],
+        }
+        for path, body in (("clusterroles", role), ("clusterrolebindings", binding)):
+            try:
+                rest.request("POST", f"/apis/rbac.authorization.k8s.io/v1/{path}", body)
+            except ApiError as e:
+                if e.status != 409:
+                    raise
+        ca = load_ca(self.control_plane.pki)
+        node_ca = CertAuthority.__new__(CertAuthority)
+        node_ca.__dict__.update(ca.__dict__, directory=self.pki)
+        self._kubeconfig("kube-router", node_ca.issue("kube-router", "system:kube-router"))
+        health = free_port()
+        self._spawn(
+            "kube-router",
+            [
+                str(self.kube_router),
+                f"--kubeconfig={self.kubeconfig('kube-router')}",
+                f"--hostname-override={self.name}",
+                "--run-firewall=true",
+                "--run-router=false",
+                "--run-service-proxy=false",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                f"--health-port={health}",
+                "--metrics-port=0",
+                "--enable-ipv6=false",
+                "--iptables-sync-period=10s",
+                "--v=1",
+            ],
+        )
+
+        def healthy() -> bool:
+            self._check_alive("kube-router")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{health}/healthz", timeout=2) as r:
+                    return bool(r.status == 200)
+            except OSError:
+                return False
+
+        _wait("kube-router", healthy, timeout, lambda: self.log_tail("kube-router"))
+
+    def _kube_router_cleanup(self) -> None:
+        """Remove kube-router's firewall chains and ipsets (its own --cleanup-config would
+        also flush every IPVS service and routing state on the machine)."""
+        _remove_chains(re.compile(r"^(KUBE-ROUTER-|KUBE-POD-FW-|KUBE-NWPLCY-)"))
+        for name in _run(["ipset", "list", "-n"], check=False).stdout.split():
+            if name.startswith(("KUBE-SRC-", "KUBE-DST-", "kube-router-")):
+                _run(["ipset", "destroy", name], check=False)
 
     def _kube_proxy_cleanup(self) -> None:
         # kube-proxy's nftables mode keeps everything in its own tables
