@@ -7,12 +7,15 @@ from __future__ import annotations
 import contextlib
 import os
 import statistics
+import tarfile
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
 from tests.kube import ControlPlane
+from tests.kube.images import busybox_image
 from tests.kube.node import Node
 from tests.kube.rest import ApiError
 
@@ -204,3 +207,26 @@ def test_pod_start_time_gvisor_against_runc(
             )
         print(f"[node] gvisor/runc start ratio: {med['gvisor'] / med['runc']:.2f}")
     assert all(times.values())
+
+
+def test_busybox_image_is_reproducible(tmp_path: Path) -> None:
+    a = busybox_image(tmp_path / "a.tar", "continue-orchestrator.local/busybox:same")
+    b = busybox_image(tmp_path / "b.tar", "continue-orchestrator.local/busybox:same")
+    assert a == b
+    assert (tmp_path / "a.tar").read_bytes() == (tmp_path / "b.tar").read_bytes()
+
+
+def test_import_image_from_an_oci_layout_directory(
+    kube: ControlPlane, node: Node, node_namespace: str, tmp_path: Path
+) -> None:
+    """What buildah's `oci:DIR` gives: a directory, not a tar; the name given on import."""
+    archive = tmp_path / "layout.tar"
+    digest = busybox_image(archive, "continue-orchestrator.local/layout:v1")
+    layout = tmp_path / "layout"
+    with tarfile.open(archive) as tar:
+        tar.extractall(layout, filter="tar")
+    ref = node.import_image(layout, name="continue-orchestrator.local/from-dir:v1")
+    assert ref == f"continue-orchestrator.local/from-dir@{digest}"
+    create(kube, node_namespace, pod("dir", ref, ["echo", "from-a-directory"]))
+    wait_phase(kube, node, node_namespace, "dir", ("Succeeded",))
+    assert "from-a-directory" in logs(kube, node_namespace, "dir")
