@@ -230,3 +230,26 @@ def test_import_image_from_an_oci_layout_directory(
     create(kube, node_namespace, pod("dir", ref, ["echo", "from-a-directory"]))
     wait_phase(kube, node, node_namespace, "dir", ("Succeeded",))
     assert "from-a-directory" in logs(kube, node_namespace, "dir")
+
+
+@pytest.mark.parametrize("runtime", ["gvisor", "runc"])
+def test_kubectl_exec(
+    kube: ControlPlane, node: Node, busybox: str, node_namespace: str, runtime: str
+) -> None:
+    """API server -> kubelet -> containerd's stream server -> `runsc|runc exec`, with the
+    exit code carried back."""
+    create(kube, node_namespace, pod("ex", busybox, ["sleep", "600"], runtime=runtime))
+    wait_phase(kube, node, node_namespace, "ex", ("Running",))
+    result = kube.kubectl(
+        "exec",
+        "-n",
+        node_namespace,
+        "ex",
+        "--",
+        "sh",
+        "-c",
+        "cat /proc/version; exit 4",
+        check=False,
+    )
+    assert result.returncode == 4, result.stderr
+    assert ("4.4.0" in result.stdout) == (runtime == "gvisor"), result.stdout
