@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime
+import fcntl
 import ipaddress
 import json
 import os
@@ -43,7 +44,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import yaml
 from cryptography import x509
@@ -264,6 +265,7 @@ class Node:
     startup_seconds: float = 0.0
     _sysctls: dict[str, str] = field(default_factory=dict)
     _dirs: Dirs | None = None
+    _lock: IO[bytes] | None = None
 
     # -- paths ------------------------------------------------------------------------
     @property
@@ -293,11 +295,15 @@ class Node:
         return f"continue_node_{re.sub(r'[^a-z0-9]', '_', self.bridge)}"
 
     # -- lifecycle ----------------------------------------------------------------------
-    def start(self, timeout: float = 120.0) -> Node:
+    def start(self, timeout: float = 120.0, lock_timeout: float = 900.0) -> Node:
+        """Bring the node up and wait until it is Ready. One node per machine at a time
+        (the bridge, kube-proxy's nftables table and the kubelet's iptables chains are
+        machine-wide): a second one waits up to `lock_timeout` s for the first to stop."""
         t0 = time.monotonic()
         self._dirs = ensure_node_binaries()
         for d in (self.log_dir, self.pki, self.state_dir / "containerd", self.state_dir / "cni"):
             d.mkdir(parents=True, exist_ok=True)
+        self._lock_machine(lock_timeout)
         try:
             self._host_network()
             self._certificates()
@@ -347,8 +353,35 @@ class Node:
             with contextlib.suppress(OSError):
                 _sysctl(key, old)
         self._sysctls.clear()
+        if self._lock is not None:
+            self._lock.close()  # releases the flock
+            self._lock = None
         if errors:
             print("[tests.kube.node] cleanup: " + "; ".join(errors), file=sys.stderr)
+
+    def _lock_machine(self, timeout: float) -> None:
+        # held for the node's whole life, closed (unlocked) by stop()
+        lock = Path("/run/lock/continue-orchestrator-node.lock").open("ab")  # noqa: SIM115
+        deadline = time.monotonic() + timeout
+        said = False
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    lock.close()
+                    raise TimeoutError(
+                        f"another real node has held {lock.name} for {timeout:.0f}s"
+                    ) from None
+                if not said:
+                    print(
+                        f"[tests.kube.node] waiting for another node to stop ({lock.name})",
+                        file=sys.stderr,
+                    )
+                    said = True
+                time.sleep(1)
+        self._lock = lock
 
     # -- host network ------------------------------------------------------------------
     def _host_network(self) -> None:
