@@ -262,6 +262,7 @@ class Node:
     # docs/testing.md for why not kube-network-policies.
     network_policy: bool = True
     procs: dict[str, _Proc] = field(default_factory=dict)
+    kubelet_port: int = 0  # chosen free at start; the kubelet listens on node_ip
     startup_seconds: float = 0.0
     _sysctls: dict[str, str] = field(default_factory=dict)
     _dirs: Dirs | None = None

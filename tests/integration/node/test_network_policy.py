@@ -2,8 +2,8 @@
 
 Two gVisor client pods knock on a server pod every half second and print what happened.
 Before any policy both get through; after a policy that denies one of them all egress
-(and allows the other egress to the server's port only), the denied one's knocks fail
-and the allowed one's still succeed."""
+(and allows the other egress to the server's port only), the denied one's knocks fail,
+also on the node's own kubelet port, and the allowed one's still succeed."""
 
 from __future__ import annotations
 
@@ -71,7 +71,10 @@ def test_network_policy_denies_egress_and_allows_what_it_names(
         create(kube, ns, pod(name, busybox, knocker(ip), labels={"role": role}))
     for name in ("allowed", "denied"):
         wait_phase(kube, node, ns, name, ("Running",))
-    # No policy yet: both get through.
+    # No policy yet: both get through, to the server and to the node (its kubelet port).
+    knock_node = ["sh", "-c", f"nc -w 2 {node.node_ip} {node.kubelet_port} </dev/null"]
+    before = kube.kubectl("exec", "-n", ns, "denied", "--", *knock_node, check=False)
+    assert before.returncode == 0, before.stderr
     for name in ("allowed", "denied"):
         wait_for(
             f"{name} reaches web before any policy",
@@ -121,3 +124,6 @@ def test_network_policy_denies_egress_and_allows_what_it_names(
 
     wait_for("the denied pod's egress fails", lambda: settled("denied", "FAIL"))
     wait_for("the allowed pod still reaches web", lambda: settled("allowed", "OK"))
+    # The denial covers the node itself too (kube-router filters INPUT as well as FORWARD).
+    after = kube.kubectl("exec", "-n", ns, "denied", "--", *knock_node, check=False)
+    assert after.returncode != 0, after.stdout
