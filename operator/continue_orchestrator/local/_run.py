@@ -90,7 +90,7 @@ async def _main(run: _context.LocalRun) -> _report.Report:
             token_file = run.root / "admin-token"
             _setup.write_private(token_file, admin_token)
             _setup.write_run_dir(run, bundle, plan.token, admitted.brokered)
-            _setup.record_start(run, book, plan, image=image, cn=cn, brokered=admitted.brokered)
+            _setup.record_start(run, book, plan, image=image, cn=cn)
             run.say(f"gateway: {base_url} (run {run.uid})")
             run.say(
                 f"approvals: orchestrator approvals {run.uid} --gateway {base_url} "

@@ -154,39 +154,24 @@ def record_start(
     *,
     image: str,
     cn: str,
-    brokered: frozenset[str],
 ) -> None:
-    """The operator's ``run.created``, ``secret.read`` and ``run.started`` entries."""
+    """The operator's ``run.created`` and ``secret.read`` entries (``runs.start_entries``,
+    with what only local mode adds), and ``run.started``."""
     inputs, sandbox = run.inputs, run.options.sandbox
-    spec = inputs.run.spec
-    base = {"name": inputs.name, "namespace": inputs.namespace}
-    items = [
-        ledger.Append(run.uid, ledger.Kind.RUN_CREATED, run.actor, {
-            **base,
-            "repository": runs.shown_url(spec.repository.url),
-            "policyRef": spec.policy_ref.name,
-            "inputsDigest": plan.inputs_digest,
-            "policyDigest": plan.snapshot.digest,
-            "policies": list(plan.snapshot.sources),
-            "runnerImage": image,
-            "sandbox": sandbox,
-            "secrets": sorted({*plan.secret_values, *plan.brokered_values}),
-            "mode": "local",
-            **_digests.run_created_fields(
-                inputs, records.BlobStore(str(run.records)),
-                policy_digest=plan.snapshot.digest, runner_image=image,
-                cli=_digests.cli_version(cn, _options.CN_VERSION),
-            ),
-        }),
-        *(ledger.Append(run.uid, ledger.Kind.SECRET_READ, run.actor, {
-            "name": m.name,
-            "namespace": inputs.namespace,
-            "purpose": runs.secret_purpose(i, m.name, brokered),
-        }) for i, m in enumerate(spec.secrets)),
-        ledger.Append(run.uid, ledger.Kind.RUN_STARTED, run.actor, {
-            **base, "startTime": run.started.isoformat(), "sandbox": sandbox,
-        }),
-    ]  # fmt: skip
+    fields = _digests.run_created_fields(
+        inputs, records.BlobStore(str(run.records)),
+        policy_digest=plan.snapshot.digest, runner_image=image,
+        cli=_digests.cli_version(cn, _options.CN_VERSION),
+    )  # fmt: skip
+    items = runs.start_entries(
+        plan, run.actor, runner_image=image, replay_inputs=fields["replayInputs"],
+        extra={"sandbox": sandbox, "mode": "local",
+               "inputsDocument": fields["inputsDocument"]},
+    )  # fmt: skip
+    items.append(ledger.Append(run.uid, ledger.Kind.RUN_STARTED, run.actor, {
+        "name": inputs.name, "namespace": inputs.namespace,
+        "startTime": run.started.isoformat(), "sandbox": sandbox,
+    }))  # fmt: skip
     book.append_many(items)
     where = "gVisor sandbox" if sandbox != "none" else "NO SANDBOX"
     run.say(f"phase: Running ({where})")

@@ -11,6 +11,7 @@ below both, and each of them calls it:
   runner clones from (``git_origin``, ``git_url``), what a read secret is for
   (``secret_purpose``), and the plan of the fresh sandbox that verifies a publication
   (``verify_plan``);
+- the ledger's first entries (``start_entries``: ``run.created``, ``secret.read``);
 - the finish (``Finish``, ``phase_of``): the runner's exit code as a phase, and the
   ``run.finished`` ledger entry;
 - the facts (``facts``): what the attestation and the run report say, from the ledger
@@ -24,6 +25,7 @@ below both, and each of them calls it:
 ``runs`` imports neither ``controller``, ``local``, ``gateway`` nor ``cli``.
 """
 
+from continue_orchestrator.runs._created import created, secret_reads, start_entries
 from continue_orchestrator.runs._evidence import Evidence, EvidenceSource, parse_outcome
 from continue_orchestrator.runs._evidence import from_records as evidence_from_records
 from continue_orchestrator.runs._evidence import read as read_evidence
@@ -129,6 +131,7 @@ __all__ = [
     "check_paths",
     "commit_message",
     "counts",
+    "created",
     "default_branch",
     "evidence_body",
     "evidence_from_records",
@@ -150,10 +153,12 @@ __all__ = [
     "registration",
     "replay_of",
     "secret_purpose",
+    "secret_reads",
     "settle_approval",
     "shown_url",
     "snapshot",
     "spec_document",
+    "start_entries",
     "timestamp",
     "tool_call_summary",
     "tool_calls",
