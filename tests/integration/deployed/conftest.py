@@ -1,0 +1,199 @@
+"""Fixtures for the deployed path on a real node (tests/kube/node.py): the chart's
+operator and gateway running as real pods from the images hack/build-images.sh builds,
+imported into the node's containerd. Marker `node`, deselected by default
+(pyproject.toml): `pytest -m node tests/integration/deployed`.
+
+The control plane listens on 127.0.0.1 only and the node has no cluster DNS, so two
+bridges are made here, each removed afterwards (docs/testing.md, "The deployed path on
+a real node"):
+
+- pods reach the API server through the `kubernetes` Service's address (10.96.0.1:443,
+  which the serving certificate names): an nftables table of ours DNATs that address,
+  from the pod network only, to a TCP relay on the node's address that forwards to the
+  API server's loopback port (kube-proxy's own rule would send pods to 127.0.0.1, which
+  in a pod's network namespace is the pod);
+- the operator is told the gateway's Service by its ClusterIP (operator.extraEnv), not
+  by name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.kube import ControlPlane
+from tests.kube.controlplane import REPO_ROOT
+from tests.kube.node import Node, ensure_node_binaries
+
+KUBERNETES_SERVICE_IP = "10.96.0.1"
+NFT_TABLE = "continue_e2e_apiserver"
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if not session.config.option.collectonly and any(
+        "node" in getattr(item, "fixturenames", ()) for item in session.items
+    ):
+        ensure_node_binaries()
+
+
+@pytest.fixture(scope="session")
+def node(kube: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+    n = Node(kube, tmp_path_factory.mktemp("node")).start()
+    print(
+        f"\n[node] {n.name} Ready in {n.startup_seconds:.1f}s; logs in {n.log_dir}", file=sys.stderr
+    )
+    try:
+        yield n
+    finally:
+        n.stop()
+
+
+class Relay:
+    """A TCP relay: accepts on (host, port), connects each client to `target`."""
+
+    def __init__(self, host: str, target: tuple[str, int]) -> None:
+        self.target = target
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, 0))
+        self.sock.listen(64)
+        self.port: int = self.sock.getsockname()[1]
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        try:
+            upstream = socket.create_connection(self.target, timeout=10)
+        except OSError:
+            client.close()
+            return
+        upstream.settimeout(None)
+
+        def pump(src: socket.socket, dst: socket.socket) -> None:
+            with contextlib.suppress(OSError):
+                while data := src.recv(65536):
+                    dst.sendall(data)
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
+
+        t = threading.Thread(target=pump, args=(upstream, client), daemon=True)
+        t.start()
+        pump(client, upstream)
+        t.join()
+        client.close()
+        upstream.close()
+
+    def close(self) -> None:
+        self.closed = True
+        self.sock.close()
+
+
+def _nft(script: str, check: bool = True) -> None:
+    subprocess.run(["nft", "-f", "-"], input=script, text=True, check=check, capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def apiserver_for_pods(kube: ControlPlane, node: Node) -> Iterator[Relay]:
+    """Pods reach the API server at 10.96.0.1:443, as in any cluster."""
+    port = int(kube.server.rsplit(":", 1)[1])
+    relay = Relay(node.node_ip, ("127.0.0.1", port))
+    _nft(f"delete table ip {NFT_TABLE}", check=False)
+    _nft(
+        f"""table ip {NFT_TABLE} {{
+  chain prerouting {{
+    type nat hook prerouting priority -150; policy accept;
+    ip saddr {node.pod_cidr} ip daddr {KUBERNETES_SERVICE_IP} tcp dport 443 \\
+      dnat to {node.node_ip}:{relay.port}
+  }}
+}}
+"""
+    )
+    try:
+        yield relay
+    finally:
+        _nft(f"delete table ip {NFT_TABLE}", check=False)
+        relay.close()
+
+
+def _archive(kind: str) -> Path:
+    """The image archive hack/build-images.sh names for the checkout, else the newest built."""
+    printed = subprocess.run(
+        ["bash", str(REPO_ROOT / "hack" / "build-images.sh"), "--print", kind],
+        check=True, capture_output=True, text=True,
+    ).stdout.split()  # fmt: skip
+    if printed and Path(printed[0]).exists():
+        return Path(printed[0])
+    cache = Path(printed[0]).parent
+    built = sorted(cache.glob(f"{kind}-*.oci.tar"), key=lambda p: p.stat().st_mtime)
+    if not built:
+        pytest.fail(f"no {kind} image: run `make images` (hack/build-images.sh)")
+    print(f"\n[images] {kind}: {printed} not built; using {built[-1]}", file=sys.stderr)
+    return built[-1]
+
+
+@pytest.fixture(scope="session")
+def images(node: Node) -> dict[str, str]:
+    """By-digest references of the operator and runner images, imported into the node."""
+    return {kind: node.import_image(_archive(kind)) for kind in ("operator", "runner")}
+
+
+@pytest.fixture
+def fresh_name() -> str:
+    return uuid.uuid4().hex[:6]
+
+
+def _pgtemp() -> Any:
+    spec = importlib.util.spec_from_file_location("pgtemp", REPO_ROOT / "hack" / "pgtemp.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["pgtemp"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def ledger_url(node: Node) -> Iterator[str]:
+    """A PostgreSQL ledger the pods reach on the node's address (the chart's ledger: the
+    operator and the gateway are two pods, which cannot share one SQLite file).
+    hack/pgtemp.py starts it on loopback; it is restarted here listening on the node's
+    address too, trusting the pod network."""
+    pgtemp = _pgtemp()
+    # Not under pytest's basetemp: its parent is 0700 and the server runs as `postgres`.
+    directory = Path(tempfile.mkdtemp(prefix="co-e2e-ledger-"))
+    server = pgtemp.start(directory, durable=False)
+    server.stop()
+    with (server.data / "pg_hba.conf").open("a") as hba:
+        hba.write(f"host all all {node.pod_cidr} trust\n")
+    options = (
+        f"-c listen_addresses=127.0.0.1,{node.node_ip} -c unix_socket_directories= "
+        f"-c max_connections=200 -c fsync=off -p {server.port}"
+    )
+    subprocess.run(
+        [*server.as_user, str(server.bindir / "pg_ctl"), "-D", str(server.data), "-l",
+         str(server.data.parent / "server.log"), "-w", "-t", "60", "-o", options, "start"],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    try:
+        yield f"postgresql://postgres@{node.node_ip}:{server.port}/postgres"
+    finally:
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)

@@ -1,0 +1,158 @@
+"""The chart installed on the real node: helm, values, waiting for real pods."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from tests.integration.chart import chart_support as chart
+from tests.kube import ControlPlane
+from tests.kube.node import Node
+
+JSON = dict[str, Any]
+RELEASE = "continue-orchestrator"
+SIGNING_SECRET = "attestation-key"
+
+
+def eventually(
+    what: str, probe: Callable[[], Any], timeout: float = 120.0, interval: float = 0.5
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} within {timeout:g} s")
+        time.sleep(interval)
+
+
+@dataclass
+class Release:
+    kube: ControlPlane
+    node: Node
+    namespace: str
+    images: dict[str, str]
+    ledger_url: str
+    workdir: Path
+    gateway_ip: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+    private_key: ec.EllipticCurvePrivateKey = field(
+        default_factory=lambda: ec.generate_private_key(ec.SECP256R1())
+    )
+
+    @property
+    def public_key_path(self) -> Path:
+        path = self.workdir / "attestation.pub"
+        path.write_bytes(
+            self.private_key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+        return path
+
+    def helm(self, *args: str, check: bool = True) -> str:
+        return chart.run(*args, env=self.kube.env(), check=check).stdout
+
+    def values(self) -> Path:
+        repository, digest = self.images["operator"].split("@", 1)
+        values: JSON = {
+            "image": {"repository": repository, "digest": digest, "pullPolicy": "Never"},
+            "runner": {"image": self.images["runner"]},
+            "ledger": {"url": self.ledger_url},
+            "operator": {"replicas": 1, "standalone": True,
+                         "podDisruptionBudget": {"enabled": False}},
+            "attestation": {"mode": "key", "key": {"existingSecret": SIGNING_SECRET}},
+        }  # fmt: skip
+        path = self.workdir / "values.yaml"
+        path.write_text(yaml.safe_dump(values))
+        return path
+
+    def signing_secret(self) -> None:
+        pem = self.private_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        path = self.workdir / "key.pem"
+        path.write_bytes(pem)
+        self.kube.kubectl(
+            "create", "secret", "generic", SIGNING_SECRET, "-n", self.namespace,
+            f"--from-file=key.pem={path}",
+        )  # fmt: skip
+
+    def install(self) -> None:
+        """helm install; then point the operator at the gateway Service by its ClusterIP
+        (no cluster DNS on this node)."""
+        self.signing_secret()
+        start = time.monotonic()
+        self.helm("install", RELEASE, str(chart.CHART), "-n", self.namespace,
+                  "-f", str(self.values()))  # fmt: skip
+        ip = self.kube.kubectl(
+            "get", "service", f"{RELEASE}-gateway", "-n", self.namespace,
+            "-o", "jsonpath={.spec.clusterIP}",
+        ).stdout.strip()  # fmt: skip
+        self.gateway_ip = ip
+        # Helm's server-side apply refuses a second entry of the same name through
+        # operator.extraEnv, so the Deployment's own entries are set (a new rollout).
+        self.kube.kubectl(
+            "set", "env", f"deployment/{RELEASE}-operator", "-n", self.namespace,
+            f"ORCHESTRATOR_GATEWAY_URL=http://{ip}:8080",
+            f"ORCHESTRATOR_GATEWAY_ADMIN_URL=http://{ip}:8081",
+        )  # fmt: skip
+        self.wait_ready(start)
+
+    def selector(self, component: str) -> str:
+        return f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component={component}"
+
+    def pods(self, component: str) -> list[JSON]:
+        out = self.kube.kubectl(
+            "get", "pods", "-n", self.namespace, "-o", "json",
+            "-l", self.selector(component),
+        ).stdout  # fmt: skip
+        return list(json.loads(out)["items"])
+
+    def ready_pod(self, component: str) -> JSON | None:
+        for pod in self.pods(component):
+            if pod["metadata"].get("deletionTimestamp"):
+                continue
+            conditions = {c["type"]: c["status"] for c in pod["status"].get("conditions", [])}
+            env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0].get("env", [])}
+            # The pod of the upgrade (the last definition of a name wins).
+            if component == "operator" and self.gateway_ip not in str(
+                env.get("ORCHESTRATOR_GATEWAY_ADMIN_URL")
+            ):
+                continue
+            if conditions.get("Ready") == "True":
+                return pod
+        return None
+
+    def wait_ready(self, start: float, timeout: float = 300.0) -> None:
+        for component in ("gateway", "operator"):
+            try:
+                eventually(f"a Ready {component} pod", lambda c=component: self.ready_pod(c),
+                           timeout=timeout)  # fmt: skip
+            except AssertionError as error:
+                raise AssertionError(f"{error}\n{self.describe(component)}") from None
+            self.timings[f"helm install -> {component} Ready"] = time.monotonic() - start
+
+    def describe(self, component: str) -> str:
+        out = self.kube.kubectl(
+            "describe", "pods", "-n", self.namespace,
+            "-l", self.selector(component), check=False,
+        )  # fmt: skip
+        logs = self.kube.kubectl(
+            "logs", "-n", self.namespace, "--tail=40", "--all-containers",
+            "-l", self.selector(component), check=False,
+        )  # fmt: skip
+        return out.stdout[-4000:] + "\n--- logs ---\n" + logs.stdout + logs.stderr
+
+    def uninstall(self) -> None:
+        self.helm("uninstall", RELEASE, "-n", self.namespace, "--wait", check=False)
