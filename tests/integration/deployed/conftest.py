@@ -197,3 +197,78 @@ def ledger_url(node: Node) -> Iterator[str]:
     finally:
         server.stop()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def forge_for_pods(
+    node: Node, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Any, str]]:
+    """A real Gitea (tests/forge, on loopback, seeded with the demo repository) and the
+    base URL pods reach it at: a relay on the node's address. Git's smart HTTP does not
+    care which host it was asked under."""
+    from tests.forge import Gitea
+
+    server = Gitea(tmp_path_factory.mktemp("gitea"))
+    server.start()
+    relay = Relay(node.node_ip, ("127.0.0.1", server.port))
+    try:
+        yield server, f"http://{node.node_ip}:{relay.port}"
+    finally:
+        relay.close()
+        server.stop()
+
+
+class ModelThread:
+    """The demo's scripted model on the node's address, on a loop of its own."""
+
+    def __init__(self, host: str, script: Path) -> None:
+        import asyncio
+
+        from continue_orchestrator import local
+
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+        self.model = local.ScriptedModel(local.Script.from_file(script))
+        self.base = self.call(self.model.start(host, 0))
+        self.hostport = self.base.split("//", 1)[1].split("/", 1)[0]
+
+    def call(self, coroutine: Any) -> Any:
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(60)
+
+    def stop(self) -> None:
+        self.call(self.model.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+@pytest.fixture
+def scripted_model(node: Node) -> Iterator[ModelThread]:
+    model = ModelThread(node.node_ip, REPO_ROOT / "examples" / "demo" / "model-script.yaml")
+    try:
+        yield model
+    finally:
+        model.stop()
+
+
+@pytest.fixture(scope="session")
+def release(
+    kube: ControlPlane,
+    node: Node,
+    images: dict[str, str],
+    ledger_url: str,
+    apiserver_for_pods: Relay,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Any]:
+    """The chart installed in `co-system-<id>`, its operator and gateway pods Ready."""
+    from tests.integration.deployed.deployed_support import Release
+
+    namespace = kube.create_namespace(f"co-system-{uuid.uuid4().hex[:6]}")
+    it = Release(kube, node, namespace, images, ledger_url, tmp_path_factory.mktemp("release"))
+    try:
+        it.install()
+        print(f"\n[deployed] timings: {it.timings}", file=sys.stderr)
+        yield it
+    finally:
+        it.uninstall()
+        kube.delete_namespace(namespace)
