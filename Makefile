@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 BENCH ?=
 
 .PHONY: help venv lint test test-deps sandbox-deps cn attest-tools demo bench crds \
-	k8s-tools forge-tools cluster-up cluster-down node-tools
+	k8s-tools forge-tools cluster-up cluster-down node-tools images
 
 help:
 	@echo "make demo   one real AgentRun end to end on this machine"
@@ -71,6 +71,12 @@ forge-tools:
 # runsc, CNI plugins and busybox from Debian. Not part of `make test` yet.
 node-tools:
 	@hack/build-node.sh >/dev/null
+
+# The runner image and the operator/gateway image, built without Docker (mmdebstrap +
+# buildah; docs/images.md) into $(CACHE_DIR)/images as OCI archives for `ctr images import`.
+# Prints "name archive digest" per image. Not part of `make test`.
+images:
+	@hack/build-images.sh
 
 cluster-up: venv k8s-tools
 	@$(BIN)/python -m tests.kube up
