@@ -272,3 +272,28 @@ def release(
     finally:
         it.uninstall()
         kube.delete_namespace(namespace)
+
+
+class Canary:
+    """A TCP listener that records every connection it accepts (none may arrive)."""
+
+    def __init__(self, host: str) -> None:
+        self.accepted: list[tuple[str, int]] = []
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, 0))
+        self.sock.listen(8)
+        self.host, self.port = host, self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, peer = self.sock.accept()
+            except OSError:
+                return
+            self.accepted.append(peer)
+            conn.close()
+
+    def close(self) -> None:
+        self.sock.close()
