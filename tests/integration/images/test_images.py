@@ -57,8 +57,24 @@ def build(*args: str, env: dict[str, str] | None = None) -> dict[str, tuple[Path
 
 
 @pytest.fixture(scope="module")
-def images() -> dict[str, tuple[Path, str]]:
-    return build()
+def epoch() -> str:
+    """SOURCE_DATE_EPOCH for every build of this session, fixed at its start: a commit made
+    meanwhile (by anyone) must not change the dates the rebuild is compared on."""
+    return (
+        os.environ.get("SOURCE_DATE_EPOCH")
+        or subprocess.run(
+            ["git", "log", "-1", "--format=%ct"],
+            cwd=CHECKOUT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    )
+
+
+@pytest.fixture(scope="module")
+def images(epoch: str) -> dict[str, tuple[Path, str]]:
+    return build(env={"SOURCE_DATE_EPOCH": epoch})
 
 
 def index_of(archive: Path) -> dict[str, Any]:
@@ -242,10 +258,13 @@ def test_the_operator_image_runs_the_charts_commands(
 
 def test_the_runner_image_builds_again_to_the_same_digest(
     images: dict[str, tuple[Path, str]],
+    epoch: str,
     tmp_path: Path,
 ) -> None:
     first_archive, first = images["runner"]
-    again = build("--rebuild", "runner", env={"IMAGES_OUT": str(tmp_path)})
+    again = build(
+        "--rebuild", "runner", env={"IMAGES_OUT": str(tmp_path), "SOURCE_DATE_EPOCH": epoch}
+    )
     second_archive, second = again["runner"]
     if first != second:
         m1 = json.loads(blob(first_archive, first))
