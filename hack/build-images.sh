@@ -222,7 +222,8 @@ Acquire::Languages "none";'
     [[ -n "${!v:-}" ]] && proxy_args+=(--build-arg "$v=${!v}")
   done
   cache_args=(--layers)
-  [[ $rebuild -eq 1 ]] && cache_args=(--no-cache)
+  # --no-cache alone would also drop --layers: one squashed layer, another image.
+  [[ $rebuild -eq 1 ]] && cache_args=(--layers --no-cache)
 
   for w in "${todo[@]}"; do
     case "$w" in
