@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -137,7 +138,7 @@ class Release:
     def wait_ready(self, start: float, timeout: float = 300.0) -> None:
         for component in ("gateway", "operator"):
             try:
-                eventually(f"a Ready {component} pod", lambda c=component: self.ready_pod(c),
+                eventually(f"a Ready {component} pod", functools.partial(self.ready_pod, component),
                            timeout=timeout)  # fmt: skip
             except AssertionError as error:
                 raise AssertionError(f"{error}\n{self.describe(component)}") from None
