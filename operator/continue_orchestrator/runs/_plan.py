@@ -116,10 +116,12 @@ def snapshot(content: bytes, *, runtime_class: str) -> Snapshot:
             "limits": dict(resources.limits) if resources else {},
         },
         max_timeout_seconds=min(s.spec.sandbox.max_timeout_seconds for s in sources),
+        # The RunPolicy's list, within each ClusterRunPolicy that sets one (a ceiling only
+        # when set, as the policy engine decides network.egress: docs/policy.md).
         allowed_egress=tuple(
             entry
             for entry in run_policy.spec.allowed_egress
-            if all(entry in s.spec.allowed_egress for s in sources)
+            if all(entry in s.spec.allowed_egress for s in sources[:-1] if s.spec.allowed_egress)
         ),
         sources=policy.snapshot_source_digests(sources),
     )

@@ -167,17 +167,32 @@ def test_network_policy_dns_and_ip_egress_only_when_granted(
     assert "0.0.0.0/0" not in rendered
 
 
-def test_baseline_must_also_grant_egress(settings: controller.Settings) -> None:
+def test_a_baseline_that_lists_egress_is_a_ceiling(settings: controller.Settings) -> None:
     snapshot = _builders.snapshot_of(
-        _builders.policy_spec(allowedEgress=[]),
+        _builders.policy_spec(allowedEgress=["kube-dns:53"]),
         _builders.policy_spec(allowedEgress=["10.1.2.3:5432", "kube-dns:53"]),
         settings=settings,
     )
-    assert snapshot.allowed_egress == ()
+    assert snapshot.allowed_egress == ("kube-dns:53",)
     spec = controller.network_policy(_builders.make_plan(settings, snapshot=snapshot), settings)[
         "spec"
     ]
-    assert len(spec["egress"]) == 1
+    assert "10.1.2.3" not in json.dumps(spec["egress"])
+
+
+def test_a_baseline_that_lists_no_egress_sets_no_ceiling(settings: controller.Settings) -> None:
+    """As the policy engine decides network.egress (docs/policy.md): a ClusterRunPolicy's
+    allowedEgress is a ceiling only when set; the RunPolicy's own list still rules."""
+    snapshot = _builders.snapshot_of(
+        _builders.policy_spec(allowedEgress=[]),
+        _builders.policy_spec(allowedEgress=["10.1.2.3:5432", "api.openai.com:443"]),
+        settings=settings,
+    )
+    assert snapshot.allowed_egress == ("10.1.2.3:5432", "api.openai.com:443")
+    closed = _builders.snapshot_of(
+        _builders.policy_spec(allowedEgress=[]), _builders.policy_spec(), settings=settings
+    )
+    assert closed.allowed_egress == ()
 
 
 def test_snapshot_is_a_function_of_its_content(settings: controller.Settings) -> None:
