@@ -107,6 +107,9 @@ def config(endpoint: _forge.Endpoint) -> githubkit.Config:
         timeout=endpoint.timeout,
         transport=endpoint.transport,
         http_cache=False,
+        # githubkit's default cache is process-wide and keys an App's JWT by its id alone:
+        # another App of that id (a rotated key) would be signed in with the old JWT.
+        cache_strategy=githubkit.cache.MemCacheStrategy(),
         auto_retry=Retry(endpoint.backoff),
     )
     return dataclasses.replace(base, accept=ACCEPT)
