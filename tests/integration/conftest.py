@@ -16,15 +16,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.kube import ControlPlane, PodExecutor, ensure_binaries
+from tests.kube import ControlPlane, PodExecutor, ensure_binaries, external
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Build missing binaries before any test starts, outside per-test timeouts."""
-    if not session.config.option.collectonly and any(
-        "kube" in getattr(item, "fixturenames", ()) for item in session.items
+    if (
+        not session.config.option.collectonly
+        and not external.requested()
+        and any("kube" in getattr(item, "fixturenames", ()) for item in session.items)
     ):
         ensure_binaries()
 
@@ -34,10 +36,16 @@ def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     """The running control plane: `.kubeconfig`, `.kubectl(...)`, `.api_client()`,
     `.rest`, `.create_namespace(name)`, `.apply(path)`, `.wait_established(names)`,
     `.env()` (for subprocesses: KUBECONFIG and the built binaries on PATH)."""
-    cp = ControlPlane(tmp_path_factory.mktemp("kube"))
+    if external.requested():  # `make e2e KUBECONFIG=…`: the user's cluster (tests.kube.external)
+        cp: ControlPlane = external.ExternalCluster(tmp_path_factory.mktemp("kube"))
+    else:
+        cp = ControlPlane(tmp_path_factory.mktemp("kube"))
     cp.start()
-    print(f"\n[kube] control plane up in {cp.startup_seconds:.1f}s at {cp.server}; "
-          f"KUBECONFIG={cp.kubeconfig}", file=sys.stderr)
+    print(
+        f"\n[kube] control plane up in {cp.startup_seconds:.1f}s at {cp.server}; "
+        f"KUBECONFIG={cp.kubeconfig}",
+        file=sys.stderr,
+    )
     try:
         yield cp
     finally:

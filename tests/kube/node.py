@@ -248,6 +248,60 @@ def _remove_chains(ours: re.Pattern[str]) -> None:
                 _run([tool, "-t", table, "-X", chain], check=False)
 
 
+@dataclass(frozen=True)
+class ArchiveImage:
+    """What an OCI image archive names, for loading it into a containerd without a
+    registry: the local node (`Node.import_image`) and a kind cluster
+    (`tests.kube.external.KindNode`) load the archive their own way, then apply `tags()`."""
+
+    archive: Path  # an OCI archive tar (a layout directory is tarred first)
+    ref_name: str  # repository:tag pods' images are known by
+    named: str | None  # the name the archive's index gives it (what an import creates)
+    digest: str  # the manifest digest
+
+    @classmethod
+    def open(cls, path: Path, name: str | None, stack: contextlib.ExitStack) -> ArchiveImage:
+        if path.is_dir():
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            archive = tmp / "image.tar"
+            with tarfile.open(archive, "w") as tar:
+                for child in sorted(path.iterdir()):
+                    tar.add(child, arcname=child.name)
+            path = archive
+        with tarfile.open(path) as tar:
+            member = tar.extractfile("index.json")
+            if member is None:
+                raise ValueError(f"{path}: not an OCI archive (no index.json)")
+            index: dict[str, Any] = json.load(member)
+        entries = index.get("manifests") or []
+        if not entries:
+            raise ValueError(f"{path}: no manifests in index.json")
+        annotations = entries[0].get("annotations") or {}
+        named = annotations.get("io.containerd.image.name") or annotations.get(
+            "org.opencontainers.image.ref.name"
+        )
+        ref_name = name or named
+        if not ref_name or ":" not in ref_name.rsplit("/", 1)[-1]:
+            raise ValueError(f"{path}: give a name (repository:tag); the index has {ref_name!r}")
+        return cls(path, ref_name, named, entries[0]["digest"])
+
+    @property
+    def by_digest(self) -> str:
+        """`repository@sha256:...`: what pods name with `imagePullPolicy: Never`."""
+        repository = self.ref_name.split("@")[0].rsplit(":", 1)[0]
+        return f"{repository}@{self.digest}"
+
+    def tags(self) -> list[tuple[str, str]]:
+        """(source, target) pairs for `ctr images tag --force` after the import: the name
+        asked for, and the by-digest name (the CRI resolves `repo@sha256:...` only through
+        an image of that name; a pull makes one, an import does not)."""
+        pairs = []
+        if self.named and self.named != self.ref_name:
+            pairs.append((self.named, self.ref_name))
+        pairs.append((self.ref_name, self.by_digest))
+        return pairs
+
+
 @dataclass
 class Node:
     """One real node joined to `control_plane`; its state, sockets and logs in `state_dir`."""
@@ -670,53 +724,13 @@ disabled_plugins = [
         reference pods use with `imagePullPolicy: Never`. `name` (repository:tag)
         overrides the name in the archive's index (`io.containerd.image.name`, or the
         `org.opencontainers.image.ref.name` annotation)."""
-        path = Path(path)
         with contextlib.ExitStack() as stack:
-            if path.is_dir():
-                tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-                archive = tmp / "image.tar"
-                with tarfile.open(archive, "w") as tar:
-                    for child in sorted(path.iterdir()):
-                        tar.add(child, arcname=child.name)
-                path = archive
-            index = self._archive_index(path)
-            entries = index.get("manifests") or []
-            if not entries:
-                raise ValueError(f"{path}: no manifests in index.json")
-            entry = entries[0]
-            annotations = entry.get("annotations") or {}
-            ref_name = (
-                name
-                or annotations.get("io.containerd.image.name")
-                or annotations.get("org.opencontainers.image.ref.name")
-            )
-            if not ref_name or ":" not in ref_name.rsplit("/", 1)[-1]:
-                raise ValueError(
-                    f"{path}: give a name (repository:tag); the index has {ref_name!r}"
-                )
+            image = ArchiveImage.open(Path(path), name, stack)
             # Unpacked for the overlayfs snapshotter the CRI uses; named from the index.
-            self.ctr("images", "import", "--all-platforms", str(path))
-            named = annotations.get("io.containerd.image.name") or annotations.get(
-                "org.opencontainers.image.ref.name"
-            )
-            if name and named and named != name:
-                self.ctr("images", "tag", "--force", named, name)
-        digest = entry["digest"]
-        repository = ref_name.rsplit(":", 1)[0] if "@" not in ref_name else ref_name.split("@")[0]
-        by_digest = f"{repository}@{digest}"
-        # The CRI resolves `repo@sha256:...` only through an image of that name (a pull
-        # makes one; an import does not).
-        self.ctr("images", "tag", "--force", ref_name, by_digest)
-        return by_digest
-
-    @staticmethod
-    def _archive_index(path: Path) -> dict[str, Any]:
-        with tarfile.open(path) as tar:
-            member = tar.extractfile("index.json")
-            if member is None:
-                raise ValueError(f"{path}: not an OCI archive (no index.json)")
-            data: dict[str, Any] = json.load(member)
-        return data
+            self.ctr("images", "import", "--all-platforms", str(image.archive))
+            for source, target in image.tags():
+                self.ctr("images", "tag", "--force", source, target)
+        return image.by_digest
 
     def _remove_containers(self) -> None:
         """Kill and delete every task and container left in our containerd."""

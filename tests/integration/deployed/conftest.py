@@ -32,31 +32,27 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.kube import ControlPlane
+from tests.kube import ControlPlane, external, node_plugin
 from tests.kube.controlplane import REPO_ROOT
-from tests.kube.node import Node, ensure_node_binaries
+from tests.kube.node import Node
+from tests.kube.node_plugin import node, pytest_runtest_makereport
 
 KUBERNETES_SERVICE_IP = "10.96.0.1"
 NFT_TABLE = "continue_e2e_apiserver"
 
+__all__ = ["node", "pytest_runtest_makereport"]
+IMAGES = ("operator", "runner")
+
 
 def pytest_collection_finish(session: pytest.Session) -> None:
+    """Build what the node lacks, and this checkout's images, before any test starts
+    (outside the per-test timeouts)."""
+    node_plugin.pytest_collection_finish(session)
     if not session.config.option.collectonly and any(
-        "node" in getattr(item, "fixturenames", ()) for item in session.items
+        "images" in getattr(item, "fixturenames", ()) for item in session.items
     ):
-        ensure_node_binaries()
-
-
-@pytest.fixture(scope="session")
-def node(kube: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
-    n = Node(kube, tmp_path_factory.mktemp("node")).start()
-    print(
-        f"\n[node] {n.name} Ready in {n.startup_seconds:.1f}s; logs in {n.log_dir}", file=sys.stderr
-    )
-    try:
-        yield n
-    finally:
-        n.stop()
+        for kind in IMAGES:
+            _archive(kind)
 
 
 class Relay:
@@ -112,8 +108,12 @@ def _nft(script: str, check: bool = True) -> None:
 
 
 @pytest.fixture(scope="session")
-def apiserver_for_pods(kube: ControlPlane, node: Node) -> Iterator[Relay]:
-    """Pods reach the API server at 10.96.0.1:443, as in any cluster."""
+def apiserver_for_pods(kube: ControlPlane, node: Node) -> Iterator[Relay | None]:
+    """Pods reach the API server at 10.96.0.1:443, as in any cluster (a user's cluster
+    does that itself: nothing to do there)."""
+    if external.requested():
+        yield None
+        return
     port = int(kube.server.rsplit(":", 1)[1])
     relay = Relay(node.node_ip, ("127.0.0.1", port))
     _nft(f"delete table ip {NFT_TABLE}", check=False)
@@ -135,25 +135,23 @@ def apiserver_for_pods(kube: ControlPlane, node: Node) -> Iterator[Relay]:
 
 
 def _archive(kind: str) -> Path:
-    """The image archive hack/build-images.sh names for the checkout, else the newest built."""
+    """The image archive of this checkout, built by hack/build-images.sh when missing
+    (`make e2e` builds both first, outside the per-test timeout)."""
+    script = REPO_ROOT / "hack" / "build-images.sh"
     printed = subprocess.run(
-        ["bash", str(REPO_ROOT / "hack" / "build-images.sh"), "--print", kind],
-        check=True, capture_output=True, text=True,
-    ).stdout.split()  # fmt: skip
-    if printed and Path(printed[0]).exists():
-        return Path(printed[0])
-    cache = Path(printed[0]).parent
-    built = sorted(cache.glob(f"{kind}-*.oci.tar"), key=lambda p: p.stat().st_mtime)
-    if not built:
-        pytest.fail(f"no {kind} image: run `make images` (hack/build-images.sh)")
-    print(f"\n[images] {kind}: {printed} not built; using {built[-1]}", file=sys.stderr)
-    return built[-1]
+        ["bash", str(script), "--print", kind], check=True, capture_output=True, text=True
+    ).stdout.split()
+    archive = Path(printed[0])
+    if not archive.exists():
+        print(f"\n[images] building the {kind} image of this checkout", file=sys.stderr)
+        subprocess.run(["bash", str(script), kind], check=True, stdout=sys.stderr)
+    return archive
 
 
 @pytest.fixture(scope="session")
 def images(node: Node) -> dict[str, str]:
     """By-digest references of the operator and runner images, imported into the node."""
-    return {kind: node.import_image(_archive(kind)) for kind in ("operator", "runner")}
+    return {kind: node.import_image(_archive(kind)) for kind in IMAGES}
 
 
 @pytest.fixture
@@ -257,7 +255,7 @@ def release(
     node: Node,
     images: dict[str, str],
     ledger_url: str,
-    apiserver_for_pods: Relay,
+    apiserver_for_pods: Relay | None,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Any]:
     """The chart installed in `co-system-<id>`, its operator and gateway pods Ready."""
