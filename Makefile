@@ -7,14 +7,16 @@ VENV := .venv
 BIN := $(VENV)/bin
 CACHE_DIR := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/continue-orchestrator
 PYTEST_ARGS ?=
+E2E_ARGS ?=
 BENCH ?=
 
 .PHONY: help venv lint test test-deps sandbox-deps cn attest-tools demo bench crds \
-	k8s-tools forge-tools cluster-up cluster-down node-tools images
+	k8s-tools forge-tools cluster-up cluster-down node-tools images e2e
 
 help:
 	@echo "make demo   one real AgentRun end to end on this machine"
-	@echo "make test   lint and the whole test suite"
+	@echo "make test   lint and the whole test suite (the e2e on the real node included)"
+	@echo "make e2e    the deployed path on a real node (KUBECONFIG=... for a cluster of yours)"
 	@echo "make lint   ruff and mypy --strict on operator/"
 	@echo "make bench  benchmarks, one JSON object per line (BENCH=name for one)"
 	@echo "make crds   regenerate crds/ from the API models"
@@ -36,9 +38,11 @@ lint: venv
 	$(BIN)/ruff check operator tests bench
 	$(BIN)/mypy --strict
 
-# System packages the tests need (PostgreSQL server binaries for the ledger tests).
+# System packages the tests need: PostgreSQL server binaries for the ledger tests, and
+# promtool (Debian's prometheus package) for the chart's alerting-rule tests.
 test-deps:
 	hack/install-postgres.sh
+	hack/install-promtool.sh
 
 # The local sandbox (gVisor runsc, iproute2, nftables) and the pinned Continue CLI.
 sandbox-deps:
@@ -68,13 +72,13 @@ forge-tools:
 
 # A real node for the test control plane (docs/testing.md, "A real node"): kubelet,
 # kube-proxy, kube-scheduler and containerd v2 from Go modules into $(CACHE_DIR)/bin, runc,
-# runsc, CNI plugins and busybox from Debian. Not part of `make test` yet.
+# runsc, CNI plugins and busybox from Debian.
 node-tools:
 	@hack/build-node.sh >/dev/null
 
 # The runner image and the operator/gateway image, built without Docker (mmdebstrap +
 # buildah; docs/images.md) into $(CACHE_DIR)/images as OCI archives for `ctr images import`.
-# Prints "name archive digest" per image. Not part of `make test`.
+# Prints "name archive digest" per image.
 images:
 	@hack/build-images.sh
 
@@ -87,6 +91,28 @@ cluster-down: venv
 test: lint test-deps sandbox-deps cn attest-tools k8s-tools forge-tools
 	cd operator/native && cargo test --quiet --locked --no-default-features --lib
 	$(BIN)/pytest $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory e2e
+
+# The deployed path end to end (docs/testing.md, "The deployed path on a real node"): the
+# chart from the built images on a real node (containerd, kubelet, gVisor), the demo's
+# AgentRun applied, attacker probes; the node's own tests and the images' (reproducible
+# builds). Its own pytest session: the real node's scheduler would bind the pod executor's
+# pods. `make e2e KUBECONFIG=<file>` (on the command line; an exported KUBECONFIG is not
+# used) runs the node and deployed tests on a cluster of yours with a RuntimeClass
+# `gvisor` instead, e.g. kind made with hack/kind-config.yaml: E2E_HOST_ADDRESS is the
+# address its pods reach this machine at, KIND_CLUSTER the kind cluster to load images into.
+E2E_PATHS := tests/integration/node tests/integration/deployed
+ifeq ($(origin KUBECONFIG),command line)
+E2E_HOST_ADDRESS ?=
+KIND_CLUSTER ?= kind
+e2e: venv
+	@hack/build-images.sh >/dev/null
+	CO_E2E_KUBECONFIG=$(abspath $(KUBECONFIG)) CO_E2E_HOST_ADDRESS=$(E2E_HOST_ADDRESS) \
+		CO_E2E_KIND_CLUSTER=$(KIND_CLUSTER) $(BIN)/pytest -m node $(E2E_PATHS) $(E2E_ARGS)
+else
+e2e: venv test-deps sandbox-deps cn k8s-tools forge-tools node-tools images
+	$(BIN)/pytest -m 'node or images' $(E2E_PATHS) tests/integration/images $(E2E_ARGS)
+endif
 
 crds: venv
 	$(BIN)/orchestrator crds --write crds --reference docs/crd-reference.md
