@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,12 +17,16 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from tests.integration.chart import chart_support as chart
-from tests.kube import ControlPlane
+from tests.kube import ControlPlane, external
 from tests.kube.node import Node
 
 JSON = dict[str, Any]
 RELEASE = "continue-orchestrator"
 SIGNING_SECRET = "attestation-key"
+RECORDS_CLAIM = "records"
+# The chart's pods run as this user (charts/continue-orchestrator/templates/_helpers.tpl);
+# a hostPath volume ignores fsGroup, so the directory is theirs.
+CHART_UID = 65532
 
 
 def eventually(
@@ -44,6 +51,7 @@ class Release:
     ledger_url: str
     workdir: Path
     gateway_ip: str = ""
+    records_dir: Path | None = None
     timings: dict[str, float] = field(default_factory=dict)
     private_key: ec.EllipticCurvePrivateKey = field(
         default_factory=lambda: ec.generate_private_key(ec.SECP256R1())
@@ -72,6 +80,10 @@ class Release:
                          "podDisruptionBudget": {"enabled": False}},
             "attestation": {"mode": "key", "key": {"existingSecret": SIGNING_SECRET}},
         }  # fmt: skip
+        if self.records_dir is not None:
+            # The operator reads the gateway's records (publication needs them:
+            # docs/publishing.md, "In a cluster"; attestations carry their digests).
+            values["recordStore"] = {"existingClaim": RECORDS_CLAIM}
         path = self.workdir / "values.yaml"
         path.write_text(yaml.safe_dump(values))
         return path
@@ -89,10 +101,43 @@ class Release:
             f"--from-file=key.pem={path}",
         )  # fmt: skip
 
+    def record_store(self) -> None:
+        """The ReadWriteMany claim `recordStore.existingClaim` names: a hostPath
+        PersistentVolume on the node (one node: every pod sees the same directory),
+        bound by kube-controller-manager's binder. Not under pytest's basetemp (0700)."""
+        self.records_dir = Path(tempfile.mkdtemp(prefix="co-e2e-records-"))
+        os.chown(self.records_dir, CHART_UID, CHART_UID)
+        self.records_dir.chmod(0o770)
+        volume = f"{self.namespace}-records"
+        documents: list[JSON] = [
+            {"apiVersion": "v1", "kind": "PersistentVolume",
+             "metadata": {"name": volume},
+             "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"],
+                      "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "",
+                      "hostPath": {"path": str(self.records_dir), "type": "Directory"},
+                      "claimRef": {"namespace": self.namespace, "name": RECORDS_CLAIM}}},
+            {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+             "metadata": {"name": RECORDS_CLAIM, "namespace": self.namespace},
+             "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "",
+                      "volumeName": volume, "resources": {"requests": {"storage": "1Gi"}}}},
+        ]  # fmt: skip
+        self.kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(documents))
+
+        def bound() -> bool:
+            phase = self.kube.kubectl(
+                "get", "pvc", RECORDS_CLAIM, "-n", self.namespace,
+                "-o", "jsonpath={.status.phase}", check=False,
+            ).stdout  # fmt: skip
+            return phase == "Bound"
+
+        eventually(f"PersistentVolumeClaim {RECORDS_CLAIM} Bound", bound, timeout=60)
+
     def install(self) -> None:
         """helm install; then point the operator at the gateway Service by its ClusterIP
         (no cluster DNS on this node)."""
         self.signing_secret()
+        if not external.requested():  # a user's cluster: its nodes' disks are not ours
+            self.record_store()
         start = time.monotonic()
         self.helm("install", RELEASE, str(chart.CHART), "-n", self.namespace,
                   "-f", str(self.values()))  # fmt: skip
@@ -157,3 +202,7 @@ class Release:
 
     def uninstall(self) -> None:
         self.helm("uninstall", RELEASE, "-n", self.namespace, "--wait", check=False)
+        if self.records_dir is not None:
+            self.kube.kubectl("delete", "pv", f"{self.namespace}-records", "--wait=false",
+                              "--ignore-not-found", check=False)  # fmt: skip
+            shutil.rmtree(self.records_dir, ignore_errors=True)
