@@ -8,8 +8,24 @@ the create's answer to the API server reporting it Running (polled every 50 ms),
 deleted. ``ratio`` = runc p50 / gvisor p50 (below 1: what the gVisor sandbox costs a
 pod's start; each gVisor pod boots two sandboxes, the pause container's and the app's).
 
-Not measured yet (issue 15): apply → the runner pod Running and apply → the agent's
-first model call on the deployed path (the chart's operator and gateway as real pods).
+Then, on the same node, the deployed path (as tests/integration/deployed makes it): the
+images hack/build-images.sh built imported into containerd, the chart helm-installed
+once (operator and gateway as real pods; PostgreSQL ledger, record store, the relays),
+a real Gitea seeded with the demo repository, and a scripted model on the node's
+address. The demo's AgentRun (RunPolicy, ConfigMap, Secrets, in a namespace enforcing
+the `restricted` Pod Security Standard) is created ``BENCH_NODE_DEPLOYED_RUNS`` times
+(default 20), one at a time under names of their own; each is timed from just before
+the create request to
+
+- its runner pod's phase Running (the API server's view, polled every 50 ms);
+- the agent's first model call: the moment the scripted model's chat handler receives
+  the first request after the create (timed in the handler, before the body is read);
+  it came through the gateway's Service, so the clone through the gateway, the
+  runner's start and `cn`'s start in gVisor are all in it.
+
+The bench's model answers every request with a text and no tool call, so `cn` ends after
+one call and the run ends; the next run is created once the previous one is terminal and
+its pod is not running.
 """
 
 from __future__ import annotations
