@@ -282,10 +282,11 @@ Acquire::Languages "none";'
     # --jobs: the stages that do not depend on each other (the apt, npm, pip, Rust
     # downloads) run side by side. Each STEP line goes to stderr with the seconds since
     # this image's start: what a step took is the gap to the next line of its stage.
+    # --force-rm: a failed step's working container (and its overlay mount) is removed too.
     set +e
     (cd "$ctx" && nice -n 10 buildah --root "$STORE" --runroot "$RUNROOT" \
       --storage-driver overlay \
-      bud --jobs 4 --isolation chroot --network host --pull=false "${cache_args[@]}" \
+      bud --jobs 4 --force-rm --isolation chroot --network host --pull=false "${cache_args[@]}" \
       --timestamp "$SOURCE_DATE_EPOCH" --identity-label=false \
       --build-arg "SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH" "${base_args[@]}" \
       "${ca_args[@]}" "${proxy_args[@]}" -f "$dockerfile" -t "$local_ref" . 2>&1) \
