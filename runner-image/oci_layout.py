@@ -2,9 +2,11 @@
 
 Two jobs, both byte-for-byte repeatable for the same inputs:
 
-``base ROOTFS.tar OUT.tar --ref NAME --created EPOCH [--layer L.tar]... [--env K=V]...``
+``base ROOTFS.tar OUT.tar --ref NAME --created EPOCH [--layer L.tar]... [--env K=V]... [--no-gzip]``
     Wraps a root filesystem tarball (mmdebstrap's), and further layer tarballs on top of
-    it, as an OCI image archive.
+    it, as an OCI image archive. ``--no-gzip`` stores the layers as they are: for a base
+    that only a local builder reads (``buildah push`` compresses every layer of the image
+    it builds again, the base's too), compressing it is time spent for nothing.
 
 ``archive LAYOUT_DIR OUT.tar --ref NAME``
     Turns an OCI image layout directory (``buildah push IMAGE oci:DIR``) into one tar, the
@@ -33,6 +35,7 @@ MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 INDEX = "application/vnd.oci.image.index.v1+json"
 CONFIG = "application/vnd.oci.image.config.v1+json"
 LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
 REF_NAME = "org.opencontainers.image.ref.name"
 CONTAINERD_NAME = "io.containerd.image.name"
 CHUNK = 1 << 20
@@ -110,13 +113,31 @@ def _index(manifest: bytes, ref: str) -> bytes:
     )
 
 
+def _tar_layer(rootfs: Path) -> tuple[str, str, int]:
+    """An uncompressed layer: (diff_id, blob digest, blob size), the blob being ``rootfs``."""
+    raw = hashlib.sha256()
+    with rootfs.open("rb") as src:
+        while chunk := src.read(CHUNK):
+            raw.update(chunk)
+    return "sha256:" + raw.hexdigest(), "sha256:" + raw.hexdigest(), rootfs.stat().st_size
+
+
 def base(
-    layers: list[Path], out: Path, ref: str, created: int, env: list[str], cmd: list[str]
+    layers: list[Path],
+    out: Path,
+    ref: str,
+    created: int,
+    env: list[str],
+    cmd: list[str],
+    gzip_layers: bool = True,
 ) -> str:
     blobs: list[tuple[str, str, int, Path]] = []
     for n, tar in enumerate(layers):
-        gz = out.with_name(f"{out.name}.layer{n}.gz")
-        blobs.append((*_gzip_layer(tar, gz), gz))
+        if gzip_layers:
+            gz = out.with_name(f"{out.name}.layer{n}.gz")
+            blobs.append((*_gzip_layer(tar, gz), gz))
+        else:
+            blobs.append((*_tar_layer(tar), tar))
     when = datetime.fromtimestamp(created, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     config = _dumps(
         {
@@ -136,7 +157,14 @@ def base(
             "schemaVersion": 2,
             "mediaType": MANIFEST,
             "config": {"mediaType": CONFIG, "digest": _digest(config), "size": len(config)},
-            "layers": [{"mediaType": LAYER_GZIP, "digest": b[1], "size": b[2]} for b in blobs],
+            "layers": [
+                {
+                    "mediaType": LAYER_GZIP if gzip_layers else LAYER_TAR,
+                    "digest": b[1],
+                    "size": b[2],
+                }
+                for b in blobs
+            ],
         }
     )
     files: dict[str, bytes | Path] = {
@@ -148,8 +176,9 @@ def base(
     for _, blob, _, gz in blobs:
         files["blobs/sha256/" + blob[7:]] = gz
     _write_archive(out, files)
-    for *_, gz in blobs:
-        gz.unlink()
+    if gzip_layers:
+        for *_, gz in blobs:
+            gz.unlink()
     return _digest(manifest)
 
 
@@ -181,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--layer", type=Path, action="append", default=[])
     b.add_argument("--env", action="append", default=[])
     b.add_argument("--cmd", action="append", default=[])
+    b.add_argument("--no-gzip", dest="gzip", action="store_false")
     a = sub.add_parser("archive")
     a.add_argument("layout", type=Path)
     a.add_argument("out", type=Path)
@@ -188,7 +218,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "base":
         digest = base(
-            [args.rootfs, *args.layer], args.out, args.ref, args.created, args.env, args.cmd
+            [args.rootfs, *args.layer],
+            args.out,
+            args.ref,
+            args.created,
+            args.env,
+            args.cmd,
+            gzip_layers=args.gzip,
         )
     else:
         digest = archive(args.layout, args.out, args.ref)

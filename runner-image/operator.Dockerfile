@@ -16,7 +16,26 @@
 # Release builds pass BASE_IMAGE pinned by digest (debian:bookworm-slim@sha256:...).
 ARG BASE_IMAGE=debian:bookworm-slim
 
-FROM ${BASE_IMAGE} AS build
+# The venv's dependencies alone (from pyproject.toml): the same stage, step for step, as
+# runner-image/Dockerfile's `python` stage, so a builder with a layer cache builds it once
+# for both images; a change to operator/ does not rerun it.
+FROM ${BASE_IMAGE} AS python
+ARG SOURCE_DATE_EPOCH
+ARG PIP_CERT
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 python3-venv \
+    && rm -rf /var/lib/apt/lists/*
+COPY pyproject.toml /src/pyproject.toml
+RUN python3 -m venv /opt/orchestrator \
+    && python3 -c 'import tomllib; print("\n".join(tomllib.load(open("/src/pyproject.toml", "rb"))["project"]["dependencies"]))' \
+        > /tmp/requirements.txt \
+    && /opt/orchestrator/bin/pip install --no-cache-dir -r /tmp/requirements.txt \
+    && rm /tmp/requirements.txt
+
+# The Rust toolchain and the native core's compiled crates, from operator/native alone: a
+# change to operator/*.py does not recompile Rust.
+FROM ${BASE_IMAGE} AS native
 # The Rust toolchain, from static.rust-lang.org, each component checked against its pinned
 # SHA-256 (no rustup: nothing resolves "stable" at build time). operator/native says
 # rust-version 1.85; 1.95.0 is what the project's machines build with.
@@ -26,7 +45,6 @@ ARG CARGO_SHA256=e74edd2cf7d0f1f1383b4f00eb90c843750bc489e2ccf7214e6476678a90742
 ARG RUST_STD_SHA256=047ea7098803d3500fa1072e9cee5392697e21525559e4458128a2bf874aa382
 ARG SOURCE_DATE_EPOCH
 ARG CURL_CA_BUNDLE
-ARG PIP_CERT
 ARG CARGO_HTTP_CAINFO
 # hadolint ignore=DL3008
 RUN apt-get update \
@@ -44,12 +62,42 @@ RUN for pin in "rustc:${RUSTC_SHA256}" "cargo:${CARGO_SHA256}" "rust-std:${RUST_
         && rm -rf "/tmp/${name}" "/tmp/${name}.tar.xz" || exit 1; \
     done \
     && /opt/rust/bin/cargo --version
+# PYO3_*: set here, they are what setuptools-rust passes too (it keeps set values), and
+# PyO3's build scripts rerun when they differ.
+ENV PATH=/opt/rust/bin:${PATH} \
+    CARGO_HOME=/opt/cargo \
+    CARGO_TARGET_DIR=/opt/native-target \
+    PYO3_PYTHON=/opt/orchestrator/bin/python3 \
+    PYO3_BUILD_EXTENSION_MODULE=1
+COPY operator/native /src/operator/native
+# The command setuptools-rust runs cargo with in the `build` stage's pip install (PyO3
+# binding, release profile, --locked), so that cargo finds every crate there already
+# built; a difference costs a recompile, never a wrong result. `cargo fetch`: every crate
+# of the lock file, which setuptools-rust's `cargo metadata` reads there (even those this
+# platform does not build).
+RUN python3 -m venv /opt/orchestrator \
+    && cargo fetch --locked --manifest-path /src/operator/native/Cargo.toml \
+    && cargo rustc --lib --manifest-path /src/operator/native/Cargo.toml --release \
+        --features pyo3/extension-module --locked --crate-type cdylib
+
+FROM native AS build
+ARG SOURCE_DATE_EPOCH
+ARG PIP_CERT
+ARG CARGO_HTTP_CAINFO
+COPY --from=python /opt/orchestrator /opt/orchestrator
 COPY pyproject.toml README.md /src/
 COPY operator /src/operator
-# The import proves the optional native core was built, not skipped.
-RUN python3 -m venv /opt/orchestrator \
-    && PATH="/opt/rust/bin:${PATH}" /opt/orchestrator/bin/pip install --no-cache-dir /src \
-    && /opt/orchestrator/bin/python -c "import continue_orchestrator.ledger._native"
+# The import proves the optional native core was built, not skipped. `pip check`: the
+# dependencies installed in the `python` stage satisfy the package's. /pkg: the files this
+# install added (the package's RECORD), at their paths, for the final stage's last layer.
+RUN /opt/orchestrator/bin/pip install --no-cache-dir --no-deps /src \
+    && /opt/orchestrator/bin/pip check \
+    && /opt/orchestrator/bin/python -c "import continue_orchestrator.ledger._native" \
+    && /opt/orchestrator/bin/python -c 'import importlib.metadata as m; print("\n".join(str(f.locate().resolve()) for f in m.files("continue-orchestrator")))' \
+        > /tmp/installed \
+    && tar -cf /tmp/pkg.tar --files-from=/tmp/installed \
+    && mkdir /pkg && tar -xf /tmp/pkg.tar -C /pkg && rm /tmp/pkg.tar /tmp/installed \
+    && test -x /pkg/opt/orchestrator/bin/orchestrator
 
 FROM ${BASE_IMAGE}
 ARG SOURCE_DATE_EPOCH
@@ -61,7 +109,9 @@ RUN apt-get update \
     && groupadd --gid 65532 orchestrator \
     && useradd --uid 65532 --gid 65532 --home-dir /tmp --no-create-home \
         --shell /usr/sbin/nologin orchestrator
-COPY --from=build /opt/orchestrator /opt/orchestrator
+# The venv: its dependencies (rebuilt when pyproject.toml changes), then this package.
+COPY --from=python /opt/orchestrator /opt/orchestrator
+COPY --from=build /pkg/ /
 
 # HOME is /tmp: the chart mounts an empty emptyDir there; the root filesystem is read-only.
 ENV HOME=/tmp \
