@@ -895,6 +895,13 @@ def _unwrap(argv: list[str]) -> list[list[str]] | str | None:
     return None
 
 
+_EXAMINED = frozenset(
+    {*_SHELLS, *_FILE_PROGRAMS, *_COPY_PROGRAMS, "source", ".", "at", "batch", "sed", "dd",
+     "tar", "find", "git"}
+)
+"""Programs ``_views`` looks into (besides interpreters); the rest cost nothing more."""
+
+
 class _Found:
     """What one command line runs and touches, gathered through every nesting."""
 
@@ -922,13 +929,15 @@ def _views(argv: list[str], depth: int, found: _Found) -> None:
     if "/" in stripped[0]:
         named = [stripped[0].rsplit("/", 1)[-1], *stripped[1:]]
         found.commands.append(SimpleCommand(tuple(named), shlex.join(named)))
-    _refuse_unseen_program(stripped)
-    inline = _inline_code(stripped)
-    if inline is not None:
-        found.commands.append(SimpleCommand(inline, shlex.join(inline)))
-    found.files.extend(_files(stripped))
-    if stripped[0].rsplit("/", 1)[-1] == "git":
-        _git(stripped, depth, found)
+    program = stripped[0].rsplit("/", 1)[-1]
+    if program in _EXAMINED or UNKNOWN_ARGUMENT in program or _INTERPRETER.fullmatch(program):
+        _refuse_unseen_program(stripped)
+        inline = _inline_code(stripped)
+        if inline is not None:
+            found.commands.append(SimpleCommand(inline, shlex.join(inline)))
+        found.files.extend(_files(stripped))
+        if program == "git":
+            _git(stripped, depth, found)
     inner = _unwrap(stripped)
     if isinstance(inner, str):
         _split_into(inner, depth + 1, found)
