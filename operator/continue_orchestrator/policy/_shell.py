@@ -694,7 +694,12 @@ def _git(argv: list[str], depth: int, found: _Found) -> None:
         return
     command, args = rest[0], rest[1:]
     if command in aliases:
-        expanded = shlex.split(aliases[command]) if aliases[command].strip() else []
+        try:
+            expanded = shlex.split(aliases[command])
+        except ValueError:
+            raise ShellRejectedError(
+                f"git alias {command} cannot be split: unbalanced quotes"
+            ) from None
         if expanded:
             _views([argv[0], *expanded, *args], depth + 1, found)
     if command == "config":
@@ -862,10 +867,14 @@ def _unwrap(argv: list[str]) -> list[list[str]] | str | None:
     if program in ("export", "declare", "typeset", "readonly", "local"):
         return [[*(a for a in args if _ASSIGNMENT.match(a)), "true"]]
     if program in ("nohup", "builtin", "command", "exec", "time", "nice", "stdbuf"):
+        if program == "command" and any(a in ("-v", "-V") for a in args):
+            return None  # prints what the name is; runs nothing
         rest = _strip_options(args, with_value=frozenset({"-n", "-a"}))
         return [rest] if rest else None
     if program in ("sudo", "doas"):
         rest = _strip_options(args, with_value=frozenset({"-u", "-g", "-C", "-D", "-h", "-p"}))
+        if not rest and any(a in ("-s", "-i", "--shell", "--login") for a in args):
+            raise ShellRejectedError(f"{program} -s/-i starts a shell that reads stdin")
         return [rest] if rest else None
     if program == "timeout":
         rest = _strip_options(args, with_value=frozenset({"-s", "-k", "--signal"}))

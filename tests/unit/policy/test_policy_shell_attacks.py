@@ -87,6 +87,8 @@ def allowed(line: str, policy_set: policy.PolicySet | None = None) -> None:
         ("BASH_ENV=./evil.sh bash -c true", "BASH_ENV= makes programs run"),
         ("export BASH_ENV=./evil.sh; bash -c true", "BASH_ENV="),
         ("LD_PRELOAD=./evil.so ls", "LD_PRELOAD="),
+        ("cat payload | sudo -s", "sudo -s/-i starts a shell that reads stdin"),
+        ("git -c alias.p=\"push 'x\" p", "git alias p cannot be split"),
     ],
 )
 def test_programs_read_from_where_the_parser_cannot_see_are_denied(
@@ -104,6 +106,7 @@ def test_programs_read_from_where_the_parser_cannot_see_are_denied(
         "python3 script.py < input.txt",
         "python3 --version",
         "node --version",
+        "command -v python3",
         "cat data.json | python3 tools/check.py",
         "pytest -q | tee /dev/null",
     ],
