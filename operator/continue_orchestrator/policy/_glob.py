@@ -14,6 +14,7 @@ costs one ``fullmatch`` however many entries it lists.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 
@@ -127,7 +128,9 @@ _ANY: _CharSet = ("any", False, frozenset())
 _SEG: _CharSet = ("seg", False, frozenset())
 _SLASH: _CharSet = ("set", False, frozenset("/"))
 _POOL = "x0_-./aA"
-_MAX_STATES = 4096
+_MAX_STATES = 256
+_MAX_WILDCARDS = 6
+_MAX_GLOB = 256
 
 
 def _has(charset: _CharSet, char: str) -> bool:
@@ -264,8 +267,18 @@ def witness(shell_glob: str, policy_glob: str) -> str | None:
     a policy's segment glob match, or None when no path matches both.
 
     ``*`` here also matches names starting with a dot (as with ``dotglob``), so the
-    answer is the strictest reading of what the shell could expand the glob to.
+    answer is the strictest reading of what the shell could expand the glob to. A glob
+    too long or too wild to intersect cheaply (a hostile one could cost seconds) is
+    taken as ``**``, any path: stricter, never looser.
     """
+    wildcards = sum(shell_glob.count(c) for c in "*?[")
+    if shell_glob != "**" and (len(shell_glob) > _MAX_GLOB or wildcards > _MAX_WILDCARDS):
+        shell_glob = "**"
+    return _witness(shell_glob, policy_glob)
+
+
+@functools.lru_cache(maxsize=4096)
+def _witness(shell_glob: str, policy_glob: str) -> str | None:
     left = _Nfa(_text_tokens(shell_glob, globstar=True))
     right = _Nfa(_segment_tokens(policy_glob))
     start = (left.closure({0}), right.closure({0}))
@@ -294,4 +307,6 @@ def witness(shell_glob: str, policy_glob: str) -> str | None:
             if following not in parents:
                 parents[following] = (current, char)
                 queue.append(following)
+    if queue and shell_glob != "**":
+        return _witness("**", policy_glob)  # gave up: any path, the strictest answer
     return None
