@@ -19,6 +19,7 @@ sandbox is the fence for those.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import re
 import shlex
@@ -247,12 +248,14 @@ _GIT_CONFIG_WRITES = frozenset(
 )
 
 
-def _option_value(arg: str, rest: list[str], names: frozenset[str]) -> tuple[bool, str | None]:
+def _option_value(
+    arg: str, rest: collections.deque[str], names: frozenset[str]
+) -> tuple[bool, str | None]:
     """Whether ``arg`` is one of ``names`` (``-x V``, ``-xV``, ``--long=V``, ``--long V``),
     consuming its value from ``rest``."""
     for name in names:
         if arg == name:
-            return True, rest.pop(0) if rest else None
+            return True, rest.popleft() if rest else None
         if name.startswith("--") and arg.startswith(name + "="):
             return True, arg[len(name) + 1 :]
         if not name.startswith("--") and len(name) == 2 and arg.startswith(name) and (
@@ -305,9 +308,9 @@ def _interpreter(argv: list[str]) -> tuple[str, str | None] | None:
     inline, short_values, long_values, info = _FAMILIES.get(
         family, (frozenset(), frozenset(), frozenset(), frozenset())
     )
-    rest = list(argv[1:])
+    rest = collections.deque(argv[1:])
     while rest:
-        arg = rest.pop(0)
+        arg = rest.popleft()
         if arg == "--":
             return ("file", None) if rest and rest[0] != "-" else ("stdin", None)
         if arg == "-":
@@ -321,19 +324,19 @@ def _interpreter(argv: list[str]) -> tuple[str, str | None] | None:
             return "code", code
         if arg.startswith("--"):
             if arg.split("=", 1)[0] in long_values and "=" not in arg and rest:
-                rest.pop(0)
+                rest.popleft()
             continue
         # a cluster of short flags: -Ic, -uc CODE, -W ignore, -mpytest
         for position, flag in enumerate(arg[1:], start=1):
             name = "-" + flag
             attached = arg[position + 1 :]
             if name in inline:
-                return "code", attached or (rest.pop(0) if rest else None)
+                return "code", attached or (rest.popleft() if rest else None)
             if family == "python" and name in _MODULE_FLAGS:
                 return "file", None
             if name in short_values:
                 if not attached and rest:
-                    rest.pop(0)
+                    rest.popleft()
                 break
     return "stdin", None
 
@@ -399,13 +402,13 @@ def _environment(assignment: str, depth: int, found: _Found) -> None:
 def _xargs(args: list[str]) -> list[list[str]] | None:
     """``xargs CMD ARGS``: CMD runs with arguments read at run time appended (or put in
     place of the ``-I`` string)."""
-    rest = list(args)
+    rest = collections.deque(args)
     replace: str | None = None
     with_value = frozenset({"-n", "-P", "-L", "-d", "-E", "-s", "-a", "--max-args",
                             "--max-procs", "--max-lines", "--delimiter", "--eof",
                             "--max-chars", "--arg-file", "--process-slot-var"})
     while rest and rest[0].startswith("-") and rest[0] != "-":
-        option = rest.pop(0)
+        option = rest.popleft()
         if option == "--":
             break
         matched, value = _option_value(option, rest, frozenset({"-I", "--replace"}))
@@ -502,11 +505,11 @@ def _access(path: str, *, write: bool) -> Redirect | None:
 
 def _operands(args: list[str], with_value: frozenset[str]) -> tuple[list[str], list[str]]:
     """(operands, values of the options that name files to read) of ``args``."""
-    rest = list(args)
+    rest = collections.deque(args)
     operands: list[str] = []
     reads: list[str] = []
     while rest:
-        arg = rest.pop(0)
+        arg = rest.popleft()
         if arg == "--":
             operands.extend(rest)
             break
@@ -561,9 +564,9 @@ def _files(argv: list[str]) -> list[Redirect]:
 
 def _option_values(args: list[str], short: str, long: str) -> list[str]:
     values: list[str] = []
-    rest = list(args)
+    rest = collections.deque(args)
     while rest:
-        arg = rest.pop(0)
+        arg = rest.popleft()
         matched, value = _option_value(arg, rest, frozenset({short, long}))
         if matched and value is not None:
             values.append(value)
@@ -729,7 +732,8 @@ def _git(argv: list[str], depth: int, found: _Found) -> None:
     if command in ("push", "fetch", "pull", "clone", "ls-remote", "archive", "rebase",
                    "difftool", "mergetool", "send-pack", "fetch-pack"):
         for index, arg in enumerate(args):
-            matched, program = _option_value(arg, args[index + 1 :], _GIT_PROGRAM_OPTIONS)
+            following = collections.deque(args[index + 1 : index + 2])
+            matched, program = _option_value(arg, following, _GIT_PROGRAM_OPTIONS)
             if matched and not (arg == "-u" and command in ("push", "pull", "fetch")) and not (
                 arg == "-x" and command not in ("rebase", "difftool")
             ):
@@ -784,18 +788,18 @@ def _git_config_command(args: list[str], directory: str, depth: int, found: _Fou
     values = {"-f", "--file", "--blob", "--type", "--default", "--comment"}
     positional: list[str] = []
     target = f"{directory}.git/config"
-    rest = list(args)
+    rest = collections.deque(args)
     writes = False
     reads = False
     while rest:
-        arg = rest.pop(0)
+        arg = rest.popleft()
         name = arg.split("=", 1)[0]
         if name in ("-f", "--file"):
-            value = arg.split("=", 1)[1] if "=" in arg else (rest.pop(0) if rest else "")
+            value = arg.split("=", 1)[1] if "=" in arg else (rest.popleft() if rest else "")
             target = value if value.startswith("/") else f"{directory}{value}"
         elif name in values:
             if "=" not in arg and rest:
-                rest.pop(0)
+                rest.popleft()
         elif arg == "--global":
             target = "~/.gitconfig"
         elif arg == "--system":

@@ -390,7 +390,8 @@ def test_a_witness_is_matched_by_both_globs(shell_glob: str, policy_glob: str) -
         _glob.translate_text(shell_glob).replace(".*", "\x01").replace("[^/]*", ".*")
         .replace("\x01", ".*")
     )
-    assert shell.fullmatch(found), (shell_glob, found)
+    wild = sum(shell_glob.count(c) for c in "*?[") > _glob._MAX_WILDCARDS
+    assert wild or shell.fullmatch(found), (shell_glob, found)  # too wild: taken as **
     assert re.fullmatch(_glob.translate_segments(policy_glob), found, re.DOTALL), (
         policy_glob, found)
 
