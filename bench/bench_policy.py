@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import pathlib
 import re
 import resource
 import statistics
@@ -24,6 +25,8 @@ from continue_orchestrator import api, policy
 
 SAMPLES = 20_000
 REGO_SAMPLES = 1_500
+RESULT_SAMPLES = 2_000
+BASELINE = pathlib.Path(__file__).resolve().parent.parent / "policies" / "baseline.yaml"
 RUN = policy.RunContext(namespace="team-a", name="run-1", uid="u-1", branch="agent/run-1")
 
 # (condition in CEL, the same in Rego over `input`)
@@ -286,3 +289,52 @@ def run() -> Iterator[dict[str, Any]]:
         call_samples.append(clock() - start)
     yield {"name": "policy.decide_tool_call.bash_p50",
            "value": round(statistics.median(call_samples) / 1000, 2), "unit": "us"}
+    yield from _tool_results()
+
+
+def _results() -> list[tuple[str, str]]:
+    """Tool results as an agent's tools print them, none holding a credential."""
+    source = pathlib.Path(policy.__file__).read_text()
+    listing = "\n".join(f"-rw-r--r-- 1 agent agent {i * 37} Dec  3 12:00 file_{i}.py"
+                         for i in range(120))
+    tests = "".join(f"tests/unit/test_{i}.py::test_case_{i} PASSED\n" for i in range(200))
+    log = "".join(f"commit {i:040x}\nAuthor: A <a@example.org>\n\n    fix {i}\n\n"
+                  for i in range(60))
+    return [("Read", source), ("Bash", listing), ("Bash", tests), ("Bash", log),
+            ("Read", "def add(a, b):\n    return a + b\n")]
+
+
+def _tool_results() -> Iterator[dict[str, Any]]:
+    """``decide_tool_result`` against the baseline's withhold patterns (issue 16: p50 <=
+    200 us), on results that hold no credential (the usual case), and on one that holds a
+    public certificate, whose ``-----BEGIN`` makes the private-key pattern run in RE2."""
+    resource = api.parse(__import__("yaml").safe_load(BASELINE.read_text()))
+    assert isinstance(resource, api.ClusterRunPolicy)
+    baseline = policy.compile([resource])
+    results = _results()
+    for tool, content in results:
+        assert policy.decide_tool_result(baseline, tool, content, run=RUN).effect.value == "Allow"
+    certificate = "-----BEGIN CERTIFICATE-----\nMIIB" + "A" * 800 + "\n-----END CERTIFICATE-----\n"
+    key = "-----BEGIN RSA PRIVATE KEY-----\nMIIE" + "B" * 800 + "\n"
+    assert policy.decide_tool_result(baseline, "Read", key, run=RUN).effect.value == "Deny"
+    clock = time.perf_counter_ns
+    samples: list[int] = []
+    near: list[int] = []
+    for i in range(RESULT_SAMPLES):
+        tool, content = results[i % len(results)]
+        start = clock()
+        policy.decide_tool_result(baseline, tool, content, run=RUN)
+        samples.append(clock() - start)
+        if i % 4 == 0:
+            start = clock()
+            policy.decide_tool_result(baseline, "Read", certificate, run=RUN)
+            near.append(clock() - start)
+    p50, p99 = _percentiles(samples)
+    near_p50, near_p99 = _percentiles(near)
+    sizes = sorted(len(content) for _, content in results)
+    yield {"name": "policy.decide_tool_result.p50", "value": round(p50, 2), "unit": "us",
+           "goal": 200, "patterns": 10, "result_bytes": [sizes[0], sizes[-1]]}
+    yield {"name": "policy.decide_tool_result.p99", "value": round(p99, 2), "unit": "us"}
+    yield {"name": "policy.decide_tool_result.certificate_p50", "value": round(near_p50, 2),
+           "unit": "us", "p99": round(near_p99, 2),
+           "note": "a public certificate: the private-key pattern runs in RE2"}

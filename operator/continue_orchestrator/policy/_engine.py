@@ -372,6 +372,15 @@ class CompiledPolicy:
                           if action in source.actions)
             for action in api.Action
         }
+        self.strict_paths: dict[api.Action, tuple[str, ...]] = {
+            action: tuple(dict.fromkeys(
+                glob for rule in spec.rules if action in rule.actions
+                and rule.effect is not _ALLOW for glob in rule.paths
+            ))
+            for action in (api.Action.FILE_READ, api.Action.FILE_WRITE)
+        }
+        """``paths`` globs of the Deny and RequireApproval rules on reading and writing: a
+        shell glob is decided also as a file of each it could name (``policy._tools``)."""
         self._cache: dict[tuple[api.Action, str | None], tuple[_Rule, ...]] = {}
         self._steps: dict[tuple[api.Action, str | None], tuple[tuple[_Step, ...], int]] = {}
 

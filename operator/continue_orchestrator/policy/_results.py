@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from continue_orchestrator import api, errors
-from continue_orchestrator.policy import _cel, _glob, _request
+from continue_orchestrator.policy import _cel, _glob, _prefilter, _request
 
 if TYPE_CHECKING:
     from continue_orchestrator.policy import _engine
@@ -69,25 +69,51 @@ def utf8_size(text: str) -> int:
 class _Rule:
     """One compiled ``spec.toolResults.withhold`` entry."""
 
-    __slots__ = ("name", "patterns", "qualified", "reason", "tools", "when")
+    __slots__ = (
+        "filtered", "has_patterns", "name", "qualified", "reason", "tools", "unfiltered", "when"
+    )
 
     def __init__(self, policy_name: str, rule: api.ToolResultRule, where: str) -> None:
         self.name = rule.name
         self.qualified = f"{policy_name}/{rule.name}"
         self.reason = rule.reason
         self.tools = _glob.compile_checked(rule.tools, segments=True, field="tools", where=where)
-        self.patterns: Any = None
         for position, pattern in enumerate(rule.patterns):
             _check_pattern(pattern, where=f"{where}.patterns[{position}]")
-        if rule.patterns:
-            either = "|".join(f"(?:{pattern})" for pattern in rule.patterns)
-            self.patterns = _cel.compile_condition(_matches(either), _cel.RESULT_ENV)
+        # Patterns with a literal prefilter are asked one by one, and only when the text
+        # holds one of their literals; the rest are one alternation, asked every time.
+        self.filtered: tuple[tuple[_prefilter.Prefilter, Any], ...] = ()
+        self.unfiltered: Any = None
+        self.has_patterns = bool(rule.patterns)
+        rest: list[str] = []
+        for pattern in rule.patterns:
+            found = _prefilter.prefilter(pattern)
+            if found is None:
+                rest.append(pattern)
+                continue
+            program = _cel.compile_condition(_matches(pattern), _cel.RESULT_ENV)
+            self.filtered += ((found, program),)
+        if rest:
+            either = "|".join(f"(?:{pattern})" for pattern in rest)
+            self.unfiltered = _cel.compile_condition(_matches(either), _cel.RESULT_ENV)
         self.when: Any = None
         if rule.when is not None:
             self.when = _cel.compile_when(rule.when, RESULT_KEYS, where=where, variable="result")
 
     def applies_to(self, tool: str | None) -> bool:
         return self.tools is None or tool is None or self.tools.fullmatch(tool) is not None
+
+    def patterns_match(self, bound: _Bound) -> bool:
+        """Whether any pattern is found in the result (True when the rule sets none);
+        raises ``_cel.EvaluationError``."""
+        if not self.has_patterns:
+            return True
+        for found, program in self.filtered:
+            if found.may_match(bound.text, bound.folded() if found.fold else "") and (
+                _cel.evaluate(program, bound.get())
+            ):
+                return True
+        return self.unfiltered is not None and _cel.evaluate(self.unfiltered, bound.get())
 
 
 def _matches(pattern: str) -> str:
@@ -161,10 +187,9 @@ class CompiledResults:
             if not rule.applies_to(result.tool):
                 continue
             try:
-                for program in (rule.patterns, rule.when):
-                    if program is not None and not _cel.evaluate(program, bound.get()):
-                        break
-                else:
+                if rule.patterns_match(bound) and (
+                    rule.when is None or _cel.evaluate(rule.when, bound.get())
+                ):
                     return rule.qualified, rule.reason or f"rule {rule.qualified} matched"
             except _cel.EvaluationError as error:
                 return rule.qualified, (
@@ -175,19 +200,25 @@ class CompiledResults:
 
 
 class _Bound:
-    """The CEL activation of one decision, built when a condition first needs it."""
+    """The CEL activation of one decision, built when a condition first needs it; the
+    text as CEL holds it (``text``) and case-folded, for the prefilters."""
 
-    __slots__ = ("_activation", "_data")
+    __slots__ = ("_activation", "_data", "_folded", "text")
 
     def __init__(self, data: dict[str, Any]) -> None:
+        self.text = data["content"] = _cel.holdable(data["content"])
         self._data = data
         self._activation: Any = None
+        self._folded: str | None = None
+
+    def folded(self) -> str:
+        if self._folded is None:
+            self._folded = _prefilter.fold(self.text)
+        return self._folded
 
     def get(self) -> Any:
         if self._activation is None:
-            data = self._data
-            data["content"] = _cel.holdable(data["content"])
-            self._activation = _cel.activation(data, _cel.RESULT_ENV, "result")
+            self._activation = _cel.activation(self._data, _cel.RESULT_ENV, "result")
         return self._activation
 
 

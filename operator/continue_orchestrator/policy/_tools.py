@@ -15,7 +15,7 @@ import urllib.parse
 from collections.abc import Mapping
 
 from continue_orchestrator import api
-from continue_orchestrator.policy import _engine, _request, _shell
+from continue_orchestrator.policy import _engine, _glob, _request, _shell
 
 BUILT_IN_TOOLS = (
     "Read",
@@ -69,8 +69,12 @@ def requests_for(
     *,
     run: _request.RunContext,
     mcp_server: str | None = None,
+    policy_set: _engine.PolicySet | None = None,
 ) -> list[_request.Request]:
-    """Every request a tool call implies, ``tool.call`` first. Raises ``UnmappableError``."""
+    """Every request a tool call implies, ``tool.call`` first. Raises ``UnmappableError``.
+
+    With ``policy_set``, a file a shell glob names is also requested as a file of each
+    Deny or RequireApproval path rule the glob could reach."""
     server = None if tool_name in BUILT_IN_TOOLS else mcp_server
     call = _request.Request(
         api.Action.TOOL_CALL, tool=tool_name, mcp_server=server, arguments=arguments, run=run
@@ -92,7 +96,7 @@ def requests_for(
         command = arguments.get("command")
         if not isinstance(command, str):
             raise UnmappableError("Bash needs a string argument 'command'")
-        found.extend(_shell_requests(command, call))
+        found.extend(_shell_requests(command, call, policy_set))
     elif tool_name == "Fetch":
         url = arguments.get("url")
         if not isinstance(url, str):
@@ -104,7 +108,9 @@ def requests_for(
     return found
 
 
-def _shell_requests(line: str, call: _request.Request) -> list[_request.Request]:
+def _shell_requests(
+    line: str, call: _request.Request, policy_set: _engine.PolicySet | None
+) -> list[_request.Request]:
     try:
         parsed = _shell.split(line)
     except _shell.ShellRejectedError as error:
@@ -128,7 +134,28 @@ def _shell_requests(line: str, call: _request.Request) -> list[_request.Request]
     for redirect in parsed.redirects:
         action = api.Action.FILE_WRITE if redirect.write else api.Action.FILE_READ
         found.append(dataclasses.replace(call, action=action, path=redirect.path))
+        if redirect.expands:
+            found.extend(
+                dataclasses.replace(call, action=action, path=path)
+                for path in _reachable(policy_set, redirect.path, action)
+            )
     return found
+
+
+def _reachable(
+    policy_set: _engine.PolicySet | None, glob: str, action: api.Action
+) -> list[str]:
+    """A file ``glob`` could name for each Deny or RequireApproval path rule on ``action``
+    it could reach: deciding these too decides the glob as the strictest file it could be."""
+    if policy_set is None:
+        return []
+    paths: dict[str, None] = {}
+    for compiled in policy_set.compiled:
+        for rule_glob in compiled.strict_paths.get(action, ()):
+            path = _glob.witness(glob, rule_glob)
+            if path is not None:
+                paths[path.rstrip("/") or "."] = None
+    return list(paths)
 
 
 def _host_port(url: str) -> tuple[str, int]:
@@ -159,7 +186,9 @@ def decide_tool_call(
 ) -> _request.Decision:
     """Decide a tool call the model asked for: the strictest decision of all it implies."""
     try:
-        requests = requests_for(tool_name, arguments, run=run, mcp_server=mcp_server)
+        requests = requests_for(
+            tool_name, arguments, run=run, mcp_server=mcp_server, policy_set=policy_set
+        )
     except UnmappableError as error:
         request = _request.Request(
             api.Action.TOOL_CALL, tool=tool_name, mcp_server=mcp_server, arguments=arguments,

@@ -39,14 +39,13 @@ def test_views_peel_assignments_paths_and_wrappers() -> None:
     found = texts("FOO=1 /usr/bin/git push")
     assert {"FOO=1 /usr/bin/git push", "/usr/bin/git push", "git push"} <= found
     for line in (
-        "env -u X GIT_DIR=. git push",
+        "env -u X GIT_DIR=.git git push",
         "nohup git push &",
         "timeout -s KILL 10 git push",
         "sudo -u root git push",
         "command git push",
         "exec git push",
         "nice -n 5 git push",
-        "xargs -n 1 git push",
         "bash -c 'git push'",
         "sh -xc \"git push\"",
         "eval git push",
