@@ -115,7 +115,7 @@ def decide_again(
 ) -> tuple[api.Effect, str, str]:
     """The effect, rule and reason the gateway would give the recorded call now."""
     arguments = payload.get("arguments")
-    if not isinstance(arguments, dict):
+    if not isinstance(arguments, dict) or payload.get("rule") == "gateway.arguments":
         # The gateway denies these before any policy runs (``_gate.Gate._decide``).
         return api.Effect.DENY, "gateway.arguments", "the arguments are not a JSON object"
     mcp_server = payload.get("mcpServer")

@@ -157,9 +157,13 @@ class Gate:
     def _decide(
         self, registration: _registry.RunRegistration, tool: str, raw: Any
     ) -> tuple[Decision, Any]:
+        if raw is not None and not isinstance(raw, str):
+            # The API sends arguments as JSON text. Deciding anything else as ``{}`` would
+            # let the agent run a call with arguments no policy saw.
+            return _Denial("Deny", "gateway.arguments", "the arguments are not JSON text"), raw
         try:
-            arguments = json.loads(raw) if isinstance(raw, str) and raw.strip() else {}
-        except ValueError:
+            arguments = json.loads(raw) if raw and raw.strip() else {}
+        except (ValueError, RecursionError):  # RecursionError: nested too deep to parse
             return _Denial("Deny", "gateway.arguments", "the arguments are not valid JSON"), raw
         if not isinstance(arguments, dict):
             return _Denial("Deny", "gateway.arguments", "the arguments are not an object"), raw
