@@ -101,6 +101,7 @@ CALLS = [
     ("Write", json.dumps({"filepath": "docs/a.md", "content": "x"})),
     _bash("gh pr create"),
     ("Bash", "{not json"),
+    ("Read", {"filepath": "src/app.py"}),  # an object, not JSON text: the gateway denies it
 ]
 
 
@@ -128,7 +129,7 @@ def test_the_recording_is_what_the_gateway_decided(store: Store) -> None:
         decisions = [e.payload for e in book.entries() if e.kind is ledger.Kind.POLICY_DECISION]
     effects = [d["effect"] for d in decisions if d]
     assert effects == ["Allow", "Allow", "Allow", "Allow", "Deny", "Deny", "RequireApproval",
-                       "Deny"]  # fmt: skip
+                       "Deny", "Deny"]  # fmt: skip
 
 
 def test_unchanged_policy_changes_nothing(
@@ -140,15 +141,17 @@ def test_unchanged_policy_changes_nothing(
     )
     assert code == 0
     assert "CHANGE" not in out  # no table when nothing changes
-    assert "8 tool calls of 1 runs decided again: 8 unchanged, 0 tighter, 0 looser" in out
+    assert "9 tool calls of 1 runs decided again: 9 unchanged, 0 tighter, 0 looser" in out
     code, document = _json(capsys, _policy(tmp_path, POLICY), "--ledger", store.url, "--all")
-    assert code == 0 and document["unchanged"] == 8 and len(document["calls"]) == 8
+    assert code == 0 and document["unchanged"] == 9 and len(document["calls"]) == 9
     # The run's recorded name reached the policy: `make` is allowed only in run-1.
     make = next(c for c in document["calls"] if c["arguments"] == {"command": "make build"})
     assert make["now"] == "Allow" and make["run"] == "team-a/run-1"
     # Arguments that were not JSON are denied before any policy, then and now.
-    broken = document["calls"][-1]
+    broken, objected = document["calls"][-2:]
     assert broken["arguments"] == "{not json" and broken["rule"] == "gateway.arguments"
+    assert objected["arguments"] == {"filepath": "src/app.py"}
+    assert (objected["now"], objected["rule"]) == ("Deny", "gateway.arguments")
 
 
 def test_tightened_policy_lists_calls_and_fails_ci(
