@@ -115,8 +115,12 @@ def decide_again(
 ) -> tuple[api.Effect, str, str]:
     """The effect, rule and reason the gateway would give the recorded call now."""
     arguments = payload.get("arguments")
-    if not isinstance(arguments, dict) or payload.get("rule") == "gateway.arguments":
-        # The gateway denies these before any policy runs (``_gate.Gate._decide``).
+    rule = str(payload.get("rule") or "")
+    if rule.startswith("gateway.") and rule != "gateway.policy-error":
+        # The gateway denied the call before any policy ran (``_gate.Gate``): a call not
+        # of the API's shape, arguments that were not JSON text of an object.
+        return api.Effect.DENY, rule, str(payload.get("reason") or "")
+    if not isinstance(arguments, dict):
         return api.Effect.DENY, "gateway.arguments", "the arguments are not a JSON object"
     mcp_server = payload.get("mcpServer")
     call = policy.ToolCall(

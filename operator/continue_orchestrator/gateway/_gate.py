@@ -50,6 +50,21 @@ class _Denial:
     policy_digest: str = ""
 
 
+_MISSHAPEN = _Denial(
+    "Deny", "gateway.call", "the tool call is not of the API's shape (a function with a name)"
+)
+
+
+def _calls(message: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The tool calls of an answer; anything not of the API's shape (``tool_calls`` not a
+    list, a call that is not an object) is kept, as a call with no function, to be denied."""
+    found = message.get("tool_calls") or []
+    return [
+        call if isinstance(call, dict) else {"function": call}
+        for call in (found if isinstance(found, list) else [found])
+    ]
+
+
 def policy_decider(
     registration: _registry.RunRegistration, tool: str, arguments: Mapping[str, Any]
 ) -> Decision:
@@ -112,11 +127,19 @@ class Gate:
         verdict = Verdict()
         entries: list[_recorder.Entry] = []
         registration = state.registration
-        for call in message.get("tool_calls") or []:
+        for call in _calls(message):
             function = call.get("function") or {}
+            # A call without a name as text cannot be the call the policy decides.
+            shaped = isinstance(function, dict) and isinstance(function.get("name"), str)
+            shaped = shaped and bool(function["name"])
+            function = function if shaped else {}
             tool = str(function.get("name") or "")
             call_id = str(call.get("id") or "")
-            decision, arguments = self._decide(registration, tool, function.get("arguments"))
+            decision, arguments = (
+                self._decide(registration, tool, function.get("arguments"))
+                if shaped
+                else (_MISSHAPEN, call.get("function"))
+            )
             effect = str(decision.effect)
             rule, reason = str(decision.rule or ""), str(decision.reason or "")
             record: dict[str, Any] = {

@@ -9,16 +9,19 @@ within a deadline. (Shell command lines are fuzzed with the shell parser's own t
 
 from __future__ import annotations
 
+import asyncio
 import json
 import pathlib
+import tempfile
+import time
 from collections.abc import Mapping
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from continue_orchestrator import api, policy
-from continue_orchestrator.gateway import _gate, _relay
+from continue_orchestrator import api, gateway, policy, records
+from continue_orchestrator.gateway import _gate, _relay, _runs
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 FUZZ = settings(
@@ -29,6 +32,18 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 BASELINE = policy.load_policies(ROOT / "policies" / "baseline.yaml")
+ALLOW_ALL = policy.compile(
+    [
+        api.parse(
+            {
+                "apiVersion": "orchestrator.continue.dev/v1alpha1",
+                "kind": "ClusterRunPolicy",
+                "metadata": {"name": "allow-all"},
+                "spec": {"defaultEffect": "Allow"},
+            }
+        )
+    ]
+)
 RUN = policy.RunContext(namespace="team-a", name="run-1", uid="u-1", branch="agent/run-1")
 
 
@@ -106,6 +121,67 @@ def test_nested_too_deep_is_denied_not_raised() -> None:
 
 def test_a_spoiled_stream_call_is_denied() -> None:
     assert _decide(_relay.SPOILED + '{"command": "ls"}')[0] == "Deny"
+
+
+def _gate_answer(message: Any) -> _gate.Verdict:
+    with tempfile.TemporaryDirectory() as blobs:
+        runs = _runs.Runs(records.BlobStore(blobs), None)
+        registration = gateway.RunRegistration(
+            uid="u-1",
+            token=gateway.new_token(),
+            expires_at=time.time() + 60,
+            policy_set=ALLOW_ALL,
+            models={},
+            allowed_egress=(),
+        )
+        gate = _gate.Gate(_gate.policy_decider, gateway.LocalApprovalBroker())
+        return asyncio.run(gate.gate(runs.add(registration), message))
+
+
+calls = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": json_values,
+        "type": json_values,
+        "function": json_values
+        | st.fixed_dictionaries(
+            {},
+            optional={
+                "name": json_values | st.sampled_from(["Read", "Bash", ""]),
+                "arguments": raw_arguments,
+            },
+        ),
+    },
+)
+
+
+@FUZZ
+@given(tool_calls=json_values | st.lists(calls | json_values, max_size=3))
+def test_answers_of_any_shape_are_gated_without_raising(tool_calls: Any) -> None:
+    """The non-streamed path hands the gate the provider's message as parsed: every call
+    the gate lets through has a name and arguments that are JSON text of an object."""
+    verdict = _gate_answer({"role": "assistant", "tool_calls": tool_calls})
+    for call in verdict.allowed:
+        function = call["function"]
+        assert isinstance(function["name"], str) and function["name"]
+        assert _is_object_text(function.get("arguments"))
+
+
+def test_calls_not_of_the_apis_shape_are_denied() -> None:
+    """Each of these raised AttributeError or TypeError out of the gate (the exchange
+    failed); a name that was an object was decided as its Python repr, and a call with
+    no name was decided as the tool ``""``."""
+    for tool_calls in (
+        {"a": 1},
+        5,
+        [5],
+        [{"function": "Bash"}],
+        [{"function": {"name": {"x": 1}, "arguments": "{}"}}],
+        [{"function": {"arguments": "{}"}}],
+    ):
+        verdict = _gate_answer({"role": "assistant", "tool_calls": tool_calls})
+        assert not verdict.allowed and len(verdict.denied) == 1, tool_calls
+        assert verdict.decisions[0]["rule"] == "gateway.call"
 
 
 path_tools = st.sampled_from(sorted(set(policy.BUILT_IN_TOOLS) - {"Bash"}))
