@@ -21,7 +21,7 @@ def register(subparsers: _flags.Subparsers) -> None:
         subparsers,
         "policy",
         """
-        test, explain and export RunPolicy / ClusterRunPolicy decisions
+        test, explain, export and replay RunPolicy / ClusterRunPolicy decisions
 
         Work with policies offline. POLICY.yaml may hold several documents (a
         ClusterRunPolicy and a RunPolicy): all are applied and the stricter effect wins.
