@@ -18,10 +18,7 @@ from continue_orchestrator import errors
 from continue_orchestrator.api import _agentrun, _approval, _base, _runpolicy
 
 Resource = (
-    _agentrun.AgentRun
-    | _runpolicy.RunPolicy
-    | _runpolicy.ClusterRunPolicy
-    | _approval.RunApproval
+    _agentrun.AgentRun | _runpolicy.RunPolicy | _runpolicy.ClusterRunPolicy | _approval.RunApproval
 )
 
 KINDS: dict[str, type[Resource]] = {
@@ -30,6 +27,9 @@ KINDS: dict[str, type[Resource]] = {
     "ClusterRunPolicy": _runpolicy.ClusterRunPolicy,
     "RunApproval": _approval.RunApproval,
 }
+
+
+_TOO_DEEP = "nested too deeply to read (PyYAML recurses once per level)"
 
 
 def field_path(loc: tuple[int | str, ...]) -> str:
@@ -62,7 +62,7 @@ def parse(document: Any, *, where: str = "") -> Resource:
             where=where,
         )
     kind = document.get("kind")
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         raise errors.ManifestError(
             f"kind {kind!r} is not one of {', '.join(KINDS)}",
             where=where,
@@ -73,7 +73,8 @@ def parse(document: Any, *, where: str = "") -> Resource:
             f"apiVersion is {document.get('apiVersion')!r}, expected {_base.API_VERSION!r}",
             where=where,
         )
-    name = (document.get("metadata") or {}).get("name", "?")
+    metadata = document.get("metadata")
+    name = metadata.get("name", "?") if isinstance(metadata, dict) else "?"
     where = f"{where} ({kind}/{name})" if where else f"{kind}/{name}"
     try:
         resource = KINDS[kind].model_validate(document)
@@ -95,6 +96,8 @@ def check_continue_config(text: str, *, where: str) -> dict[str, Any]:
         config = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise errors.ManifestError(f"config.yaml is not valid YAML: {error}", where=where) from None
+    except RecursionError:
+        raise errors.ManifestError(_TOO_DEEP, where=where) from None
     if not isinstance(config, dict):
         raise errors.ManifestError("config.yaml must be a YAML mapping", where=where)
     models = config.get("models", [])
@@ -110,10 +113,16 @@ def documents(path: pathlib.Path) -> list[tuple[str, Any]]:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise errors.ManifestError(f"cannot read: {error.strerror}", where=str(path)) from None
+    except UnicodeDecodeError as error:
+        raise errors.ManifestError(
+            f"not UTF-8 text (byte {error.start})", where=str(path), fix="save it as UTF-8"
+        ) from None
     try:
         found = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as error:
         raise errors.ManifestError(f"not valid YAML: {error}", where=str(path)) from None
+    except RecursionError:
+        raise errors.ManifestError(_TOO_DEEP, where=str(path)) from None
     return [(f"{path}: document {index}", d) for index, d in enumerate(found, start=1)]
 
 

@@ -1,4 +1,5 @@
-"""``orchestrator policy``: test a policy against cases, explain a decision, export it.
+"""``orchestrator policy``: test a policy against cases, explain a decision, export it,
+and decide a ledger's recorded tool calls again under it (``_policy_replay``).
 
 A policy is code; these commands are its test runner and debugger, offline, with the
 same engine the gateway runs.
@@ -7,10 +8,12 @@ same engine the gateway runs.
 from __future__ import annotations
 
 import argparse
+import json
 import pathlib
+import sys
 
-from continue_orchestrator import policy
-from continue_orchestrator.cli import _flags
+from continue_orchestrator import ledger, policy
+from continue_orchestrator.cli import _flags, _policy_replay
 
 
 def register(subparsers: _flags.Subparsers) -> None:
@@ -18,7 +21,7 @@ def register(subparsers: _flags.Subparsers) -> None:
         subparsers,
         "policy",
         """
-        test, explain and export RunPolicy / ClusterRunPolicy decisions
+        test, explain, export and replay RunPolicy / ClusterRunPolicy decisions
 
         Work with policies offline. POLICY.yaml may hold several documents (a
         ClusterRunPolicy and a RunPolicy): all are applied and the stricter effect wins.
@@ -56,6 +59,55 @@ def register(subparsers: _flags.Subparsers) -> None:
     )
     permissions.add_argument("policy_file", type=pathlib.Path, metavar="POLICY.yaml")
     permissions.set_defaults(handler=run_permissions)
+
+    replay = commands.add_parser(
+        "replay",
+        help="decide every tool call recorded in a ledger again under POLICY.yaml; "
+        "list the calls whose effect would change",
+        description="Reads the policy.decision entries the gateway wrote for every tool "
+        "call (allowed or not), decides each call again with the run's recorded context "
+        "and lists those whose effect changes: tighter (stricter: Deny > RequireApproval "
+        "> Allow) or looser. Redacted decisions cannot be decided again and are listed "
+        "as redacted. The ledger is verified first; one that fails verification is an "
+        "error (exit 1). Exit 0, or 1 with --fail-on-tighten when any call would be "
+        "tighter.",
+    )
+    replay.add_argument("policy_file", type=pathlib.Path, metavar="POLICY.yaml")
+    replay.add_argument(
+        "--ledger",
+        required=True,
+        metavar="URL",
+        help="sqlite:///path/to/ledger.db or postgresql://user@host/dbname",
+    )
+    replay.add_argument(
+        "--since",
+        metavar="TIME|DURATION",
+        help="only calls recorded at or after this: an RFC 3339 time with an offset "
+        "(2026-12-01T09:00:00Z) or a duration back from now (24h, 7d, 1h30m; units w d h m s)",
+    )
+    replay.add_argument("--run", metavar="UID", help="only the calls of this run")
+    replay.add_argument(
+        "--fail-on-tighten",
+        action="store_true",
+        help="exit 1 if any call would get a stricter effect (an allowed call denied or "
+        "held for approval): for CI of a policy repository",
+    )
+    replay.add_argument(
+        "--public-key",
+        type=pathlib.Path,
+        metavar="PEM",
+        help="when verifying, require the ledger's checkpoints to be signed by this key",
+    )
+    replay.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="skip verifying the ledger first (a large ledger whose verification runs elsewhere)",
+    )
+    replay.add_argument(
+        "--all", action="store_true", help="list unchanged calls too, not only changes"
+    )
+    replay.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    replay.set_defaults(handler=run_replay)
 
 
 def _table(rows: list[tuple[str, ...]]) -> str:
@@ -143,6 +195,72 @@ def run_explain(args: argparse.Namespace) -> int:
                 f"({outcome.considered} rule(s) indexed for this request): {outcome.reason}"
             )
     return 0
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    policy_set = policy.load_policies(args.policy_file)
+    since = _policy_replay.parse_since(args.since) if args.since else None
+    public_key = ledger.load_public_key(args.public_key) if args.public_key else None
+    entries, warnings = _policy_replay.read(
+        args.ledger, verify=not args.no_verify, public_key=public_key
+    )
+    replayed = _policy_replay.replay(entries, policy_set, since=since, run_uid=args.run)
+    counts = {
+        change: sum(r.change == change for r in replayed)
+        for change in (
+            _policy_replay.UNCHANGED,
+            _policy_replay.TIGHTER,
+            _policy_replay.LOOSER,
+            _policy_replay.REDACTED,
+        )
+    }
+    decided = len(replayed) - counts[_policy_replay.REDACTED]
+    runs = len({r.run_uid for r in replayed if r.change != _policy_replay.REDACTED})
+    failed = args.fail_on_tighten and counts[_policy_replay.TIGHTER] > 0
+    shown = [r for r in replayed if args.all or r.change != _policy_replay.UNCHANGED]
+    if args.json:
+        document = {
+            "policyDigest": policy_set.digest,
+            "since": since.isoformat() if since else None,
+            "verified": not args.no_verify,
+            "replayed": decided,
+            "runs": runs,
+            **counts,
+            "calls": [r.to_json() for r in shown],
+        }
+        print(json.dumps(document, indent=2, ensure_ascii=False))
+    else:
+        for warning in warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        if shown:
+            heads = ("CHANGE", "SEQ", "TIME", "RUN", "TOOL", "ARGUMENTS", "WAS", "NOW", "RULE")
+            rows: list[tuple[str, ...]] = [(*heads, "REASON")]
+            for r in shown:
+                rows.append(
+                    (
+                        r.change,
+                        str(r.sequence),
+                        r.time,
+                        r.run,
+                        r.tool or "-",
+                        _policy_replay.arguments_summary(r.arguments) if r.tool else "-",
+                        r.was or "-",
+                        r.now or "-",
+                        r.rule or ("(default)" if r.now else "-"),
+                        r.reason,
+                    )
+                )
+            print(_table(rows) + "\n")
+        window = f" since {since.isoformat()}" if since else ""
+        print(
+            f"{decided} tool calls of {runs} runs decided again{window}: "
+            f"{counts[_policy_replay.UNCHANGED]} unchanged, "
+            f"{counts[_policy_replay.TIGHTER]} tighter, {counts[_policy_replay.LOOSER]} looser; "
+            f"{counts[_policy_replay.REDACTED]} redacted (not replayable); "
+            f"policy set {policy_set.digest}"
+            + ("" if not args.no_verify else "; ledger NOT verified (--no-verify)")
+        )
+    return 1 if failed else 0
 
 
 def run_permissions(args: argparse.Namespace) -> int:

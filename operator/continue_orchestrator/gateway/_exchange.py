@@ -192,7 +192,7 @@ class Exchange:
             try:
                 completion = json.loads(received)
                 full: Message = dict(completion["choices"][0]["message"])
-            except (ValueError, KeyError, IndexError, TypeError):
+            except (ValueError, KeyError, IndexError, TypeError, RecursionError):
                 await self._record(received, 502)
                 return _http.error(
                     502, "the upstream answer is not a chat completion", "upstream_error"

@@ -50,6 +50,21 @@ class _Denial:
     policy_digest: str = ""
 
 
+_MISSHAPEN = _Denial(
+    "Deny", "gateway.call", "the tool call is not of the API's shape (a function with a name)"
+)
+
+
+def _calls(message: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The tool calls of an answer; anything not of the API's shape (``tool_calls`` not a
+    list, a call that is not an object) is kept, as a call with no function, to be denied."""
+    found = message.get("tool_calls") or []
+    return [
+        call if isinstance(call, dict) else {"function": call}
+        for call in (found if isinstance(found, list) else [found])
+    ]
+
+
 def policy_decider(
     registration: _registry.RunRegistration, tool: str, arguments: Mapping[str, Any]
 ) -> Decision:
@@ -112,11 +127,19 @@ class Gate:
         verdict = Verdict()
         entries: list[_recorder.Entry] = []
         registration = state.registration
-        for call in message.get("tool_calls") or []:
+        for call in _calls(message):
             function = call.get("function") or {}
+            # A call without a name as text cannot be the call the policy decides.
+            shaped = isinstance(function, dict) and isinstance(function.get("name"), str)
+            shaped = shaped and bool(function["name"])
+            function = function if shaped else {}
             tool = str(function.get("name") or "")
             call_id = str(call.get("id") or "")
-            decision, arguments = self._decide(registration, tool, function.get("arguments"))
+            decision, arguments = (
+                self._decide(registration, tool, function.get("arguments"))
+                if shaped
+                else (_MISSHAPEN, call.get("function"))
+            )
             effect = str(decision.effect)
             rule, reason = str(decision.rule or ""), str(decision.reason or "")
             record: dict[str, Any] = {
@@ -157,9 +180,13 @@ class Gate:
     def _decide(
         self, registration: _registry.RunRegistration, tool: str, raw: Any
     ) -> tuple[Decision, Any]:
+        if raw is not None and not isinstance(raw, str):
+            # The API sends arguments as JSON text. Deciding anything else as ``{}`` would
+            # let the agent run a call with arguments no policy saw.
+            return _Denial("Deny", "gateway.arguments", "the arguments are not JSON text"), raw
         try:
-            arguments = json.loads(raw) if isinstance(raw, str) and raw.strip() else {}
-        except ValueError:
+            arguments = json.loads(raw) if raw and raw.strip() else {}
+        except (ValueError, RecursionError):  # RecursionError: nested too deep to parse
             return _Denial("Deny", "gateway.arguments", "the arguments are not valid JSON"), raw
         if not isinstance(arguments, dict):
             return _Denial("Deny", "gateway.arguments", "the arguments are not an object"), raw

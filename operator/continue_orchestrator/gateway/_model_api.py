@@ -37,7 +37,7 @@ async def _read_json(request: web.Request, what: str) -> tuple[bytes, Any] | web
     raw = await request.read()
     try:
         return raw, json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep to parse
         return _http.error(400, f"{what} is not JSON")
 
 

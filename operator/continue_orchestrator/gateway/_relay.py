@@ -20,6 +20,8 @@ from aiohttp import web
 Message = dict[str, Any]
 Send = Callable[[bytes], Awaitable[None]]
 DONE = b"data: [DONE]\n\n"
+SPOILED = "\x00"
+"""Put before the arguments of a call the stream garbled: no JSON text starts with it."""
 
 
 def chunk(template: Mapping[str, Any], delta: Mapping[str, Any], finish: str | None) -> bytes:
@@ -52,58 +54,114 @@ class Relay:
         self.finish: str | None = None
         self.template: dict[str, Any] | None = None
         self.tail: list[bytes] = []
+        self.spoiled: set[int] = set()
+        """Calls with a part that could not be read (a name or arguments not text)."""
+        self.spoiled_all = False
+        """A tool call part with no readable index: every call is spoiled."""
 
     async def run(self, response: aiohttp.ClientResponse) -> None:
-        async for line in response.content:
-            self.raw.extend(line)
-            if not line.startswith(b"data:"):
-                continue
-            data = line[5:].strip()
-            if data == b"[DONE]":
-                continue
-            try:
-                event = json.loads(data)
-            except ValueError:
-                continue
+        # Lines are split here rather than by ``async for line in response.content``:
+        # aiohttp refuses a line over 128 KiB (LineTooLong), and a provider may send a
+        # large tool call's arguments in one event.
+        buffer = bytearray()
+        scanned = 0
+        async for data in response.content.iter_any():
+            buffer += data
+            start = 0
+            while (end := buffer.find(b"\n", max(start, scanned))) >= 0:
+                await self._line(bytes(buffer[start : end + 1]))
+                start = end + 1
+            del buffer[:start]
+            scanned = len(buffer)
+        if buffer:
+            await self._line(bytes(buffer))
+
+    async def _line(self, line: bytes) -> None:
+        self.raw.extend(line)
+        if not line.startswith(b"data:"):
+            return
+        data = line[5:].strip()
+        if data == b"[DONE]":
+            return
+        try:
+            event = json.loads(data)
+        except (ValueError, RecursionError):
+            return
+        if isinstance(event, dict):
             await self._chunk(event, line)
 
     async def _chunk(self, event: dict[str, Any], line: bytes) -> None:
+        """One event. Whatever is not of the shape the API defines is skipped, except in a
+        tool call: a call with a part that cannot be read is spoiled (``_spoil``), so the
+        gate denies it rather than decide a call other than the one the model sent."""
         if self.template is None:
             self.template = {key: event.get(key) for key in ("id", "created", "model")}
         choices = event.get("choices") or []
-        if not choices:
+        if not isinstance(choices, list) or not choices:
             self.tail.append(b"data: " + json.dumps(event).encode() + b"\n\n")
             return
         choice = choices[0]
+        if not isinstance(choice, dict):
+            return
         delta = choice.get("delta") or {}
         finish = choice.get("finish_reason")
+        if not isinstance(delta, dict):
+            delta = {}
         calls = delta.get("tool_calls")
+        content = delta.get("content")
         if not calls and not finish:
-            self.text += delta.get("content") or ""
+            if isinstance(content, str):
+                self.text += content
             await self.send(line.rstrip(b"\r\n") + b"\n\n")
             return
-        for part in calls or []:
-            slot = self.calls.setdefault(
-                int(part.get("index", 0)),
-                {"id": "", "type": "function", "function": {"name": "", "arguments": ""}},
-            )
-            if part.get("id"):
-                slot["id"] = part["id"]
-            function = part.get("function") or {}
-            slot["function"]["name"] += function.get("name") or ""
-            slot["function"]["arguments"] += function.get("arguments") or ""
+        for part in calls if isinstance(calls, list) else [calls] if calls else []:
+            self._part(part)
         rest = {key: value for key, value in delta.items() if key != "tool_calls"}
-        if rest.get("content"):
-            self.text += rest["content"]
+        if isinstance(content, str) and content:
+            self.text += content
             await self.send(chunk(event, rest, None))
         if finish:
-            self.finish = finish
+            self.finish = str(finish)
+
+    def _part(self, part: Any) -> None:
+        """Add one ``tool_calls`` delta to the call it continues."""
+        index = part.get("index", 0) if isinstance(part, dict) else None
+        if not isinstance(index, int):
+            self.spoiled_all = True  # which call it belongs to is unknown: spoil them all
+            return
+        slot = self.calls.setdefault(
+            index, {"id": "", "type": "function", "function": {"name": "", "arguments": ""}}
+        )
+        function = part.get("function") or {}
+        call_id = part.get("id")
+        if call_id and isinstance(call_id, str):
+            slot["id"] = call_id
+        elif call_id or not isinstance(function, dict):
+            self.spoiled.add(index)
+            return
+        name, arguments = function.get("name") or "", function.get("arguments") or ""
+        if not isinstance(name, str) or not isinstance(arguments, str):
+            self.spoiled.add(index)
+            return
+        slot["function"]["name"] += name
+        slot["function"]["arguments"] += arguments
 
     def message(self) -> Message:
-        """The assistant message the stream carried, tool calls complete."""
+        """The assistant message the stream carried, tool calls complete; a spoiled call's
+        arguments begin with a NUL, so they are never JSON and the gate denies the call."""
         message: Message = {"role": "assistant", "content": self.text or None}
         if self.calls:
-            message["tool_calls"] = [self.calls[index] for index in sorted(self.calls)]
+            calls = []
+            for index in sorted(self.calls):
+                call = self.calls[index]
+                if self.spoiled_all or index in self.spoiled:
+                    function = call["function"]
+                    call = {
+                        **call,
+                        "function": {**function, "arguments": SPOILED + function["arguments"]},
+                    }
+                calls.append(call)
+            message["tool_calls"] = calls
         return message
 
 

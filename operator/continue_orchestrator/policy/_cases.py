@@ -169,8 +169,12 @@ def _load_yaml(path: pathlib.Path) -> Any:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as error:
         raise errors.PolicyError(f"cannot read: {error.strerror}", where=str(path)) from None
+    except UnicodeDecodeError as error:
+        raise errors.PolicyError(f"not UTF-8 text (byte {error.start})", where=str(path)) from None
     except yaml.YAMLError as error:
         raise errors.PolicyError(f"not valid YAML: {error}", where=str(path)) from None
+    except RecursionError:
+        raise errors.PolicyError("nested too deeply to read", where=str(path)) from None
 
 
 def _problems(error: pydantic.ValidationError) -> str:
