@@ -165,8 +165,13 @@ def run_explain(args: argparse.Namespace) -> int:
     print(f"digest:  {decision.policy_digest}")
     if isinstance(subject, policy.ToolCall):
         try:
+            # With the policy set, as the decision above: a glob's possible files too.
             requests = policy.requests_for(
-                subject.name, subject.arguments, run=subject.run, mcp_server=subject.mcp_server
+                subject.name,
+                subject.arguments,
+                run=subject.run,
+                mcp_server=subject.mcp_server,
+                policy_set=policy_set,
             )
         except policy.UnmappableError as error:
             print(f"\nthe tool call cannot be checked: {error}")

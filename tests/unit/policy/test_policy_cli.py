@@ -116,6 +116,22 @@ def test_explain_names_the_rule_and_every_policy(
     assert "RunPolicy a/team: Deny by default" in out  # 'cd src' is not allowed
 
 
+def test_explain_lists_the_files_a_glob_could_reach_as_the_decision_does(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`cat src/*.py` is denied because the glob could read src/id_rsa.py; explain shows
+    that request, not only the glob itself."""
+    baseline = pathlib.Path(__file__).resolve().parents[3] / "policies" / "baseline.yaml"
+    request = write(tmp_path, "request.yaml", """\
+        toolCall: {name: Bash, arguments: {command: "cat src/*.py"}}
+        """)
+    assert cli.main(["policy", "explain", str(baseline), str(request)]) == 0
+    out = capsys.readouterr().out
+    assert "effect:  Deny" in out
+    assert "file.read Bash path='src/id_rsa.py'" in out
+    assert "Deny by baseline/no-secret-files" in out
+
+
 def test_permissions_prints_continue_permissions(
     policy_file: pathlib.Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
