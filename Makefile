@@ -111,7 +111,8 @@ e2e: venv
 		CO_E2E_KIND_CLUSTER=$(KIND_CLUSTER) $(BIN)/pytest -m node $(E2E_PATHS) $(E2E_ARGS)
 else
 e2e: venv test-deps sandbox-deps cn k8s-tools forge-tools node-tools images
-	$(BIN)/pytest -m 'node or images' $(E2E_PATHS) tests/integration/images $(E2E_ARGS)
+	$(BIN)/pytest -m 'node or images' -o session_timeout=1500 $(E2E_PATHS) \
+		tests/integration/images $(E2E_ARGS)
 endif
 
 crds: venv
