@@ -122,3 +122,32 @@ capabilities:
 seccompProfile:
   type: RuntimeDefault
 {{- end -}}
+
+{{/* The CA bundle of trust.caBundle, for the operator's and the gateway's HTTPS (Python's
+ssl and git): env, volumeMount, volume. Each renders nothing without trust.caBundle. */}}
+{{- define "co.trustEnv" -}}
+{{- if .Values.trust.caBundle.configMap }}
+- name: SSL_CERT_FILE
+  value: /etc/continue-orchestrator/ca/{{ .Values.trust.caBundle.key }}
+- name: GIT_SSL_CAINFO
+  value: /etc/continue-orchestrator/ca/{{ .Values.trust.caBundle.key }}
+{{- end }}
+{{- end }}
+
+{{- define "co.trustVolumeMount" -}}
+{{- if .Values.trust.caBundle.configMap }}
+- name: ca-bundle
+  mountPath: /etc/continue-orchestrator/ca
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "co.trustVolume" -}}
+{{- if .Values.trust.caBundle.configMap }}
+- name: ca-bundle
+  configMap:
+    name: {{ .Values.trust.caBundle.configMap }}
+    items:
+      - {key: {{ .Values.trust.caBundle.key }}, path: {{ .Values.trust.caBundle.key }}}
+{{- end }}
+{{- end }}

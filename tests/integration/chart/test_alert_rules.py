@@ -1,6 +1,7 @@
 """The chart's alerting rules, unit-tested with the real `promtool test rules` (Debian's
-prometheus package; hack/install-promtool.sh), and the series the rules and the Grafana
-dashboard query checked against the metrics the code exports.
+prometheus package; hack/install-promtool.sh). That every series the rules and the Grafana
+dashboard query is one the code exports is test_chart_render.py's
+test_alerts_only_use_metrics_the_code_exports.
 
 The rules are the ones `helm template` renders with `metrics.prometheusRule.enabled`; each
 case feeds promtool input series and says which alerts must fire, with which labels and
@@ -8,14 +9,12 @@ annotations, at which time (promtool compares labels and annotations exactly).""
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
-import prometheus_client
 import pytest
 import yaml
 from tests.integration.chart import chart_support as chart
@@ -194,54 +193,3 @@ def test_the_other_alerts_fire_on_what_they_name_and_not_before(
         },
     ]
     _promtool_test(tmp_path, rules, tests)
-
-
-def _exported() -> set[str]:
-    """Every series name the operator's and the gateway's /metrics can show."""
-    from continue_orchestrator.controller import _metrics as operator_metrics
-    from continue_orchestrator.gateway import _metrics as gateway_metrics
-
-    suffixes = {
-        "counter": ("_total", "_created"),
-        "histogram": ("_bucket", "_sum", "_count", "_created"),
-        "gauge": ("",),
-    }
-    names = set()
-    registry: prometheus_client.CollectorRegistry
-    for registry in (operator_metrics.REGISTRY, gateway_metrics.REGISTRY):
-        for family in registry.collect():
-            names.update(family.name + s for s in suffixes[family.type])
-    return names
-
-
-def _queried(expressions: list[str]) -> set[str]:
-    return {m for e in expressions for m in re.findall(r"\borchestrator_[a-z0-9_]+", e)}
-
-
-def _dashboard_expressions() -> list[str]:
-    found: list[str] = []
-
-    def walk(node: object) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if key == "expr" and isinstance(value, str):
-                    found.append(value)
-                else:
-                    walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
-
-    walk(json.loads((chart.CHART / "files" / "dashboard.json").read_text()))
-    return found
-
-
-def test_every_series_the_rules_and_the_dashboard_query_is_exported(rules: list[JSON]) -> None:
-    exported = _exported()
-    rule_series = _queried([r["expr"] for g in rules for r in g["rules"]])
-    dashboard_series = _queried(_dashboard_expressions())
-    assert rule_series and dashboard_series  # the extraction found something to check
-    assert rule_series - exported == set(), "the alert rules query series nobody exports"
-    assert dashboard_series - exported == set(), "the dashboard queries series nobody exports"
-    # and the check can fail: a misspelt name is not exported
-    assert _queried(["rate(orchestrator_agentrun_finished_total[5m])"]) - exported

@@ -290,6 +290,30 @@ def test_key_mode_mounts_the_signing_secret_where_the_operator_reads_it() -> Non
     assert "sigstore-token" not in volumes  # no OIDC token where none is needed
 
 
+def test_a_ca_bundle_is_trusted_by_python_and_git_in_both_pods() -> None:
+    """trust.caBundle: the ConfigMap's bundle mounted into the operator and the gateway,
+    and named where Python's ssl (SSL_CERT_FILE) and git (GIT_SSL_CAINFO) read it."""
+    values = {"trust.caBundle.configMap": "corp-ca", "trust.caBundle.key": "bundle.pem"}
+    docs = chart.documents(chart.template(values=values).stdout)
+    default = chart.documents(chart.template().stdout)
+    for component in ("operator", "gateway"):
+        deployment = _deployment(docs, component)
+        container = _container(deployment)
+        volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+        mounts = {m["name"]: m for m in container["volumeMounts"]}
+        assert volumes["ca-bundle"]["configMap"] == {
+            "name": "corp-ca", "items": [{"key": "bundle.pem", "path": "bundle.pem"}]
+        }  # fmt: skip
+        assert mounts["ca-bundle"]["readOnly"] is True
+        path = f"{mounts['ca-bundle']['mountPath']}/bundle.pem"
+        env = chart.env_of(container)
+        assert env["SSL_CERT_FILE"] == path and env["GIT_SSL_CAINFO"] == path
+        # without the value: the image's own bundle, nothing mounted or set
+        plain = _container(_deployment(default, component))
+        assert "SSL_CERT_FILE" not in chart.env_of(plain)
+        assert all(m["name"] != "ca-bundle" for m in plain["volumeMounts"])
+
+
 def test_a_github_app_is_mounted_where_the_gateways_flags_read_it(
     default_docs: list[dict[str, Any]], full_docs: list[dict[str, Any]]
 ) -> None:
