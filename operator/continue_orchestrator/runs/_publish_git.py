@@ -50,9 +50,16 @@ class Clone:
         return _git(args, self.path, step=step, extra=extra)
 
 
+# Which certificate authorities git trusts for HTTPS: the deployment's choice (the chart's
+# trust.caBundle sets them), not configuration of git's behaviour, and no secret.
+_TRUST = ("GIT_SSL_CAINFO", "GIT_SSL_CAPATH", "SSL_CERT_FILE", "SSL_CERT_DIR")
+
+
 def _environment(home: str, extra: Mapping[str, str] | None) -> dict[str, str]:
-    """No user or system config, no prompts, nothing of this process's environment."""
+    """No user or system config, no prompts, nothing of this process's environment but
+    PATH and the CA trust (`_TRUST`)."""
     return {
+        **{name: os.environ[name] for name in _TRUST if os.environ.get(name)},
         "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
         "HOME": home,
         "LANG": "C.UTF-8",

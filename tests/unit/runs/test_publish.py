@@ -237,3 +237,22 @@ def test_a_patch_that_is_not_the_one_taken_is_refused() -> None:
         with pytest.raises(errors.PublicationError) as refused:
             _publish._patch(outcome)
         assert said in refused.value.message and refused.value.step == "diff"
+
+
+def test_publish_git_keeps_the_deployments_ca_trust_and_nothing_else_of_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
+) -> None:
+    """git talks to a forge behind a private CA with the bundle the chart's trust.caBundle
+    names; the rest of the operator's environment (a token, git config) stays out."""
+    bundle = tmp_path / "ca.crt"
+    monkeypatch.setenv("GIT_SSL_CAINFO", str(bundle))
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    monkeypatch.setenv("GITHUB_TOKEN", "ghp_canary")
+    monkeypatch.setenv("GIT_CONFIG_PARAMETERS", "'core.sshCommand=evil'")
+    env = _publish_git._environment(str(tmp_path), None)
+    assert env["GIT_SSL_CAINFO"] == str(bundle) and env["SSL_CERT_FILE"] == str(bundle)
+    assert "GITHUB_TOKEN" not in env and "GIT_CONFIG_PARAMETERS" not in env
+    script = "import os; print(os.environ.get('GIT_SSL_CAINFO', '-'))"
+    seen = _publish_git._git(["-c", f"alias.ca=!python3 -c \"{script}\"", "ca"], tmp_path,
+                             step="test")  # fmt: skip
+    assert seen.strip() == str(bundle)
