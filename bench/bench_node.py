@@ -308,3 +308,5 @@ def run() -> Iterator[dict[str, Any]]:
         if node is not None:
             node.stop()
         kube.stop()
+        # The node's state (containerd's images, pods' files): gigabytes per run.
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -22,12 +22,14 @@ import contextlib
 import importlib.util
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +60,11 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 class Relay:
     """A TCP relay: accepts on (host, port), connects each client to `target`."""
 
-    def __init__(self, host: str, target: tuple[str, int]) -> None:
+    def __init__(
+        self, host: str, target: tuple[str, int], tls: ssl.SSLContext | None = None
+    ) -> None:
         self.target = target
+        self.tls = tls  # terminate TLS with this server context, relay plain to target
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, 0))
@@ -78,6 +83,10 @@ class Relay:
 
     def _serve(self, client: socket.socket) -> None:
         try:
+            if self.tls is not None:
+                client.settimeout(10)
+                client = self.tls.wrap_socket(client, server_side=True)
+                client.settimeout(None)
             upstream = socket.create_connection(self.target, timeout=10)
         except OSError:
             client.close()
@@ -197,20 +206,48 @@ def ledger_url(node: Node) -> Iterator[str]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class ForgeTLS:
+    """TLS for the test forge as pods reach it: a CA of the test's, a serving certificate
+    for the node's address, and the bundle the chart's `trust.caBundle` gives the operator
+    and the gateway (the system's CAs plus this one). The operator refuses plain http to
+    a forge on another machine, as it should."""
+
+    context: ssl.SSLContext
+    ca_cert: Path
+    bundle: Path
+
+
+@pytest.fixture(scope="session")
+def forge_tls(node: Node, tmp_path_factory: pytest.TempPathFactory) -> ForgeTLS:
+    from tests.kube.certs import CertAuthority
+
+    directory = tmp_path_factory.mktemp("forge-tls")
+    ca = CertAuthority(directory)
+    pair = ca.issue("forge", node.node_ip, server_hosts=(node.node_ip,))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pair.cert, pair.key)
+    bundle = directory / "ca-certificates.crt"
+    system = Path("/etc/ssl/certs/ca-certificates.crt")
+    bundle.write_text((system.read_text() if system.exists() else "") + ca.pair.cert.read_text())
+    return ForgeTLS(context, ca.pair.cert, bundle)
+
+
 @pytest.fixture(scope="session")
 def forge_for_pods(
-    node: Node, tmp_path_factory: pytest.TempPathFactory
+    node: Node, forge_tls: ForgeTLS, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Any, str]]:
     """A real Gitea (tests/forge, on loopback, seeded with the demo repository) and the
-    base URL pods reach it at: a relay on the node's address. Git's smart HTTP does not
-    care which host it was asked under."""
+    https base URL pods reach it at: a TLS-terminating relay on the node's address, its
+    certificate from `forge_tls`. Git's smart HTTP does not care which host it was asked
+    under."""
     from tests.forge import Gitea
 
     server = Gitea(tmp_path_factory.mktemp("gitea"))
     server.start()
-    relay = Relay(node.node_ip, ("127.0.0.1", server.port))
+    relay = Relay(node.node_ip, ("127.0.0.1", server.port), tls=forge_tls.context)
     try:
-        yield server, f"http://{node.node_ip}:{relay.port}"
+        yield server, f"https://{node.node_ip}:{relay.port}"
     finally:
         relay.close()
         server.stop()
@@ -256,13 +293,18 @@ def release(
     images: dict[str, str],
     ledger_url: str,
     apiserver_for_pods: Relay | None,
+    forge_tls: ForgeTLS,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Any]:
-    """The chart installed in `co-system-<id>`, its operator and gateway pods Ready."""
+    """The chart installed in `co-system-<id>`, its operator and gateway pods Ready,
+    trusting the test forge's CA (`trust.caBundle`)."""
     from tests.integration.deployed.deployed_support import Release
 
     namespace = kube.create_namespace(f"co-system-{uuid.uuid4().hex[:6]}")
-    it = Release(kube, node, namespace, images, ledger_url, tmp_path_factory.mktemp("release"))
+    it = Release(
+        kube, node, namespace, images, ledger_url, tmp_path_factory.mktemp("release"),
+        ca_bundle=forge_tls.bundle,
+    )  # fmt: skip
     try:
         it.install()
         print(f"\n[deployed] timings: {it.timings}", file=sys.stderr)

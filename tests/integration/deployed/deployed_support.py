@@ -23,6 +23,7 @@ from tests.kube.node import Node
 JSON = dict[str, Any]
 RELEASE = "continue-orchestrator"
 SIGNING_SECRET = "attestation-key"
+CA_CONFIGMAP = "trusted-ca"
 RECORDS_CLAIM = "records"
 # The chart's pods run as this user (charts/continue-orchestrator/templates/_helpers.tpl);
 # a hostPath volume ignores fsGroup, so the directory is theirs.
@@ -53,6 +54,8 @@ class Release:
     gateway_ip: str = ""
     records_dir: Path | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    # A PEM bundle the operator and the gateway trust (chart value trust.caBundle)
+    ca_bundle: Path | None = None
     private_key: ec.EllipticCurvePrivateKey = field(
         default_factory=lambda: ec.generate_private_key(ec.SECP256R1())
     )
@@ -80,6 +83,8 @@ class Release:
                          "podDisruptionBudget": {"enabled": False}},
             "attestation": {"mode": "key", "key": {"existingSecret": SIGNING_SECRET}},
         }  # fmt: skip
+        if self.ca_bundle is not None:
+            values["trust"] = {"caBundle": {"configMap": CA_CONFIGMAP, "key": "ca.crt"}}
         if self.records_dir is not None:
             # The operator reads the gateway's records (publication needs them:
             # docs/publishing.md, "In a cluster"; attestations carry their digests).
@@ -136,6 +141,11 @@ class Release:
         """helm install; then point the operator at the gateway Service by its ClusterIP
         (no cluster DNS on this node)."""
         self.signing_secret()
+        if self.ca_bundle is not None:
+            self.kube.kubectl(
+                "create", "configmap", CA_CONFIGMAP, "-n", self.namespace,
+                f"--from-file=ca.crt={self.ca_bundle}",
+            )  # fmt: skip
         if not external.requested():  # a user's cluster: its nodes' disks are not ours
             self.record_store()
         start = time.monotonic()
