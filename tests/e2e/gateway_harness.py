@@ -54,6 +54,10 @@ spec:
       actions: [file.write]
       paths: ["src/**"]
       effect: Allow
+    - name: release-file  # `touch release.txt` writes it; the command itself is held below
+      actions: [file.write]
+      paths: ["release.txt"]
+      effect: Allow
     - name: no-push
       actions: [shell.exec]
       commands: ["git push*"]
