@@ -17,6 +17,11 @@ from pathlib import Path
 
 import pytest
 from tests.kube import ControlPlane, PodExecutor, ensure_binaries, external
+from tests.kube.node_plugin import node
+
+# One real node per session for every directory that asks (node/, deployed/): a fixture
+# defined in each directory's conftest would be two session fixtures, two nodes.
+__all__ = ["node"]
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 

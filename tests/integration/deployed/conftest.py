@@ -37,12 +37,13 @@ import pytest
 from tests.kube import ControlPlane, external, node_plugin
 from tests.kube.controlplane import REPO_ROOT
 from tests.kube.node import Node
-from tests.kube.node_plugin import node, pytest_runtest_makereport
+from tests.kube.node_plugin import pytest_runtest_makereport
 
 KUBERNETES_SERVICE_IP = "10.96.0.1"
 NFT_TABLE = "continue_e2e_apiserver"
 
-__all__ = ["node", "pytest_runtest_makereport"]
+# `node` is tests/integration/conftest.py's, shared with tests/integration/node.
+__all__ = ["pytest_runtest_makereport"]
 IMAGES = ("operator", "runner")
 
 

@@ -12,9 +12,11 @@ import pytest
 from tests.kube import ControlPlane
 from tests.kube.images import busybox_image
 from tests.kube.node import Node
-from tests.kube.node_plugin import node, pytest_collection_finish, pytest_runtest_makereport
+from tests.kube.node_plugin import pytest_collection_finish, pytest_runtest_makereport
 
-__all__ = ["node", "pytest_collection_finish", "pytest_runtest_makereport"]
+# The `node` fixture is tests/integration/conftest.py's: one node for this directory and
+# tests/integration/deployed in one session (a second would wait on the machine's lock).
+__all__ = ["pytest_collection_finish", "pytest_runtest_makereport"]
 
 
 @pytest.fixture(scope="session")
